@@ -1,0 +1,44 @@
+# Two user-facing entry points: `make demo` and `make test`. Both set up everything on a fresh machine.
+PY        ?= python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+
+.PHONY: demo test lint build deps venv memcheck bench bench-quick clean
+
+deps:
+	@./.ci/ensure-libcurl
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+venv: $(VPY)
+
+# Build the extension in place with warnings as errors, and install the package (editable) with its test tools.
+build: deps venv
+	GRAPHSEND_STRICT=1 $(VPY) -m pip install -q -e '.[test]'
+	GRAPHSEND_STRICT=1 $(VPY) setup.py -q build_ext --inplace --force
+
+demo: build
+	$(VPY) -m graphsend demo
+
+lint: build
+	$(VPY) -m ruff check graphsend tests bench
+	$(VPY) -m ruff format --check graphsend tests bench
+
+test: build lint
+	$(VPY) -m pytest -q
+
+# Native tests under valgrind: fails on invalid reads/writes and definite leaks from csrc/.
+memcheck: build
+	./.ci/memcheck
+
+bench: build
+	$(MAKE) -C bench all
+
+bench-quick: build
+	$(MAKE) -C bench quick
+
+clean:
+	rm -rf build $(VENV) graphsend/*.so *.egg-info

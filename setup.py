@@ -1,0 +1,47 @@
+"""Build graphsend._native from csrc/ against the system libcurl."""
+
+import glob
+import os
+import shlex
+import subprocess
+
+from setuptools import Extension, setup
+
+
+def _libcurl_flags() -> tuple[list[str], list[str]]:
+    """Return (compile flags, link flags) from pkg-config, else curl-config."""
+    for cflags_cmd, libs_cmd in (
+        (["pkg-config", "--cflags", "libcurl"], ["pkg-config", "--libs", "libcurl"]),
+        (["curl-config", "--cflags"], ["curl-config", "--libs"]),
+    ):
+        try:
+            cflags = subprocess.check_output(cflags_cmd, text=True, stderr=subprocess.DEVNULL)
+            libs = subprocess.check_output(libs_cmd, text=True, stderr=subprocess.DEVNULL)
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        return shlex.split(cflags), shlex.split(libs)
+    raise SystemExit(
+        "graphsend needs libcurl's development files (pkg-config libcurl or curl-config). "
+        "On Debian/Ubuntu: apt-get install libcurl4-openssl-dev"
+    )
+
+
+cflags, libs = _libcurl_flags()
+compile_args = ["-std=c11", "-O2", *cflags]
+if os.environ.get("GRAPHSEND_STRICT") == "1":
+    compile_args += ["-Wall", "-Wextra", "-Werror"]
+if os.environ.get("GRAPHSEND_ASAN") == "1":
+    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
+    libs = ["-fsanitize=address", *libs]
+
+setup(
+    ext_modules=[
+        Extension(
+            "graphsend._native",
+            sources=sorted(glob.glob("csrc/*.c")),
+            depends=sorted(glob.glob("csrc/*.h")),
+            extra_compile_args=compile_args,
+            extra_link_args=libs,
+        )
+    ]
+)
