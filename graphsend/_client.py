@@ -1,0 +1,229 @@
+"""Client: one configuration, one libcurl easy handle per thread, retries that never double-send."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+from . import _fork, _log, _native
+from ._errors import SendError
+from ._outcome import outcome
+from ._receipt import Receipt
+from ._request import (
+    CLOUDS,
+    USER_AGENT,
+    check_api_version,
+    check_base_url,
+    check_text,
+    check_timeout,
+    client_request_id_or_new,
+    mailbox_path,
+    path_segment,
+)
+from ._retry import Retry, RetryState
+from ._tokens import TokenArg, TokenSource, token_source
+
+_DEFAULT_RETRY = Retry()
+
+
+class Client:
+    """Sends Graph drafts with one configuration; safe to share between any number of threads.
+
+    ``token`` is a str, a callable returning a token (or an MSAL result dict), or an
+    azure-identity style credential (``get_token(scope)``), called with the cloud's
+    ``https://<graph host>/.default`` scope and cached until 5 minutes before expiry.
+    """
+
+    def __init__(
+        self,
+        token: TokenArg | TokenSource,
+        *,
+        cloud: str = "global",
+        base_url: str | None = None,
+        api_version: str = "v1.0",
+        timeout: float = 100.0,
+        connect_timeout: float = 30.0,
+        retry: Retry = _DEFAULT_RETRY,
+        proxy: str | bool | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        user_agent: str | None = None,
+        http2: bool = True,
+    ) -> None:
+        if cloud not in CLOUDS:
+            raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}; got {cloud!r}")
+        if not isinstance(retry, Retry):
+            raise TypeError("retry must be a graphsend.Retry")
+        self.base_url, allow_http = check_base_url(CLOUDS[cloud] if base_url is None else base_url)
+        self.api_version = check_api_version(api_version)
+        self.cloud = cloud
+        self.retry = retry
+        # The scope names the cloud's Graph host even when base_url points elsewhere.
+        scope = CLOUDS[cloud] + "/.default"
+        self._tokens = token if isinstance(token, TokenSource) else token_source(token, scope)
+        self._prefix = f"{self.base_url}/{self.api_version}"
+        self._options: dict[str, Any] = {
+            "connect_timeout_ms": check_timeout(connect_timeout, "connect_timeout"),
+            "timeout_ms": check_timeout(timeout, "timeout"),
+            "allow_http": allow_http,
+            "ca_bundle": _ca_bundle(ca_bundle),
+            "proxy": _proxy(proxy),
+            "user_agent": USER_AGENT
+            if user_agent is None
+            else check_text(user_agent, "user_agent"),
+            "http2": _flag(http2, "http2"),
+        }
+        self._closed = False
+        self._lock = threading.Lock()
+        self._reset_handles()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (
+            f"<graphsend.Client base_url={self.base_url!r} api_version={self.api_version!r}{state}>"
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every thread's connections. Sends after close raise ValueError."""
+        with self._lock:
+            self._closed = True
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            try:
+                handle.close()
+            except RuntimeError:
+                pass  # mid-send in another thread: it is freed when that thread lets go of it
+
+    def send(
+        self, message_id: str, *, user: str | None = None, client_request_id: str | None = None
+    ) -> Receipt:
+        """Send the draft ``message_id`` from ``user``'s mailbox (``/me`` when None).
+
+        Returns a Receipt on 202; raises a SendError subclass otherwise (see README).
+        """
+        return self._send(message_id, user, client_request_id, self._tokens)
+
+    def _send(
+        self,
+        message_id: str,
+        user: str | None,
+        client_request_id: str | None,
+        tokens: TokenSource,
+    ) -> Receipt:
+        path = f"/{mailbox_path(user)}/messages/{path_segment(message_id, 'message_id')}/send"
+        crid = client_request_id_or_new(client_request_id)
+        handle = self._handle()
+        url = self._prefix + path
+        crid_header = "client-request-id: " + crid
+        result = handle.send(url, (tokens.header(), crid_header))
+        if result[0] == 202:  # the hot path: no retry bookkeeping
+            receipt = outcome(result, crid)
+            if _log.debug_enabled():
+                self._log_attempt(path, result, crid, 1)
+            return receipt  # type: ignore[return-value]
+        state = RetryState(self.retry)
+        while True:
+            self._log_attempt(path, result, crid, state.attempt)
+            got = outcome(result, crid)
+            if isinstance(got, Receipt):
+                return got
+            wait = state.next_wait(got, tokens)
+            if wait is None:
+                raise got
+            self._log_retry(path, got, wait, state.attempt)
+            if wait:
+                time.sleep(wait)
+            headers = (tokens.header(), crid_header, f"Retry-Attempt: {state.attempt - 1}")
+            result = self._handle().send(url, headers)
+
+    def _handle(self) -> _native.Handle:
+        if self._generation != _fork.generation:
+            self._reset_handles()
+        handle = getattr(self._local, "handle", None)
+        if handle is not None:
+            return handle
+        return self._new_handle()
+
+    def _new_handle(self) -> _native.Handle:
+        with self._lock:
+            if self._closed:
+                raise ValueError("this Client is closed")
+            thread = threading.current_thread()
+            handle = _native.Handle(
+                share=self._share,
+                check_signals=thread is threading.main_thread(),
+                **self._options,
+            )
+            self._handles[thread] = handle
+        self._local.handle = handle
+        return handle
+
+    def _reset_handles(self) -> None:
+        """Start afresh: at construction, and in a forked child (the parent's handles are left
+        alone; the native layer skips their cleanup in this process)."""
+        self._generation = _fork.generation
+        self._share = _native.Share()
+        self._local = threading.local()
+        self._handles: weakref.WeakKeyDictionary[threading.Thread, _native.Handle] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @staticmethod
+    def _log_attempt(path: str, result: tuple[Any, ...], crid: str, attempt: int) -> None:
+        log = _log.debug_enabled()
+        if log is None:
+            return
+        status, headers = result[0], result[1]
+        log.debug(
+            "POST %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
+            path,
+            status or f"curl error {result[4]}",
+            headers.get("request-id"),
+            crid,
+            result[3],
+            attempt,
+        )
+
+    @staticmethod
+    def _log_retry(path: str, error: SendError, wait: float, attempt: int) -> None:
+        log = _log.get(create=True)
+        assert log is not None
+        log.warning("POST %s failed (%s); attempt %d in %.3fs", path, error, attempt, wait)
+
+
+def _ca_bundle(value: str | os.PathLike[str] | None) -> str | None:
+    if value is None:
+        return None
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError("ca_bundle must be a str path")
+    check_text(path, "ca_bundle")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ca_bundle not found: {path}")
+    return path
+
+
+def _proxy(value: str | bool | None) -> str | None:
+    """None: libcurl honours https_proxy/no_proxy; False: no proxy at all; str: this proxy."""
+    if value is None:
+        return None
+    if value is False:
+        return ""
+    if value is True:
+        raise TypeError("proxy must be a URL, None or False")
+    return check_text(value, "proxy")
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool")
+    return value

@@ -1,0 +1,24 @@
+"""Turn the native layer's result tuple into a Receipt or an exception (not raised)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._errors import SendError, graph_error, transport_error
+from ._receipt import Receipt
+
+if TYPE_CHECKING:
+    from ._native import Result
+
+Outcome = Receipt | SendError
+
+
+def outcome(result: Result, client_request_id: str) -> Outcome:
+    status, headers, body, elapsed, curl_code, error, request_sent = result
+    if status == 202:
+        return Receipt(
+            202, headers.get("request-id"), client_request_id, headers.get("date"), elapsed
+        )
+    if status == 0:
+        return transport_error(curl_code, error, request_sent, client_request_id)
+    return graph_error(status, headers, body, client_request_id)

@@ -1,0 +1,119 @@
+"""Input validation, URL building and request headers: everything checked before the wire."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from urllib.parse import quote, urlsplit
+
+from . import _native
+from ._version import __version__
+
+CLOUDS = {
+    "global": "https://graph.microsoft.com",
+    "usgov": "https://graph.microsoft.us",
+    "dod": "https://dod-graph.microsoft.us",
+    "china": "https://microsoftgraph.chinacloudapi.cn",
+}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_API_VERSION = re.compile(r"v\d+\.\d+|beta")
+_LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+
+USER_AGENT = (
+    f"graphsend/{__version__} libcurl/{_native.libcurl_version} "
+    f"Python/{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}"
+)
+
+
+def check_text(value: object, what: str) -> str:
+    """A non-empty str without control characters (CR, LF, NUL, ...)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} must not contain control characters")
+    return value
+
+
+def path_segment(value: object, what: str, safe: str = "") -> str:
+    """Percent-encode ``value`` as exactly one path segment (``/ ? # % + =``, spaces, non-ASCII)."""
+    segment = quote(check_text(value, what), safe=safe)
+    if segment.strip("."):
+        return segment
+    # "." and ".." would be dot segments that URL normalisation removes.
+    return segment.replace(".", "%2E")
+
+
+def mailbox_path(user: str | None) -> str:
+    # "@" is legal in a path segment and keeps userPrincipalNames readable in logs.
+    return "me" if user is None else "users/" + path_segment(user, "user", safe="@")
+
+
+def check_token(token: object) -> str:
+    token = check_text(token, "token")
+    if token != token.strip() or " " in token:
+        raise ValueError("token must not contain spaces")
+    return token
+
+
+def check_api_version(api_version: object) -> str:
+    if not isinstance(api_version, str):
+        raise TypeError(f"api_version must be a str, not {type(api_version).__name__}")
+    if not _API_VERSION.fullmatch(api_version):
+        raise ValueError("api_version must be 'v1.0', 'beta' or of the form 'vN.N'")
+    return api_version
+
+
+def check_base_url(base_url: object) -> tuple[str, bool]:
+    """Return (normalised base URL, whether plain http is allowed).
+
+    https anywhere; http only to loopback, where nothing leaves the machine.
+    """
+    base_url = check_text(base_url, "base_url").rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("base_url must be an https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("base_url must not carry credentials")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must not have a query or fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("plain http:// is only allowed for loopback hosts; use https://")
+    return base_url, parts.scheme == "http"
+
+
+def is_loopback(host: str) -> bool:
+    host = host.lower()
+    if host in _LOOPBACK_HOSTS:
+        return True
+    octets = host.split(".")
+    return (
+        len(octets) == 4
+        and octets[0] == "127"
+        and all(o.isdigit() and int(o) < 256 for o in octets)
+    )
+
+
+def check_timeout(value: object, what: str) -> int:
+    """Seconds (int or float, > 0) to whole milliseconds for libcurl."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{what} must be a positive, finite number of seconds")
+    return max(1, round(value * 1000))
+
+
+def new_client_request_id() -> str:
+    """A random (version 4) UUID, without importing uuid on the send path."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def client_request_id_or_new(value: str | None) -> str:
+    return new_client_request_id() if value is None else check_text(value, "client_request_id")

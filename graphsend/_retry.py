@@ -1,0 +1,150 @@
+"""Retry policy: retry only what proves the message was not sent, honouring Retry-After."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from ._errors import SendError, ServiceUnavailableError, ThrottledError, TransportError
+
+if TYPE_CHECKING:
+    from ._tokens import TokenSource
+
+
+class Retry:
+    """How a Client retries a failed send.
+
+    Only outcomes that prove nothing was sent are retried: 429, 503, and transport failures
+    before the request was written. 500/502/504 and timeouts or resets after the request was
+    written may have delivered the message; they are retried only with ``retry_ambiguous=True``.
+    ``Retry(max_attempts=1)`` turns retries off.
+    """
+
+    __slots__ = ("backoff_base", "backoff_max", "max_attempts", "max_total_wait", "retry_ambiguous")
+
+    def __init__(
+        self,
+        max_attempts: int = 4,
+        max_total_wait: float = 180.0,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        retry_ambiguous: bool = False,
+    ) -> None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            raise TypeError("max_attempts must be an int")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        for name, value in (
+            ("max_total_wait", max_total_wait),
+            ("backoff_base", backoff_base),
+            ("backoff_max", backoff_max),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number")
+            if not value >= 0 or math.isnan(value):
+                raise ValueError(f"{name} must be >= 0")
+        self.max_attempts = max_attempts
+        self.max_total_wait = float(max_total_wait)
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        self.retry_ambiguous = bool(retry_ambiguous)
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(max_attempts={self.max_attempts}, max_total_wait={self.max_total_wait}, "
+            f"backoff_base={self.backoff_base}, backoff_max={self.backoff_max}, "
+            f"retry_ambiguous={self.retry_ambiguous})"
+        )
+
+    def is_retryable(self, error: SendError) -> bool:
+        if isinstance(error, (ThrottledError, ServiceUnavailableError)):
+            return True
+        if isinstance(error, TransportError) and not error.may_have_sent:
+            return True
+        return self.retry_ambiguous and error.may_have_sent
+
+    def wait_before_retry(self, error: SendError, attempt: int, waited: float) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up and raise ``error``.
+
+        Gives up at once (without sleeping first) when the wait would take the total past
+        ``max_total_wait``.
+        """
+        if attempt >= self.max_attempts or not self.is_retryable(error):
+            return None
+        wait = getattr(error, "retry_after", None)
+        if wait is None:
+            wait = self.backoff(attempt)
+        if waited + wait > self.max_total_wait:
+            return None
+        return wait
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
+        import random
+
+        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+
+
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After value: integer, fractional ("0.249") or an HTTP-date.
+
+    Returns None when the value is unreadable; never a negative number.
+    """
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class RetryState:
+    """The retry bookkeeping of one send, shared by Client, send_many and AsyncClient."""
+
+    __slots__ = ("ambiguous", "attempt", "policy", "refreshed", "waited")
+
+    def __init__(self, policy: Retry) -> None:
+        self.policy = policy
+        self.attempt = 1
+        self.waited = 0.0
+        self.refreshed = False
+        self.ambiguous = False
+
+    def next_wait(self, error: SendError, tokens: TokenSource) -> float | None:
+        """Seconds to wait before the next attempt, or None: then ``error`` is final and raised.
+
+        A 401 with a token provider is retried once, at once, with a freshly fetched token.
+        """
+        from ._errors import AuthenticationError, NotFoundError
+
+        error.attempts = self.attempt
+        if isinstance(error, AuthenticationError) and tokens.refreshable and not self.refreshed:
+            tokens.invalidate()
+            self.refreshed = True
+            self.attempt += 1
+            return 0.0
+        if self.ambiguous and isinstance(error, NotFoundError):
+            # The draft is gone: most likely an earlier, ambiguous attempt sent it.
+            error.may_have_sent = True
+            error.args = (
+                f"{error.args[0]}; an earlier attempt ended ambiguously and may have delivered it",
+            )
+            return None
+        wait = self.policy.wait_before_retry(error, self.attempt, self.waited)
+        if wait is None:
+            return None
+        self.ambiguous = self.ambiguous or error.may_have_sent
+        self.waited += wait
+        self.attempt += 1
+        return wait

@@ -1,0 +1,68 @@
+"""send_message(): a thin wrapper over one cached Client per configuration."""
+
+from __future__ import annotations
+
+import threading
+
+from ._client import Client
+from ._receipt import Receipt
+from ._tokens import StaticToken, TokenSource
+
+_Key = tuple[str, str, float, float, "str | None"]
+_clients: dict[_Key, Client] = {}
+_clients_lock = threading.Lock()
+
+
+class _CallerToken(TokenSource):
+    """Placeholder for cached clients: send_message passes its token with every call."""
+
+    refreshable = False
+
+    def header(self) -> str:
+        raise AssertionError("send_message always passes its own token")
+
+
+def send_message(
+    message_id: str,
+    *,
+    token: str,
+    user: str | None = None,
+    base_url: str = "https://graph.microsoft.com",
+    api_version: str = "v1.0",
+    timeout: float = 100.0,
+    connect_timeout: float = 30.0,
+    client_request_id: str | None = None,
+    ca_bundle: str | None = None,
+) -> Receipt:
+    """Send the draft ``message_id`` (from ``user``'s mailbox, ``/me`` when None).
+
+    Returns a Receipt on 202, raises a SendError subclass otherwise. Calls with the same
+    base_url, api_version and timeouts share a Client, so a thread's sends reuse one connection
+    and follow the default Retry policy. ``ca_bundle`` names a PEM file of CAs to trust instead
+    of the system's.
+    """
+    if not isinstance(token, str):
+        raise TypeError("token must be a str; use graphsend.Client for token providers")
+    tokens = StaticToken(token)
+    key = (base_url, api_version, timeout, connect_timeout, ca_bundle)
+    client = _clients.get(key)
+    if client is None:
+        client = _cached_client(key)
+    return client._send(message_id, user, client_request_id, tokens)
+
+
+def _cached_client(key: _Key) -> Client:
+    base_url, api_version, timeout, connect_timeout, ca_bundle = key
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = Client(
+                _CallerToken(),
+                base_url=base_url,
+                api_version=api_version,
+                timeout=timeout,
+                connect_timeout=connect_timeout,
+                ca_bundle=ca_bundle,
+            )
+            _clients[key] = client
+        return client

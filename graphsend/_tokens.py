@@ -1,0 +1,121 @@
+"""Token sources: a str, a callable, an azure-identity style credential, or an MSAL result.
+
+Providers are always called from Python with the GIL held, never from the native layer. A
+source hands out the whole ``Authorization`` header line, so the hot path builds no strings.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._errors import AuthenticationError
+from ._request import check_token
+
+# Refresh a credential's token this long before it expires.
+EXPIRY_MARGIN = 300.0
+
+
+class AccessTokenLike(Protocol):
+    token: str
+    expires_on: int
+
+
+class CredentialLike(Protocol):
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+
+
+TokenArg = str | Callable[[], "str | dict[str, Any]"] | CredentialLike
+
+
+class TokenSource:
+    """Base: ``header()`` returns the Authorization header line; ``invalidate()`` drops a cache."""
+
+    refreshable = True
+
+    def header(self) -> str:
+        raise NotImplementedError
+
+    def invalidate(self) -> None:
+        """Forget any cached token so the next ``header()`` asks the provider again."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class StaticToken(TokenSource):
+    refreshable = False
+
+    __slots__ = ("_header",)
+
+    def __init__(self, token: object) -> None:
+        self._header = "Authorization: Bearer " + check_token(token)
+
+    def header(self) -> str:
+        return self._header
+
+
+class CallableToken(TokenSource):
+    """Calls the provider before every attempt: it owns its caching (MSAL and most do)."""
+
+    def __init__(self, provider: Callable[[], object]) -> None:
+        self._provider = provider
+
+    def header(self) -> str:
+        return "Authorization: Bearer " + token_from_result(self._provider())
+
+
+class CredentialToken(TokenSource):
+    """An object with ``get_token(scope)``; the token is cached until 5 minutes before expiry."""
+
+    def __init__(self, credential: CredentialLike, scope: str) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._lock = threading.Lock()
+        self._header: str | None = None
+        self._refresh_at = 0.0
+
+    def header(self) -> str:
+        header = self._header
+        if header is not None and time.time() < self._refresh_at:
+            return header
+        with self._lock:
+            if self._header is None or time.time() >= self._refresh_at:
+                access = self._credential.get_token(self._scope)
+                self._header = "Authorization: Bearer " + check_token(access.token)
+                self._refresh_at = float(access.expires_on) - EXPIRY_MARGIN
+            return self._header
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._header = None
+
+
+def token_from_result(result: object) -> str:
+    """A provider's answer: a token str, or an MSAL result dict."""
+    if isinstance(result, dict):
+        if "access_token" in result:
+            return check_token(result["access_token"])
+        # An MSAL error dict: report it without sending anything.
+        code = result.get("error")
+        raise AuthenticationError(
+            0,
+            code=code if isinstance(code, str) else "token_provider_error",
+            message=str(result.get("error_description") or "the token provider returned no token"),
+            may_have_sent=False,
+        )
+    return check_token(result)
+
+
+def token_source(token: object, scope: str) -> TokenSource:
+    if isinstance(token, str):
+        return StaticToken(token)
+    if callable(getattr(token, "get_token", None)):
+        return CredentialToken(token, scope)  # type: ignore[arg-type]
+    if callable(token):
+        return CallableToken(token)
+    raise TypeError(
+        "token must be a str, a callable returning a token, or a credential with get_token()"
+    )
