@@ -1,0 +1,48 @@
+/*
+ * sendloop: the physical limit for sequential sends (scenario S1).
+ *
+ * One easy handle, reused for every send so the connection (and TLS session) stays open, with the
+ * options graphsend sets.  Per send it does what graphsend's C layer must do at minimum: set the
+ * URL, build the header list with a fresh client-request-id, perform, read the status.
+ *
+ *   sendloop --base URL [--user U] [--token T] [--cainfo F] [--http2]
+ * then reads counts on stdin and answers "<elapsed_ns> <ok>" per count (see common.h).
+ */
+#include "common.h"
+
+int main(int argc, char **argv) {
+    options_t o;
+    parse_options(argc, argv, &o);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 1;
+    CURL *e = curl_easy_init();
+    char errbuf[CURL_ERROR_SIZE] = "", rid[64] = "", url[512], auth[1024];
+    set_static_options(e, &o, errbuf, rid);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", o.token);
+
+    long next_id = 0;
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        long n = atol(line);
+        if (n <= 0) break;
+        long ok = 0;
+        int64_t t0 = now_ns();
+        for (long i = 0; i < n; i++) {
+            build_url(url, sizeof url, &o, o.user, next_id++ % 100000);
+            struct curl_slist *h = request_headers(auth);
+            curl_easy_setopt(e, CURLOPT_URL, url);
+            curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+            CURLcode rc = curl_easy_perform(e);
+            long status = 0;
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+            if (rc == CURLE_OK && status == 202) ok++;
+            else if (ok == 0 && i == 0) fprintf(stderr, "sendloop: %d %ld %s\n", rc, status, errbuf);
+            curl_slist_free_all(h);
+        }
+        int64_t t1 = now_ns();
+        printf("%lld %ld\n", (long long)(t1 - t0), ok);
+        fflush(stdout);
+    }
+    curl_easy_cleanup(e);
+    curl_global_cleanup();
+    return 0;
+}
