@@ -5,6 +5,8 @@
 Receipt(status=202, ...)
 """
 
+from typing import TYPE_CHECKING
+
 from ._client import Client
 from ._errors import (
     AuthenticationError,
@@ -26,6 +28,7 @@ from ._send import send_message
 from ._version import __version__
 
 __all__ = [
+    "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
     "Client",
@@ -44,3 +47,15 @@ __all__ = [
     "__version__",
     "send_message",
 ]
+
+if TYPE_CHECKING:
+    from ._async import AsyncClient
+
+
+def __getattr__(name: str) -> object:
+    # asyncio costs more to import than the rest of graphsend: load it on first use only.
+    if name == "AsyncClient":
+        from ._async import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module 'graphsend' has no attribute {name!r}")

@@ -6,11 +6,14 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
-from . import _fork, _log, _native
+from . import _bulk, _fork, _log, _native
+from ._bulk import Item
 from ._errors import SendError
 from ._outcome import outcome
+from ._progress import ProgressArg
 from ._receipt import Receipt
 from ._request import (
     CLOUDS,
@@ -20,13 +23,13 @@ from ._request import (
     check_text,
     check_timeout,
     client_request_id_or_new,
-    mailbox_path,
-    path_segment,
+    send_path,
 )
 from ._retry import Retry, RetryState
 from ._tokens import TokenArg, TokenSource, token_source
 
-_DEFAULT_RETRY = Retry()
+DEFAULT_RETRY = Retry()
+_Native = TypeVar("_Native", "_native.Handle", "_native.Engine")
 
 
 class Client:
@@ -46,7 +49,7 @@ class Client:
         api_version: str = "v1.0",
         timeout: float = 100.0,
         connect_timeout: float = 30.0,
-        retry: Retry = _DEFAULT_RETRY,
+        retry: Retry = DEFAULT_RETRY,
         proxy: str | bool | None = None,
         ca_bundle: str | os.PathLike[str] | None = None,
         user_agent: str | None = None,
@@ -95,11 +98,11 @@ class Client:
         """Close every thread's connections. Sends after close raise ValueError."""
         with self._lock:
             self._closed = True
-            handles = list(self._handles.values())
-            self._handles.clear()
-        for handle in handles:
+            owned = [obj for objs in self._natives.values() for obj in objs]
+            self._natives.clear()
+        for obj in owned:
             try:
-                handle.close()
+                obj.close()
             except RuntimeError:
                 pass  # mid-send in another thread: it is freed when that thread lets go of it
 
@@ -119,7 +122,7 @@ class Client:
         client_request_id: str | None,
         tokens: TokenSource,
     ) -> Receipt:
-        path = f"/{mailbox_path(user)}/messages/{path_segment(message_id, 'message_id')}/send"
+        path = send_path(user, message_id)
         crid = client_request_id_or_new(client_request_id)
         handle = self._handle()
         url = self._prefix + path
@@ -145,27 +148,67 @@ class Client:
             headers = (tokens.header(), crid_header, f"Retry-Attempt: {state.attempt - 1}")
             result = self._handle().send(url, headers)
 
+    def send_many(
+        self,
+        items: Iterable[Item],
+        *,
+        max_concurrency: int = 64,
+        max_per_mailbox: int = 4,
+        progress: ProgressArg = None,
+        stop_on_error: bool = False,
+    ) -> list[Receipt | SendError]:
+        """Send many drafts at once; results come back in input order.
+
+        ``items`` are message ids (sent from ``/me``) or ``(user, message_id)`` pairs. Each
+        result is a Receipt or the SendError that ``send()`` would have raised for that item.
+        One native call per wait drives every transfer (libcurl multi, GIL released), with at
+        most ``max_per_mailbox`` requests in flight per mailbox and ``max_concurrency`` in all.
+        A throttled mailbox pauses for its Retry-After while the others go on. On Ctrl-C the
+        KeyboardInterrupt carries ``.results``: what is known of every item.
+        """
+        if self._closed:
+            raise ValueError("this Client is closed")
+        return _bulk.send_many(
+            self,
+            items,
+            max_concurrency=max_concurrency,
+            max_per_mailbox=max_per_mailbox,
+            progress=progress,
+            stop_on_error=stop_on_error,
+        )
+
     def _handle(self) -> _native.Handle:
         if self._generation != _fork.generation:
             self._reset_handles()
         handle = getattr(self._local, "handle", None)
-        if handle is not None:
-            return handle
-        return self._new_handle()
+        if handle is None:
+            handle = self._local.handle = self._own(
+                _native.Handle(
+                    share=self._share,
+                    check_signals=threading.current_thread() is threading.main_thread(),
+                    **self._options,
+                )
+            )
+        return handle
 
-    def _new_handle(self) -> _native.Handle:
+    def _engine(self) -> _native.Engine:
+        """This thread's Engine (libcurl multi) for bulk sends; it keeps its connections."""
+        if self._generation != _fork.generation:
+            self._reset_handles()
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = self._own(
+                _native.Engine(share=self._share, **self._options)
+            )
+        return engine
+
+    def _own(self, obj: _Native) -> _Native:
+        """Register a native object of this thread so close() can close it."""
         with self._lock:
             if self._closed:
                 raise ValueError("this Client is closed")
-            thread = threading.current_thread()
-            handle = _native.Handle(
-                share=self._share,
-                check_signals=thread is threading.main_thread(),
-                **self._options,
-            )
-            self._handles[thread] = handle
-        self._local.handle = handle
-        return handle
+            self._natives.setdefault(threading.current_thread(), []).append(obj)
+        return obj
 
     def _reset_handles(self) -> None:
         """Start afresh: at construction, and in a forked child (the parent's handles are left
@@ -173,7 +216,8 @@ class Client:
         self._generation = _fork.generation
         self._share = _native.Share()
         self._local = threading.local()
-        self._handles: weakref.WeakKeyDictionary[threading.Thread, _native.Handle] = (
+        # Per thread, so the objects of a finished thread go with it.
+        self._natives: weakref.WeakKeyDictionary[threading.Thread, list[Any]] = (
             weakref.WeakKeyDictionary()
         )
 

@@ -52,6 +52,11 @@ def mailbox_path(user: str | None) -> str:
     return "me" if user is None else "users/" + path_segment(user, "user", safe="@")
 
 
+def send_path(user: str | None, message_id: str) -> str:
+    """``/me/messages/{id}/send`` or ``/users/{user}/messages/{id}/send``, each part encoded."""
+    return f"/{mailbox_path(user)}/messages/{path_segment(message_id, 'message_id')}/send"
+
+
 def check_token(token: object) -> str:
     token = check_text(token, "token")
     if token != token.strip() or " " in token:
