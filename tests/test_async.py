@@ -1,0 +1,125 @@
+"""AsyncClient: one engine thread, a free event loop, per-mailbox caps, cancellation (issue 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import graphsend
+from graphsend.testing import FakeGraph
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_200_concurrent_sends_take_about_one_round_and_few_threads() -> None:
+    latency = 0.2
+    with FakeGraph(latency=latency) as graph:
+        items = [(f"user{i % 50}@contoso.com", None) for i in range(200)]
+        items = [(user, graph.create_draft(user)) for user, _ in items]
+        threads_before = threading.active_count()
+
+        async def main() -> tuple[list, float, float, int]:
+            gaps: list[float] = []
+            stop = False
+
+            async def ticker() -> None:
+                last = time.monotonic()
+                while not stop:
+                    await asyncio.sleep(0.005)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            tick = asyncio.create_task(ticker())
+            async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+                start = time.monotonic()
+                receipts = await asyncio.gather(*(client.send(m, user=u) for u, m in items))
+                elapsed = time.monotonic() - start
+                threads = threading.active_count()
+            stop = True
+            await tick
+            return receipts, elapsed, max(gaps), threads
+
+        receipts, elapsed, worst_gap, threads_during = run(main())
+        assert all(r.status == 202 for r in receipts)
+        assert len(graph.sent_items()) == 200
+        assert elapsed < 2.5 * latency, elapsed
+        assert worst_gap < 0.1, f"the event loop stalled for {worst_gap * 1000:.0f} ms"
+        assert threads_during - threads_before <= 2
+
+
+def test_concurrent_sends_to_one_mailbox_are_capped() -> None:
+    with FakeGraph(latency=0.05, mailbox_concurrency_limit=4) as graph:
+        drafts = [graph.create_draft() for _ in range(20)]
+
+        async def main() -> list:
+            async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+                return await asyncio.gather(*(client.send(d) for d in drafts))
+
+        assert all(r.status == 202 for r in run(main()))
+        assert graph.peak_in_flight("me") == 4
+
+
+def test_errors_and_retries(graph: FakeGraph) -> None:
+    graph.fail_next(429, "ApplicationThrottled", retry_after="0.1")
+
+    async def main() -> None:
+        async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+            assert (await client.send(graph.create_draft())).status == 202
+            with pytest.raises(graphsend.NotFoundError) as info:
+                await client.send("AAMkAGunknown")
+            assert info.value.request_id
+
+    run(main())
+    assert [r.headers.get("retry-attempt") for r in graph.requests] == [None, "1", None]
+
+
+def test_cancelling_a_send_cancels_its_transfer(graph: FakeGraph) -> None:
+    graph.stall_next()
+
+    async def main() -> None:
+        async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+            task = asyncio.create_task(client.send(graph.create_draft()))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The client goes on working after a cancelled transfer.
+            assert (await client.send(graph.create_draft())).status == 202
+
+    run(main())
+    stalled = graph.requests[0]
+    deadline = time.monotonic() + 2
+    while stalled.outcome == "stalled" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        stalled = graph.requests[0]
+    assert stalled.outcome == "disconnected"  # the transfer was really dropped
+
+
+def test_async_send_many_in_order(graph: FakeGraph) -> None:
+    items = [graph.create_draft(), "AAMkAGunknown", graph.create_draft()]
+
+    async def main() -> list:
+        async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+            return await client.send_many(items)
+
+    results = run(main())
+    assert [type(r) for r in results] == [
+        graphsend.Receipt,
+        graphsend.NotFoundError,
+        graphsend.Receipt,
+    ]
+
+
+def test_import_graphsend_does_not_import_asyncio() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, graphsend; print('asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
