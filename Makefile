@@ -15,10 +15,14 @@ $(VPY):
 
 venv: $(VPY)
 
-# Build the extension in place with warnings as errors, and install the package (editable) with its test tools.
-build: deps venv
+# Install the package (editable) with its test tools once; rebuild the extension in place,
+# with warnings as errors, whenever csrc/ changes.
+$(STAMP): pyproject.toml setup.py | deps $(VPY)
 	GRAPHSEND_STRICT=1 $(VPY) -m pip install -q -e '.[test]'
-	GRAPHSEND_STRICT=1 $(VPY) setup.py -q build_ext --inplace --force
+	touch $(STAMP)
+
+build: deps $(STAMP)
+	GRAPHSEND_STRICT=1 $(VPY) setup.py -q build_ext --inplace
 
 demo: build
 	$(VPY) -m graphsend demo
