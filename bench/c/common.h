@@ -72,7 +72,7 @@ static inline void build_url(char *out, size_t n, const options_t *o, const char
 }
 
 static inline void mailbox_name(char *out, size_t n, int m) {
-    snprintf(out, n, "user%03d%%40contoso.example", m);
+    snprintf(out, n, "user%03d@contoso.example", m); /* graphsend keeps "@" as is */
 }
 
 /* A fresh client-request-id per request, uuid4-shaped, as graphsend and the SDK send. */

@@ -1,0 +1,54 @@
+"""Runners: one object per client library that performs sends the way that library is meant to be
+used. Every family lives in its own module and is imported only inside the worker process that
+runs it, so one library's import or threads never touch another's numbers.
+
+`SEQUENTIAL`, `BULK` and `THREADED` map a client's display name to "module:factory". A factory
+takes a Target (and a BulkPlan or thread count) and returns a Runner; async factories are
+coroutines, run on the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# S1: sequential sends on one connection.
+SEQUENTIAL: dict[str, str] = {
+    "graphsend send_message": "graphsend_runners:send_message",
+    "graphsend Client.send": "graphsend_runners:client_send",
+    "graphsend AsyncClient.send": "graphsend_runners:async_client_send",
+    "pycurl": "sync_peers:pycurl_runner",
+    "requests.Session": "sync_peers:requests_runner",
+    "httpx.Client": "sync_peers:httpx_runner",
+    "urllib3.PoolManager": "sync_peers:urllib3_runner",
+    "httpx.AsyncClient": "async_peers:httpx_async_runner",
+    "aiohttp": "async_peers:aiohttp_runner",
+    "msgraph-sdk": "msgraph_peer:sequential_runner",
+}
+
+# S3: bulk sends over many mailboxes with a per-mailbox cap.
+BULK: dict[str, str] = {
+    "graphsend send_many": "graphsend_runners:send_many",
+    "graphsend AsyncClient.send_many": "graphsend_runners:async_send_many",
+    "graphsend AsyncClient.send + gather": "graphsend_runners:async_gather",
+    "threads + requests": "sync_peers:requests_bulk",
+    "asyncio + httpx": "async_peers:httpx_bulk",
+    "asyncio + aiohttp": "async_peers:aiohttp_bulk",
+    "msgraph-sdk + gather": "msgraph_peer:bulk_runner",
+}
+
+# S2: one client shared by N threads (graphsend; peers in the full run for context).
+THREADED: dict[str, str] = {
+    "graphsend Client.send": "graphsend_runners:client_threads",
+    "pycurl (handle per thread)": "sync_peers:pycurl_threads",
+    "requests (Session per thread)": "sync_peers:requests_threads",
+}
+
+ASYNC_FAMILIES = ("async_peers", "msgraph_peer")
+
+
+def load(spec: str) -> Callable[..., Any]:
+    """Import "module:factory" from this package; ImportError means the client is not built."""
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)  # type: ignore[no-any-return]

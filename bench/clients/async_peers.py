@@ -1,0 +1,90 @@
+"""asyncio peers: httpx.AsyncClient and aiohttp.ClientSession, one per runner, reused, keep-alive
+on, static headers set once, pools sized to the concurrency the scenario allows."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..common import BulkPlan, Target, new_request_id
+from .base import AsyncBulk, AsyncSequential, NotAvailable
+
+
+def _httpx_client(target: Target, connections: int):  # -> httpx.AsyncClient
+    import httpx
+
+    if target.http2:
+        try:
+            import h2  # noqa: F401
+        except ImportError as e:
+            raise NotAvailable("httpx HTTP/2 needs the h2 package") from e
+    return httpx.AsyncClient(
+        headers=target.headers(),
+        http2=target.http2,
+        verify=target.ssl_context() or True,
+        timeout=httpx.Timeout(100.0, connect=30.0),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+def _httpx_send(client, target: Target):  # client: httpx.AsyncClient
+    async def send(message_id: str, user: str | None = None) -> bool:
+        r = await client.post(
+            target.url(message_id, user), headers={"client-request-id": new_request_id()}
+        )
+        r.headers.get("request-id")
+        return r.status_code == 202
+
+    return send
+
+
+async def httpx_async_runner(target: Target, loop: asyncio.AbstractEventLoop) -> AsyncSequential:
+    client = _httpx_client(target, 1)
+    return AsyncSequential(loop, _httpx_send(client, target), client.aclose)
+
+
+async def httpx_bulk(target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop) -> AsyncBulk:
+    client = _httpx_client(target, plan.max_in_flight)
+    send = _httpx_send(client, target)
+    return AsyncBulk(loop, plan, lambda user, mid: send(mid, user), client.aclose)
+
+
+def _aiohttp_session(target: Target, connections: int):  # -> aiohttp.ClientSession
+    import aiohttp
+
+    if target.http2:
+        raise NotAvailable("aiohttp has no HTTP/2")
+    connector = aiohttp.TCPConnector(
+        limit=connections, limit_per_host=0, ssl=target.ssl_context() or True
+    )
+    return aiohttp.ClientSession(
+        headers=target.headers(),
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=100.0, connect=30.0),
+    )
+
+
+def _aiohttp_send(session, target: Target):  # session: aiohttp.ClientSession
+    async def send(message_id: str, user: str | None = None) -> bool:
+        async with session.post(
+            target.url(message_id, user),
+            data=b"",
+            headers={"client-request-id": new_request_id()},
+        ) as r:
+            await r.read()
+            r.headers.get("request-id")
+            return r.status == 202
+
+    return send
+
+
+async def aiohttp_runner(target: Target, loop: asyncio.AbstractEventLoop) -> AsyncSequential:
+    session = _aiohttp_session(target, 1)
+    return AsyncSequential(loop, _aiohttp_send(session, target), session.close)
+
+
+async def aiohttp_bulk(
+    target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop
+) -> AsyncBulk:
+    session = _aiohttp_session(target, plan.max_in_flight)
+    send = _aiohttp_send(session, target)
+    return AsyncBulk(loop, plan, lambda user, mid: send(mid, user), session.close)

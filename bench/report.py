@@ -1,0 +1,457 @@
+"""Turn one run's results (results.json) into results.md and results.png.
+
+python -m bench.report [DIR]      re-render from DIR/results.json (default bench/results)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import RESULTS_DIR
+
+GS_CLIENT = "graphsend Client.send"
+GS_SEND_MESSAGE = "graphsend send_message"
+C_CLIENT = "C libcurl (easy handle)"
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def _na(row: dict[str, Any]) -> str:
+    reason = str(row.get("na", "n/a"))
+    if reason.startswith("not built yet"):
+        return "n/a (not built yet)"
+    return f"n/a ({reason[:80]})"
+
+
+# ---- targets ---------------------------------------------------------------------------------
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, pass/miss) rows; "n/a" when the figure is missing."""
+    out: list[tuple[str, str, str]] = []
+
+    def check(name: str, value: float | None, ok: bool | None, shown: str) -> None:
+        out.append((name, shown if value is not None else "n/a", _verdict(value, ok)))
+
+    for proto, rows in r.get("s1", {}).items():
+        gs, sm = rows.get(GS_CLIENT, {}), rows.get(GS_SEND_MESSAGE, {})
+        v = gs.get("ratio_to_c")
+        check(f"S1 {proto}: Client.send within 1.10x of C", v, v is not None and v <= 1.10,
+              f"{_num(v, 2)}x")  # fmt: skip
+        v = sm.get("ratio_to_c")
+        check(f"S1 {proto}: send_message within 1.20x of C", v, v is not None and v <= 1.20,
+              f"{_num(v, 2)}x")  # fmt: skip
+        g = gs.get("median_us")
+        for peer, need in (("requests.Session", 5.0), ("httpx.Client", 5.0), ("pycurl", 1.2)):
+            p = rows.get(peer, {}).get("median_us")
+            if p is None:
+                continue
+            v = p / g if g else None
+            check(f"S1 {proto}: Client.send >= {need:g}x faster than {peer}", v,
+                  v is not None and v >= need, f"{_num(v, 2)}x")  # fmt: skip
+    s2 = r.get("s2", {}).get("servers", {}).get("latency 50 ms", {}).get(GS_CLIENT, {})
+    if s2:
+        v = s2.get(8, s2.get("8", {})).get("scaling")
+        check("S2 50 ms: 8 threads >= 7x one thread", v, v is not None and v >= 7, f"{_num(v, 2)}x")
+    s3 = r.get("s3")
+    if s3:
+        rows = s3["rows"]
+        sm = rows.get("graphsend send_many", {})
+        v = sm.get("ratio_to_ideal")
+        check("S3 send_many within 1.2x of ideal", v, v is not None and v <= 1.2,
+              f"{_num(sm.get('median_ms'), 0)} ms = {_num(v, 2)}x")  # fmt: skip
+        fp = s3.get("fastest_peer_ms")
+        v = fp / sm["median_ms"] if fp and sm.get("median_ms") else None
+        check("S3 send_many >= 1.5x faster than the fastest peer", v, v is not None and v >= 1.5,
+              f"{_num(v, 2)}x")  # fmt: skip
+        for name in ("graphsend AsyncClient.send + gather", "graphsend AsyncClient.send_many"):
+            v = rows.get(name, {}).get("ratio_to_ideal")
+            check(f"S3 {name.removeprefix('graphsend ')} within 1.3x of ideal", v,
+                  v is not None and v <= 1.3, f"{_num(v, 2)}x")  # fmt: skip
+    s4 = r.get("s4", {}).get("imports", {}).get("graphsend", {})
+    if "s4" in r:
+        v = s4.get("importtime_ms")
+        check("S4 import graphsend < 20 ms", v, v is not None and v < 20, f"{_num(v, 1)} ms")
+    for name, row in r.get("s5", {}).get("leak", {}).items():
+        v = row.get("growth_mb")
+        check(f"S5 {name.removeprefix('graphsend ')}: RSS growth < 2 MB over "
+              f"{row.get('sends', 0):,} sends", v, v is not None and v < 2,
+              f"{_num(v, 2)} MB")  # fmt: skip
+    return out
+
+
+def _verdict(value: float | None, ok: bool | None) -> str:
+    if value is None:
+        return "n/a"
+    return "pass" if ok else "**miss**"
+
+
+# ---- markdown --------------------------------------------------------------------------------
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*lines, ""]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    md = [
+        "# graphsend benchmark results",
+        "",
+        f"{r['mode']} run (`make -C bench {'quick' if r['mode'] == 'quick' else 'all'}`), "
+        f"started {r['started']}, took {r.get('seconds', 0):.0f} s. All figures come from this "
+        "one run; ratios are computed within it. Medians over rounds; rounds of different "
+        "clients are interleaved. Numbers from different runs are not comparable.",
+        "",
+        "## Machine",
+        "",
+    ]
+    load = ", ".join(f"{x:.2f}" for x in m.get("load_average_at_start", ()))
+    md += _table(
+        ["", ""],
+        [
+            ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
+            ["OS / kernel", f"{m['os']} / {m['kernel']}"],
+            ["Python", m["python"]],
+            ["libcurl (system; C programs)", m["libcurl (C programs, build)"]],
+            ["graphsend", m["graphsend"]],
+            ["pycurl", m["pycurl"]],
+            ["nginx", m["nginx"]],
+            ["load average at start", load],
+            ["peers", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
+        ],
+    )
+    tg = targets(r)
+    if tg:
+        md += ["## Targets", ""]
+        md += _table(["target", "measured", "result"], [list(t) for t in tg])
+    if "s1" in r:
+        md += _s1(r["s1"])
+    if "s2" in r:
+        md += _s2(r["s2"])
+    if "s3" in r:
+        md += _s3(r["s3"])
+    if "s4" in r:
+        md += _s4(r["s4"])
+    if "s5" in r:
+        md += _s5(r["s5"])
+    md += ["![charts](results.png)", ""]
+    return "\n".join(md)
+
+
+def _s1(s1: dict[str, Any]) -> list[str]:
+    protos = list(s1)
+    names: list[str] = []
+    for rows in s1.values():
+        names += [n for n in rows if n not in names]
+    head = ["client"] + [f"{p} us/send (x C)" for p in protos]
+    body = []
+    for n in names:
+        cells = [n]
+        for p in protos:
+            row = s1[p].get(n, {})
+            if "median_us" in row:
+                fail = f", {row['failed']} failed" if row.get("failed") else ""
+                cells.append(f"{_num(row['median_us'])} ({_num(row.get('ratio_to_c'), 2)}x{fail})")
+            else:
+                cells.append(_na(row))
+        body.append(cells)
+    return [
+        "## S1: sequential sends on one connection",
+        "",
+        "Microseconds per send (median over interleaved rounds) against one nginx worker on "
+        "loopback, and the ratio to the C program (one reused libcurl easy handle, the same "
+        "options and headers) in the same run.",
+        "",
+        *_table(head, body),
+    ]
+
+
+def _s2(s2: dict[str, Any]) -> list[str]:
+    md = [
+        "## S2: one client, many threads",
+        "",
+        f"Sends per second with N threads sharing one client; scaling = rate / rate with one "
+        f"thread. The latency server answers after {s2['latency_ms']:.0f} ms; nginx at once.",
+        "",
+    ]
+    for server, clients in s2["servers"].items():
+        threads: list[str] = []
+        for rows in clients.values():
+            threads += [str(t) for t in rows if str(t) not in threads]
+        head = ["client"] + [f"{t} thr" for t in threads]
+        body = []
+        for client, rows in clients.items():
+            cells = [client]
+            for t in threads:
+                row = rows.get(t, rows.get(int(t), {}))
+                if "median_rps" in row:
+                    cells.append(f"{_num(row['median_rps'], 0)}/s ({_num(row.get('scaling'), 2)}x)")
+                else:
+                    cells.append(_na(row))
+            body.append(cells)
+        md += [f"**{server}**", "", *_table(head, body)]
+    return md
+
+
+def _s3(s3: dict[str, Any]) -> list[str]:
+    p = s3["plan"]
+    rounds = -(-p["per_mailbox"] // p["cap"])
+    md = [
+        "## S3: bulk sends with a per-mailbox cap",
+        "",
+        f"{p['total']:,} sends over {p['mailboxes']} mailboxes ({p['per_mailbox']} each), at most "
+        f"{p['cap']} in flight per mailbox, server latency {p['latency_ms']:.0f} ms. Ideal: "
+        f"ceil({p['per_mailbox']}/{p['cap']}) = {rounds} rounds x {p['latency_ms']:.0f} ms = "
+        f"**{s3['ideal_ms']:.0f} ms**. Warm = median of rounds on open connections; cold = the "
+        "first round. Peers use a Semaphore(cap) per mailbox and a pool as wide as "
+        f"{p['mailboxes'] * p['cap']} connections; the server checks the peak per mailbox.",
+        "",
+    ]
+    body = []
+    for name, row in s3["rows"].items():
+        if "na" in row:
+            body.append([name, _na(row), "", "", "", "", ""])
+            continue
+        if "median_ms" not in row:
+            t = row.get("timeout_ms", 0) / 1000
+            body.append([name, f"> {t:g} s (stopped)", _num(row.get("cold_ms"), 0), "", "", "", ""])
+            continue
+        speed = (
+            s3["rows"]["graphsend send_many"].get("median_ms")
+            if ("graphsend send_many" in s3["rows"])
+            else None
+        )
+        body.append(
+            [
+                name,
+                _num(row["median_ms"], 0),
+                _num(row.get("cold_ms"), 0),
+                f"{_num(row['ratio_to_ideal'], 2)}x",
+                f"{_num(row['median_ms'] / speed, 2)}x" if speed else "n/a",
+                str(row.get("peak_per_mailbox")),
+                f"{row.get('failed', 0)} ({len(row['warm_ms'])} warm rounds)",
+            ]
+        )
+    md += _table(
+        ["client", "warm ms", "cold ms", "x ideal", "x send_many", "peak/mailbox", "failed"], body
+    )
+    return md
+
+
+def _s4(s4: dict[str, Any]) -> list[str]:
+    body = []
+    for name, row in s4["imports"].items():
+        if "na" in row:
+            body.append([name, _na(row), "", ""])
+            continue
+        body.append(
+            [
+                name,
+                _num(row["importtime_ms"]),
+                _num(row["wall_ms"]),
+                _num(row["rss_delta_mb"]),
+            ]
+        )
+    md = [
+        "## S4: cost of having it",
+        "",
+        f"Fresh interpreters, median of {s4['runs']}, bytecode caches present. `-X importtime` = "
+        "cumulative time of the modules the statement imported; wall = the import statement "
+        "timed in-process; RSS = VmRSS after the import minus a bare interpreter's.",
+        "",
+        *_table(["import", "-X importtime ms", "wall ms", "RSS +MB"], body),
+    ]
+    body = [
+        [name, str(row["packages"]), _num(row["size_mb"]), ", ".join(row["names"][:60])]
+        for name, row in s4["installs"].items()
+    ]
+    md += [
+        "Installed footprint: the requirement closure from installed metadata (markers "
+        "evaluated for this interpreter) and the size of the files each distribution recorded "
+        "(graphsend: its package directory, as it is installed editable here).",
+        "",
+        *_table(["install", "packages", "MB", "packages pulled in"], body),
+    ]
+    return md
+
+
+def _s5(s5: dict[str, Any]) -> list[str]:
+    md = ["## S5: steadiness", ""]
+    body = []
+    for name, row in s5["leak"].items():
+        if "na" in row:
+            body.append([name, _na(row), "", "", ""])
+            continue
+        body.append(
+            [
+                name,
+                f"{row['sends']:,}",
+                _num(row["rss_first_kb"] / 1024),
+                _num(row["rss_last_kb"] / 1024),
+                f"{row['growth_mb']:+.2f}",
+            ]
+        )
+    md += [
+        "Leak check against nginx (HTTP/1.1): RSS after 1,000 sends and after all of them.",
+        "",
+        *_table(["client", "sends", "RSS after 1k MB", "RSS after all MB", "growth MB"], body),
+    ]
+    body = []
+    for name, row in s5["gil"].items():
+        if "na" in row:
+            body.append([name, _na(row), "", "", ""])
+            continue
+        body.append(
+            [
+                name,
+                _num(row["gil_us_per_send"]),
+                f"{row['held_fraction'] * 100:.0f}%",
+                _num(row["alone_sends_per_s"], 0),
+                _num(row["sends_per_s"], 0),
+            ]
+        )
+    md += [
+        "GIL held per send: a pure-Python thread counts while the main thread sends; the counts "
+        "it loses against an idle main thread, spread over the sends, are the GIL time each send "
+        "takes (holding it, or waiting for it to be handed over). With a busy thread beside it, "
+        "every return from a released-GIL call waits for the switch interval (5 ms), which is "
+        "why sends per second drop.",
+        "",
+        *_table(
+            [
+                "client",
+                "GIL us/send",
+                "counter lost",
+                "sends/s alone",
+                "sends/s beside busy thread",
+            ],
+            body,
+        ),
+    ]
+    return md
+
+
+# ---- chart -----------------------------------------------------------------------------------
+
+
+def chart(r: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(2, 2, figsize=(15, 11))
+    _chart_s1(axes[0][0], r.get("s1"))
+    _chart_s2(axes[0][1], r.get("s2"))
+    _chart_s3(axes[1][0], r.get("s3"))
+    _chart_s4(axes[1][1], r.get("s4"))
+    fig.suptitle(f"graphsend benchmarks ({r['mode']} run, {r['started']}, {r['machine']['cpu']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _empty(ax: Any, title: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _chart_s1(ax: Any, s1: dict[str, Any] | None) -> None:
+    title = "S1: us per sequential send (log scale; lower is better)"
+    if not s1:
+        return _empty(ax, title)
+    protos = list(s1)
+    names: list[str] = []
+    for rows in s1.values():
+        names += [n for n in rows if n not in names]
+    height = 0.8 / len(protos)
+    for i, p in enumerate(protos):
+        ys = [k + i * height for k in range(len(names))]
+        xs = [s1[p].get(n, {}).get("median_us", 0) or 0 for n in names]
+        ax.barh(ys, xs, height=height, label=p)
+    ax.set_yticks([k + 0.4 - height / 2 for k in range(len(names))], names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("us / send")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return None
+
+
+def _chart_s2(ax: Any, s2: dict[str, Any] | None) -> None:
+    title = "S2: scaling with threads on one client (x one thread)"
+    if not s2:
+        return _empty(ax, title)
+    top = 1
+    for server, clients in s2["servers"].items():
+        for client, rows in clients.items():
+            pts = [
+                (int(t), row["scaling"])
+                for t, row in rows.items()
+                if row.get("scaling") is not None
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{client} / {server}")
+                top = max(top, *(int(t) for t in rows))
+    ax.plot([1, top], [1, top], "k:", label="linear")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("threads")
+    ax.set_ylabel("sends/s relative to 1 thread")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return None
+
+
+def _chart_s3(ax: Any, s3: dict[str, Any] | None) -> None:
+    title = "S3: bulk wall time, warm median (ms, log scale)"
+    if not s3:
+        return _empty(ax, title)
+    rows = [(n, r["median_ms"]) for n, r in s3["rows"].items() if "median_ms" in r]
+    ax.barh([n for n, _ in rows], [v for _, v in rows], color="tab:green")
+    ax.axvline(s3["ideal_ms"], color="k", linestyle=":", label=f"ideal {s3['ideal_ms']:.0f} ms")
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return None
+
+
+def _chart_s4(ax: Any, s4: dict[str, Any] | None) -> None:
+    title = "S4: import time (-X importtime, ms, log scale)"
+    if not s4:
+        return _empty(ax, title)
+    rows = [(n, r["importtime_ms"]) for n, r in s4["imports"].items() if "importtime_ms" in r]
+    ax.barh([n for n, _ in rows], [max(v, 0.01) for _, v in rows], color="tab:purple")
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(title)
+    return None
+
+
+def write(results: dict[str, Any], out: Path) -> Path:
+    md = out / "results.md"
+    md.write_text(markdown(results))
+    chart(results, out / "results.png")
+    return md
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS_DIR
+    print(write(json.loads((out / "results.json").read_text()), out))

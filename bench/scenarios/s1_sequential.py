@@ -1,0 +1,73 @@
+"""S1: sequential sends on one kept-alive connection, per protocol: microseconds per send.
+
+All clients of a protocol run in their own processes, started together and warmed up; then
+rounds are interleaved (each client in turn, a fresh order every round) so drift hits all alike.
+Each round is sized from a calibration pass to take about the same time for every client.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from ..clients import SEQUENTIAL
+from ..common import Target
+from ..procs import Proc, c_program, python_worker, start_all
+from ..servers import NginxEndpoints
+from . import Settings, median, shuffled
+
+C_CLIENT = "C libcurl (easy handle)"
+WARMUP_SENDS = 200
+CALIBRATION_SENDS = 100
+
+
+def protocols(ep: NginxEndpoints) -> dict[str, Target]:
+    return {
+        "HTTP/1.1": Target(ep.http),
+        "HTTPS/1.1": Target(ep.https, cafile=ep.cafile),
+        "HTTP/2": Target(ep.h2, cafile=ep.cafile, http2=True),
+    }
+
+
+def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, Any]:
+    rng = random.Random(settings.seed)
+    out: dict[str, Any] = {}
+    for proto, target in protocols(ep).items():
+        procs: dict[str, Proc] = {C_CLIENT: c_program(C_CLIENT, "sendloop", target)}
+        for name in SEQUENTIAL:
+            procs[name] = python_worker(name, "sequential", target)
+        start_all(procs)
+        rows: dict[str, Any] = {}
+        sizes: dict[str, int] = {}
+        try:
+            for name, p in procs.items():
+                if p.na:
+                    rows[name] = {"na": p.na}
+                    continue
+                p.run(WARMUP_SENDS)
+                seconds, _ = p.run(CALIBRATION_SENDS)
+                per_send = seconds / CALIBRATION_SENDS
+                sizes[name] = max(20, min(50_000, round(settings.s1_round_seconds / per_send)))
+                rows[name] = {"rounds_us": [], "n": sizes[name], "failed": 0}
+            for _ in range(settings.s1_rounds):
+                for name in shuffled(list(sizes), rng):
+                    seconds, ok = procs[name].run(sizes[name])
+                    rows[name]["rounds_us"].append(seconds / sizes[name] * 1e6)
+                    rows[name]["failed"] += sizes[name] - ok
+        finally:
+            for p in procs.values():
+                p.close()
+        for row in rows.values():
+            if "rounds_us" in row:
+                row["median_us"] = median(row["rounds_us"])
+        c_us = rows.get(C_CLIENT, {}).get("median_us")
+        for row in rows.values():
+            if c_us and "median_us" in row:
+                row["ratio_to_c"] = row["median_us"] / c_us
+        out[proto] = rows
+        log(f"S1 {proto}: " + ", ".join(_short(n, r) for n, r in rows.items()))
+    return out
+
+
+def _short(name: str, row: dict[str, Any]) -> str:
+    return f"{name} {row['median_us']:.1f}us" if "median_us" in row else f"{name} n/a"

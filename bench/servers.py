@@ -1,0 +1,197 @@
+"""Loopback servers the harness starts and stops: nginx (HTTP/1.1, HTTPS/1.1, HTTPS+HTTP/2) for the
+per-send cost, and latencyd (c/latencyd.c) for fixed-latency answers in the concurrent scenarios.
+
+Everything they write (config, certificate, logs) goes under bench/.work/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from .common import WORK_DIR
+
+BIN_DIR = WORK_DIR / "bin"
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/tmp;
+    proxy_temp_path {work}/tmp;
+    fastcgi_temp_path {work}/tmp;
+    uwsgi_temp_path {work}/tmp;
+    scgi_temp_path {work}/tmp;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_session_cache shared:bench:1m;
+    server {{
+        listen 127.0.0.1:{http};
+        listen 127.0.0.1:{https} ssl;
+        listen 127.0.0.1:{h2} ssl http2;
+        location ~ ^/v1\\.0/(me|users/[^/]+)/messages/[^/]+/send$ {{
+            if ($request_method != POST) {{ return 405; }}
+            add_header request-id $request_id always;
+            add_header client-request-id $http_client_request_id always;
+            return 202;
+        }}
+        location / {{ return 404; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A fresh self-signed P-256 certificate for 127.0.0.1 (it is its own CA for the clients)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@dataclass
+class NginxEndpoints:
+    http: str
+    https: str
+    h2: str
+    cafile: str
+
+
+class Nginx:
+    """One nginx worker answering the send path with 202 on three ports."""
+
+    def __init__(self, work: Path = WORK_DIR / "nginx") -> None:
+        self.work = work
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoints: NginxEndpoints | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("nginx") or next(
+            (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+        )
+
+    def version(self) -> str:
+        exe = self.binary()
+        if exe is None:
+            return "n/a"
+        out = subprocess.run([exe, "-v"], capture_output=True, text=True)
+        return (out.stderr or out.stdout).strip().split("/")[-1]
+
+    def __enter__(self) -> NginxEndpoints:
+        exe = self.binary()
+        if exe is None:
+            raise RuntimeError("nginx not found: run `make -C bench deps` (installs nginx-light)")
+        (self.work / "tmp").mkdir(parents=True, exist_ok=True)
+        cert, key = make_certificate(self.work)
+        ports = {"http": free_port(), "https": free_port(), "h2": free_port()}
+        conf = self.work / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(work=self.work, cert=cert, key=key, **ports))
+        self.proc = subprocess.Popen(
+            [exe, "-p", str(self.work), "-c", str(conf), "-e", str(self.work / "error.log")],
+            stdin=subprocess.DEVNULL,
+        )
+        for port in ports.values():
+            wait_for_port(port)
+        self.endpoints = NginxEndpoints(
+            http=f"http://127.0.0.1:{ports['http']}",
+            https=f"https://127.0.0.1:{ports['https']}",
+            h2=f"https://127.0.0.1:{ports['h2']}",
+            cafile=str(cert),
+        )
+        return self.endpoints
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # SIGTERM: nginx's fast shutdown
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+class Latencyd:
+    """c/latencyd: answers 202 after a fixed delay; counts requests in flight per mailbox."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.proc: subprocess.Popen[str] | None = None
+        self.base_url = ""
+
+    def __enter__(self) -> Latencyd:
+        exe = BIN_DIR / "latencyd"
+        if not exe.exists():
+            raise RuntimeError(f"{exe} missing: run `make -C bench programs`")
+        # stdin stays a pipe: latencyd exits by itself if the harness dies.
+        self.proc = subprocess.Popen(
+            [str(exe), "--port", "0", "--latency-ms", str(round(self.latency * 1000))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "port":
+            raise RuntimeError(f"latencyd did not start: {line}")
+        self.base_url = f"http://127.0.0.1:{line[1]}"
+        return self
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.base_url + "/stats", timeout=5) as r:
+            return dict(json.load(r))
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.base_url + "/reset", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            r.read()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
