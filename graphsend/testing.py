@@ -134,8 +134,10 @@ class RecordedRequest:
 
     ``status`` and ``outcome`` are filled in by the server thread once the request is dealt with:
     ``outcome`` is ``"pending"`` until then, ``"answered"`` when a response was written,
-    ``"reset"`` / ``"stalled"`` for injected faults, and ``"disconnected"`` when the client went
-    away before the response could be written. ``status`` is None when nothing was answered.
+    ``"reset"`` for an injected reset, ``"stalled"`` while an injected stall holds the request,
+    and ``"disconnected"`` when the client went away first: it closed the connection before the
+    answer was ready (the answer is still written, to no one, and ``status`` says what it was),
+    or gave up on a stalled request. ``status`` is None when nothing was answered.
     """
 
     method: str
@@ -1182,7 +1184,7 @@ class FakeGraph:
                 return await self._send(request, route, record, ids, flight, reader, writer, keep)
             reply = self._other(request, route, ids)
             head_only = request.method == "HEAD"
-            return await self._answer(writer, record, reply, flight, keep, head_only)
+            return await self._answer(reader, writer, record, reply, flight, keep, head_only)
         finally:
             flight.release()
 
@@ -1201,13 +1203,15 @@ class FakeGraph:
         assert user is not None
         if request.content_length is None:
             reply = self._error_reply(411, *_DEFAULT_ERRORS[411], ids)
-            return await self._answer(writer, record, reply, flight, keep)
+            return await self._answer(reader, writer, record, reply, flight, keep)
 
         fault = self._take_fault(user)
         if fault is not None and fault.kind == "stall":
             record.outcome = "stalled"
-            while await reader.read(65536):
-                pass  # wait for the client to give up; stop() cancels this
+            with contextlib.suppress(ConnectionError, OSError):
+                while await reader.read(65536):
+                    pass  # wait for the client to give up; stop() cancels this
+            record.outcome = "disconnected"
             return False
         latency = self._latency_for(user)
         if fault is not None and fault.kind == "reset":
@@ -1219,14 +1223,14 @@ class FakeGraph:
         if fault is not None and not 200 <= fault.status < 300:
             await _sleep(latency)
             reply = self._fault_reply(fault, ids, None)
-            return await self._answer(writer, record, reply, flight, keep)
+            return await self._answer(reader, writer, record, reply, flight, keep)
 
         error = self._auth_error(request, ids)
         if error is None and route.id_malformed:
             error = self._error_reply(400, "ErrorInvalidIdMalformed", "Id is malformed.", ids)
         if error is not None:
             await _sleep(latency)
-            return await self._answer(writer, record, error, flight, keep)
+            return await self._answer(reader, writer, record, error, flight, keep)
 
         cap = self.mailbox_concurrency_limit
         if cap is not None and self._admitted.get(user, 0) >= cap:
@@ -1239,14 +1243,14 @@ class FakeGraph:
             retry_after = _retry_after_text(self.throttle_retry_after)
             if retry_after is not None:
                 reply.headers.append(("Retry-After", retry_after))
-            return await self._answer(writer, record, reply, flight, keep)
+            return await self._answer(reader, writer, record, reply, flight, keep)
 
         flight.admit()
         await _sleep(latency)
         reply = self._move_to_sent(user, route.message_id or "", ids)
         if fault is not None and 200 <= reply.status < 300:
             reply = self._fault_reply(fault, ids, reply)
-        return await self._answer(writer, record, reply, flight, keep)
+        return await self._answer(reader, writer, record, reply, flight, keep)
 
     def _move_to_sent(self, user: str, message_id: str, ids: tuple[str, str]) -> _Reply:
         now = datetime.now(timezone.utc)
@@ -1416,6 +1420,7 @@ class FakeGraph:
 
     async def _answer(
         self,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         record: RecordedRequest,
         reply: _Reply,
@@ -1431,7 +1436,9 @@ class FakeGraph:
         # Settle the record and the counts before the client can see the answer, so that a test
         # reading them right after its response never finds them a step behind.
         record.status = reply.status
-        record.outcome = "answered"
+        # A client that closed its side before the answer has given up (curl never half-closes);
+        # the answer is still written, as Graph would.
+        record.outcome = "disconnected" if reader.at_eof() else "answered"
         record.answered_at = time.monotonic()
         flight.release()
         try:

@@ -603,8 +603,26 @@ def test_stall_next_never_answers_until_the_client_leaves(server: FakeGraph) -> 
     while server.in_flight() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.in_flight() == 0
+    assert record.outcome == "disconnected"  # the client gave up
     assert server.sent_items() == []
     assert send(server, draft).status == 202
+
+
+def test_a_client_that_times_out_still_gets_its_mail_sent(server: FakeGraph) -> None:
+    """Graph goes on with a send whose client gave up: the case that makes retries risky."""
+    server.latency = 0.5
+    draft = server.create_draft()
+    sock = connect(server, timeout=0.1)
+    sock.sendall(raw_request(send_path(draft), server.token))
+    with pytest.raises(socket.timeout):
+        sock.recv(1024)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while server.requests[0].outcome == "pending" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (record,) = server.requests
+    assert (record.status, record.outcome) == (202, "disconnected")
+    assert [m.id for m in server.sent_items()] == [draft]
 
 
 def test_stop_closes_stalled_connections() -> None:
