@@ -484,6 +484,10 @@ class FakeGraph:
     Other paths get 404 and other methods on a send path 405, in Graph's error shape.
     """
 
+    #: Seconds to wait before answering each send request (applies from the next request on).
+    latency: float
+    #: Concurrent sends allowed per mailbox before 429 ApplicationThrottled (None: no limit).
+    mailbox_concurrency_limit: int | None
     #: Value of the Retry-After header on throttling 429s (seconds, or any string).
     throttle_retry_after: float | str
     #: For this many seconds after a send, the same id still sends again (a duplicate in Sent
