@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from .common import REPO_DIR
+
 PEERS = (
     "pycurl", "requests", "httpx", "urllib3", "aiohttp", "msgraph-sdk", "azure-identity",
     "h2", "matplotlib",
@@ -16,14 +18,39 @@ PEERS = (
 
 
 def _cpu_model() -> str:
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    name = fields.get("model name", "unknown")
+    extra = [f"family {fields['cpu family']} model {fields['model']}"] if "model" in fields else []
+    if "cpu MHz" in fields:
+        extra.append(f"{float(fields['cpu MHz']):.0f} MHz")
+    if "hypervisor" in fields.get("flags", "").split():
+        extra.append("virtual machine")
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def _tree() -> str:
+    """The graphsend commit measured, and whether its sources had uncommitted changes."""
+    try:
+        git = ["git", "-C", str(REPO_DIR)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "csrc", "graphsend", "setup.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        changed = sorted({line[3:].split("/")[0] for line in dirty if line.strip()})
+        return head + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _os_name() -> str:
@@ -80,6 +107,7 @@ def describe(nginx_version: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "libcurl (C programs, build)": _libcurl(),
         "graphsend": _graphsend(),
+        "graphsend tree": _tree(),
         "pycurl": _pycurl(),
         "nginx": nginx_version,
         "load_average_at_start": os.getloadavg(),

@@ -125,6 +125,7 @@ def markdown(r: dict[str, Any]) -> str:
             ["Python", m["python"]],
             ["libcurl (system; C programs)", m["libcurl (C programs, build)"]],
             ["graphsend", m["graphsend"]],
+            ["graphsend tree measured", m.get("graphsend tree", "unknown")],
             ["pycurl", m["pycurl"]],
             ["nginx", m["nginx"]],
             ["load average at start", load],

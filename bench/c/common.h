@@ -1,6 +1,8 @@
 /*
  * Shared by the two libcurl benchmark programs: command line, draft ids, per-request headers and
  * the easy-handle options that graphsend sets (csrc/transfer.c is the reference; keep in step).
+ * Not mirrored: graphsend's share handle and its prereq/sockopt callbacks (resend bookkeeping):
+ * their cost is part of what the comparison measures.
  *
  * The harness drives both programs over stdin/stdout with one line per command: it writes a
  * count N, the program does N units of work (sends, or bulk rounds) and answers
@@ -94,6 +96,10 @@ static inline struct curl_slist *request_headers(const char *auth_line) {
     struct curl_slist *h = curl_slist_append(NULL, auth_line);
     h = curl_slist_append(h, line);
     h = curl_slist_append(h, "Accept: application/json");
+    /* As graphsend: no "Content-Type: application/x-www-form-urlencoded" on the empty POST, and
+     * never an "Expect: 100-continue" round trip. */
+    h = curl_slist_append(h, "Expect:");
+    h = curl_slist_append(h, "Content-Type:");
     return h;
 }
 
@@ -121,7 +127,12 @@ static inline void set_static_options(CURL *e, const options_t *o, char *errbuf,
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 15L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "graphsend-bench-c/1");

@@ -26,9 +26,9 @@ def _need(obj: Any, name: str) -> Any:
         raise NotAvailable(f"not built yet (no {name})") from e
 
 
-def _client(target: Target, cls: str = "Client") -> Any:
+def _client(target: Target, cls: str = "Client", **extra: Any) -> Any:
     return _need(_graphsend(), cls)(
-        target.token, base_url=target.base_url, ca_bundle=target.cafile, http2=target.http2
+        target.token, base_url=target.base_url, ca_bundle=target.cafile, http2=target.http2, **extra
     )
 
 
@@ -90,8 +90,8 @@ def send_many(target: Target, plan: BulkPlan) -> SendMany:
     return SendMany(target, plan)
 
 
-async def _async_client(target: Target) -> Any:
-    client = _client(target, "AsyncClient")
+async def _async_client(target: Target, **extra: Any) -> Any:
+    client = _client(target, "AsyncClient", **extra)
     return await client.__aenter__()
 
 
@@ -115,12 +115,14 @@ async def async_client_send(target: Target, loop: asyncio.AbstractEventLoop) -> 
 async def async_gather(
     target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop
 ) -> AsyncBulk:
-    client = await _async_client(target)
+    # AsyncClient caps concurrent sends per mailbox itself (max_per_mailbox), so the idiomatic
+    # call is a plain gather, with no semaphores of the caller's own.
+    client = await _async_client(target, max_per_mailbox=plan.cap)
 
     async def send(user: str, mid: str) -> bool:
         return (await client.send(mid, user=user)).status == 202  # type: ignore[no-any-return]
 
-    return AsyncBulk(loop, plan, send, _async_close(client))
+    return AsyncBulk(loop, plan, send, _async_close(client), caller_limits=False)
 
 
 class AsyncSendMany:
@@ -131,9 +133,7 @@ class AsyncSendMany:
 
     async def _bulk(self) -> int:
         out = await self._client.send_many(
-            self._plan.items(self._round),
-            max_concurrency=self._plan.max_in_flight,
-            max_per_mailbox=self._plan.cap,
+            self._plan.items(self._round), max_concurrency=self._plan.max_in_flight
         )
         self._round += 1
         return sum(1 for r in out if getattr(r, "status", None) == 202)
@@ -148,4 +148,5 @@ class AsyncSendMany:
 async def async_send_many(
     target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop
 ) -> AsyncSendMany:
-    return AsyncSendMany(await _async_client(target), plan, loop)
+    client = await _async_client(target, max_per_mailbox=plan.cap)
+    return AsyncSendMany(client, plan, loop)

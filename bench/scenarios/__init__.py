@@ -21,8 +21,10 @@ class Settings:
     s3_round_timeout: float  # a bulk round slower than this stops that client (reported as >)
     s3_client_budget: float  # seconds of warm rounds per client; slower ones get fewer rounds
     s4_runs: int  # fresh interpreters per import measurement
-    s5_sends: int  # leak check: RSS after this many sends minus RSS after 1,000
+    s5_sends: int  # leak check (Client.send): RSS after this many sends minus after 1,000
+    s5_sends_other: int  # leak check for the other graphsend entry points
     s5_gil_seconds: float
+    s5_gil_peers: tuple[str, ...]  # peers that get the GIL probe too
     seed: int = 1
 
     @classmethod
@@ -42,7 +44,9 @@ class Settings:
                 s3_client_budget=8.0,
                 s4_runs=3,
                 s5_sends=100_000,
-                s5_gil_seconds=1.0,
+                s5_sends_other=20_000,
+                s5_gil_seconds=0.5,
+                s5_gil_peers=("pycurl", "requests.Session"),
             )
         return cls(
             quick=False,
@@ -58,7 +62,9 @@ class Settings:
             s3_client_budget=60.0,
             s4_runs=9,
             s5_sends=100_000,
+            s5_sends_other=100_000,
             s5_gil_seconds=3.0,
+            s5_gil_peers=("pycurl", "requests.Session", "httpx.Client", "urllib3.PoolManager"),
         )
 
 

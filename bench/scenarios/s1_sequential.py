@@ -44,14 +44,24 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
                 if p.na:
                     rows[name] = {"na": p.na}
                     continue
-                p.run(WARMUP_SENDS)
-                seconds, _ = p.run(CALIBRATION_SENDS)
+                try:
+                    p.run(WARMUP_SENDS)
+                    seconds, _ = p.run(CALIBRATION_SENDS)
+                except RuntimeError as e:
+                    rows[name] = {"na": f"error: {e}"}
+                    continue
                 per_send = seconds / CALIBRATION_SENDS
                 sizes[name] = max(20, min(50_000, round(settings.s1_round_seconds / per_send)))
                 rows[name] = {"rounds_us": [], "n": sizes[name], "failed": 0}
             for _ in range(settings.s1_rounds):
                 for name in shuffled(list(sizes), rng):
-                    seconds, ok = procs[name].run(sizes[name])
+                    if "na" in rows[name]:
+                        continue
+                    try:
+                        seconds, ok = procs[name].run(sizes[name])
+                    except RuntimeError as e:
+                        rows[name] = {"na": f"error: {e}"}
+                        continue
                     rows[name]["rounds_us"].append(seconds / sizes[name] * 1e6)
                     rows[name]["failed"] += sizes[name] - ok
         finally:

@@ -53,19 +53,24 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
                 except RoundTimeout:
                     rows[name]["timeout_ms"] = limit * 1000
                     continue
+                except RuntimeError as e:
+                    rows[name] = {"na": f"error: {e}"}
+                    continue
                 live.append(name)
                 # Very slow peers get fewer warm rounds (at least one) to keep the run bounded.
                 budget = settings.s3_client_budget * 1000
                 rows[name]["rounds"] = max(1, min(settings.s3_rounds, int(budget // cold)))
             for r in range(settings.s3_rounds):
                 for name in shuffled(live, rng):
-                    if "timeout_ms" in rows[name] or r >= rows[name]["rounds"]:
+                    row = rows[name]
+                    if "na" in row or "timeout_ms" in row or r >= row["rounds"]:
                         continue
                     try:
-                        ms = _round(server, procs[name], rows[name], limit)
-                        rows[name]["warm_ms"].append(ms)
+                        row["warm_ms"].append(_round(server, procs[name], row, limit))
                     except RoundTimeout:
-                        rows[name]["timeout_ms"] = limit * 1000
+                        row["timeout_ms"] = limit * 1000
+                    except RuntimeError as e:
+                        rows[name] = {"na": f"error: {e}"}
         finally:
             for p in procs.values():
                 p.close()

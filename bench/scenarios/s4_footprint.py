@@ -35,8 +35,7 @@ STATEMENTS = {
 }
 DISTRIBUTIONS = {
     "graphsend": ["graphsend"],
-    "msgraph-sdk": ["msgraph-sdk"],
-    "msgraph-sdk + azure-identity": ["msgraph-sdk", "azure-identity"],
+    "msgraph-sdk": ["msgraph-sdk"],  # it requires azure-identity itself
     "requests": ["requests"],
     "httpx": ["httpx"],
     "aiohttp": ["aiohttp"],

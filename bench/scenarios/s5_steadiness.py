@@ -13,8 +13,8 @@ from ..procs import python_worker
 from ..servers import NginxEndpoints
 from . import Settings
 
-LEAK_CLIENTS = ("graphsend Client.send", "graphsend send_message")
-GIL_CLIENTS = ("graphsend Client.send", "pycurl", "requests.Session", "httpx.Client")
+GRAPHSEND = "graphsend Client.send"
+LEAK_CLIENTS = (GRAPHSEND, "graphsend send_message")
 FIRST = 1_000
 CHUNK = 10_000
 
@@ -23,6 +23,7 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
     target = Target(ep.http)
     leak: dict[str, Any] = {}
     for client in LEAK_CLIENTS:
+        total = settings.s5_sends if client == GRAPHSEND else settings.s5_sends_other
         with python_worker(client, "sequential", target).wait_ready() as p:
             if p.na:
                 leak[client] = {"na": p.na}
@@ -30,8 +31,8 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
             _, ok = p.run(FIRST)
             first = p.rss_kb()
             done, samples = FIRST, [(FIRST, first)]
-            while done < settings.s5_sends:
-                n = min(CHUNK, settings.s5_sends - done)
+            while done < total:
+                n = min(CHUNK, total - done)
                 _, got = p.run(n)
                 ok += got
                 done += n
@@ -46,7 +47,7 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
             }
             log(f"S5 leak {client}: {leak[client]['growth_mb']:+.2f} MB over {done} sends")
     gil: dict[str, Any] = {}
-    for client in GIL_CLIENTS:
+    for client in (GRAPHSEND, *settings.s5_gil_peers):
         with python_worker(client, "sequential", target).wait_ready() as p:
             if p.na:
                 gil[client] = {"na": p.na}
