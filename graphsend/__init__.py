@@ -5,8 +5,6 @@
 Receipt(status=202, ...)
 """
 
-from typing import TYPE_CHECKING
-
 from ._client import Client
 from ._errors import (
     AuthenticationError,
@@ -48,6 +46,7 @@ __all__ = [
     "send_message",
 ]
 
+TYPE_CHECKING = False  # typing itself costs milliseconds to import
 if TYPE_CHECKING:
     from ._async import AsyncClient
 

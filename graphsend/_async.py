@@ -12,20 +12,24 @@ import itertools
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import _native
-from ._bulk import Item, check_limits
+from ._bulk import check_limits
 from ._client import DEFAULT_RETRY, Client
 from ._errors import SendError
 from ._outcome import Outcome, outcome
-from ._progress import ProgressArg, reporter
+from ._progress import reporter
 from ._receipt import Receipt
 from ._request import client_request_id_or_new, send_path
 from ._retry import Retry, RetryState
-from ._tokens import TokenArg
 
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+if TYPE_CHECKING:
+    from ._progress import ProgressArg
+    from ._request import Item
+    from ._tokens import TokenArg
+
+_Waiter: TypeAlias = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 class AsyncClient:

@@ -9,20 +9,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ._errors import SendError
 from ._outcome import Outcome, outcome
-from ._progress import ProgressArg, reporter
+from ._progress import reporter
 from ._request import new_client_request_id, send_path
 from ._retry import RetryState
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._client import Client
     from ._native import Result
-
-Item = str | tuple[str | None, str]
+    from ._progress import ProgressArg
+    from ._request import Item
 
 
 class _Job:

@@ -6,14 +6,9 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Any, TypeVar
 
-from . import _bulk, _fork, _log, _native
-from ._bulk import Item
-from ._errors import SendError
+from . import _fork, _log, _native
 from ._outcome import outcome
-from ._progress import ProgressArg
 from ._receipt import Receipt
 from ._request import (
     CLOUDS,
@@ -26,10 +21,21 @@ from ._request import (
     send_path,
 )
 from ._retry import Retry, RetryState
-from ._tokens import TokenArg, TokenSource, token_source
+from ._tokens import TokenSource, token_source
+
+TYPE_CHECKING = False  # typing costs milliseconds to import; annotations are strings here
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any, TypeVar
+
+    from ._errors import SendError
+    from ._progress import ProgressArg
+    from ._request import Item
+    from ._tokens import TokenArg
+
+    _Native = TypeVar("_Native", "_native.Handle", "_native.Engine")
 
 DEFAULT_RETRY = Retry()
-_Native = TypeVar("_Native", "_native.Handle", "_native.Engine")
 
 
 class Client:
@@ -166,6 +172,8 @@ class Client:
         A throttled mailbox pauses for its Retry-After while the others go on. On Ctrl-C the
         KeyboardInterrupt carries ``.results``: what is known of every item.
         """
+        from . import _bulk  # only bulk users pay for importing it
+
         if self._closed:
             raise ValueError("this Client is closed")
         return _bulk.send_many(
@@ -217,9 +225,8 @@ class Client:
         self._share = _native.Share()
         self._local = threading.local()
         # Per thread, so the objects of a finished thread go with it.
-        self._natives: weakref.WeakKeyDictionary[threading.Thread, list[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._natives: weakref.WeakKeyDictionary[threading.Thread, list[Any]]
+        self._natives = weakref.WeakKeyDictionary()
 
     @staticmethod
     def _log_attempt(path: str, result: tuple[Any, ...], crid: str, attempt: int) -> None:

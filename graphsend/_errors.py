@@ -7,8 +7,11 @@ idempotent, so callers must know whether retrying could deliver the message twic
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 BODY_TEXT_LIMIT = 64 * 1024
 

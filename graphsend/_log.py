@@ -8,8 +8,8 @@ Authorization header are never passed to any record.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from logging import Logger
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ._errors import SendError, graph_error, transport_error
 from ._receipt import Receipt
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._native import Result
 

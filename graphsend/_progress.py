@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
-ProgressArg = Callable[[int, int], object] | bool | None
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
+    ProgressArg: TypeAlias = Callable[[int, int], object] | bool | None
 
 
 class _Counter:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
-from urllib.parse import quote, urlsplit
 
 from . import _native
 from ._version import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # A send_many item: a message id (sent from /me) or a (user, message_id) pair.
+    Item: TypeAlias = str | tuple[str | None, str]
 
 CLOUDS = {
     "global": "https://graph.microsoft.com",
@@ -17,9 +22,9 @@ CLOUDS = {
     "china": "https://microsoftgraph.chinacloudapi.cn",
 }
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_API_VERSION = re.compile(r"v\d+\.\d+|beta")
 _LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+# RFC 3986 unreserved characters: never percent-encoded.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 USER_AGENT = (
     f"graphsend/{__version__} libcurl/{_native.libcurl_version} "
@@ -33,18 +38,21 @@ def check_text(value: object, what: str) -> str:
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
         raise ValueError(f"{what} must not be empty")
-    if _CONTROL.search(value):
+    if not value.isprintable():  # CR, LF, NUL, TAB, DEL and other non-printing characters
         raise ValueError(f"{what} must not contain control characters")
     return value
 
 
 def path_segment(value: object, what: str, safe: str = "") -> str:
     """Percent-encode ``value`` as exactly one path segment (``/ ? # % + =``, spaces, non-ASCII)."""
-    segment = quote(check_text(value, what), safe=safe)
-    if segment.strip("."):
-        return segment
+    data = check_text(value, what).encode()
+    keep = _UNRESERVED + safe.encode()
+    if data.rstrip(keep):  # something needs encoding (rstrip leaves nothing when all is safe)
+        return "".join(chr(b) if b in keep else f"%{b:02X}" for b in data)
+    if value.strip("."):
+        return value
     # "." and ".." would be dot segments that URL normalisation removes.
-    return segment.replace(".", "%2E")
+    return value.replace(".", "%2E")
 
 
 def mailbox_path(user: str | None) -> str:
@@ -67,7 +75,9 @@ def check_token(token: object) -> str:
 def check_api_version(api_version: object) -> str:
     if not isinstance(api_version, str):
         raise TypeError(f"api_version must be a str, not {type(api_version).__name__}")
-    if not _API_VERSION.fullmatch(api_version):
+    major, dot, minor = api_version[1:].partition(".")
+    numbered = api_version[:1] == "v" and dot and major.isdigit() and minor.isdigit()
+    if api_version != "beta" and not (numbered and major.isascii() and minor.isascii()):
         raise ValueError("api_version must be 'v1.0', 'beta' or of the form 'vN.N'")
     return api_version
 
@@ -77,6 +87,8 @@ def check_base_url(base_url: object) -> tuple[str, bool]:
 
     https anywhere; http only to loopback, where nothing leaves the machine.
     """
+    from urllib.parse import urlsplit  # only when a client is made, not on import
+
     base_url = check_text(base_url, "base_url").rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
 
 from ._errors import SendError, ServiceUnavailableError, ThrottledError, TransportError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._tokens import TokenSource
 

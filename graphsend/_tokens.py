@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
 
 from ._errors import AuthenticationError
 from ._request import check_token
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol, TypeAlias
+
+    class AccessTokenLike(Protocol):
+        token: str
+        expires_on: int
+
+    class CredentialLike(Protocol):
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+
+    TokenArg: TypeAlias = str | Callable[[], str | dict[str, Any]] | CredentialLike
+
 # Refresh a credential's token this long before it expires.
 EXPIRY_MARGIN = 300.0
-
-
-class AccessTokenLike(Protocol):
-    token: str
-    expires_on: int
-
-
-class CredentialLike(Protocol):
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
-
-
-TokenArg = str | Callable[[], "str | dict[str, Any]"] | CredentialLike
 
 
 class TokenSource:
