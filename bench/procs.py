@@ -10,12 +10,18 @@ import subprocess
 import sys
 from dataclasses import asdict
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .common import REPO_DIR, WORK_DIR, BulkPlan, Target
 from .servers import BIN_DIR
 
 LOG_DIR = WORK_DIR / "logs"
+
+
+class Round(NamedTuple):
+    seconds: float  # wall time of the round
+    ok: int  # sends answered 202
+    cpu: float  # CPU time (user + system, all threads) the client process spent on it
 
 
 class RoundTimeout(Exception):
@@ -79,10 +85,10 @@ class Proc:
             raise RuntimeError(f"{self.name}: {answer or 'exited'} (see {self._log.name})")
         return answer
 
-    def run(self, n: int, timeout: float | None = None) -> tuple[float, int]:
-        """n units of work; returns (seconds, ok)."""
-        ns, ok = self.command(str(n), timeout).split()
-        return int(ns) / 1e9, int(ok)
+    def run(self, n: int, timeout: float | None = None) -> Round:
+        """n units of work: wall seconds, 202s, and the process's CPU seconds (all threads)."""
+        ns, ok, cpu_ns = self.command(str(n), timeout).split()
+        return Round(int(ns) / 1e9, int(ok), int(cpu_ns) / 1e9)
 
     def rss_kb(self) -> int:
         return int(self.command("rss"))

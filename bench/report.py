@@ -167,6 +167,22 @@ def _s1(s1: dict[str, Any]) -> list[str]:
             else:
                 cells.append(_na(row))
         body.append(cells)
+    cpu_head = ["client"] + [f"{p} CPU us/send (+ over C)" for p in protos]
+    cpu_body = []
+    for n in names:
+        cells = [n]
+        for p in protos:
+            row = s1[p].get(n, {})
+            if "median_cpu_us" in row:
+                extra = row.get("cpu_over_c_us")
+                cells.append(
+                    f"{_num(row['median_cpu_us'])} (+{_num(extra)})"
+                    if extra is not None
+                    else _num(row["median_cpu_us"])
+                )
+            else:
+                cells.append("n/a")
+        cpu_body.append(cells)
     return [
         "## S1: sequential sends on one connection",
         "",
@@ -175,6 +191,11 @@ def _s1(s1: dict[str, Any]) -> list[str]:
         "options and headers) in the same run.",
         "",
         *_table(head, body),
+        "The client process's own CPU time per send (user + system, all its threads; median "
+        "over the same rounds), and how much more than the C program that is. Wall time above "
+        "also contains nginx's share of the two cores; this is the client's cost alone.",
+        "",
+        *_table(cpu_head, cpu_body),
     ]
 
 
@@ -222,11 +243,13 @@ def _s3(s3: dict[str, Any]) -> list[str]:
     body = []
     for name, row in s3["rows"].items():
         if "na" in row:
-            body.append([name, _na(row), "", "", "", "", ""])
+            body.append([name, _na(row), "", "", "", "", "", ""])
             continue
         if "median_ms" not in row:
             t = row.get("timeout_ms", 0) / 1000
-            body.append([name, f"> {t:g} s (stopped)", _num(row.get("cold_ms"), 0), "", "", "", ""])
+            body.append(
+                [name, f"> {t:g} s (stopped)", _num(row.get("cold_ms"), 0), "", "", "", "", ""]
+            )
             continue
         speed = (
             s3["rows"]["graphsend send_many"].get("median_ms")
@@ -238,6 +261,7 @@ def _s3(s3: dict[str, Any]) -> list[str]:
                 name,
                 _num(row["median_ms"], 0),
                 _num(row.get("cold_ms"), 0),
+                _num(row.get("median_cpu_ms"), 0),
                 f"{_num(row['ratio_to_ideal'], 2)}x",
                 f"{_num(row['median_ms'] / speed, 2)}x" if speed else "n/a",
                 str(row.get("peak_per_mailbox")),
@@ -245,7 +269,17 @@ def _s3(s3: dict[str, Any]) -> list[str]:
             ]
         )
     md += _table(
-        ["client", "warm ms", "cold ms", "x ideal", "x send_many", "peak/mailbox", "failed"], body
+        [
+            "client",
+            "warm ms",
+            "cold ms",
+            "client CPU ms",
+            "x ideal",
+            "x send_many",
+            "peak/mailbox",
+            "failed",
+        ],
+        body,
     )
     return md
 
@@ -422,8 +456,17 @@ def _chart_s3(ax: Any, s3: dict[str, Any] | None) -> None:
     title = "S3: bulk wall time, warm median (ms, log scale)"
     if not s3:
         return _empty(ax, title)
-    rows = [(n, r["median_ms"]) for n, r in s3["rows"].items() if "median_ms" in r]
-    ax.barh([n for n, _ in rows], [v for _, v in rows], color="tab:green")
+    rows = [
+        (n, r.get("median_ms") or r.get("timeout_ms"), "median_ms" not in r)
+        for n, r in s3["rows"].items()
+        if "median_ms" in r or "timeout_ms" in r
+    ]
+    bars = ax.barh([n for n, _, _ in rows], [v for _, v, _ in rows], color="tab:green")
+    for bar, (_, v, stopped) in zip(bars, rows, strict=True):
+        if stopped:  # ran past the round limit: the bar is a lower bound
+            bar.set_hatch("//")
+            bar.set_facecolor("lightgray")
+            ax.text(v, bar.get_y() + bar.get_height() / 2, " > stopped", va="center", fontsize=7)
     ax.axvline(s3["ideal_ms"], color="k", linestyle=":", label=f"ideal {s3['ideal_ms']:.0f} ms")
     ax.invert_yaxis()
     ax.set_xscale("log")

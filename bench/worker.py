@@ -4,7 +4,7 @@
 
 It prints "ready" (or "na <reason>" when the client cannot run here), then answers commands, one
 per line, until stdin closes:
-    <n>            do n units of work            -> "<elapsed_ns> <ok>"
+    <n>            do n units of work            -> "<elapsed_ns> <ok> <cpu_ns>"
     rss            resident set size             -> "<KiB>"
     gil <seconds>  GIL probe (see gil_probe)     -> one line of JSON
 The C programs in c/ speak the same "<n>" protocol, so the harness treats both alike.
@@ -114,9 +114,10 @@ def main() -> None:
                 print(json.dumps(gil_probe(runner, float(cmd[1]))), file=out, flush=True)
             else:
                 n = int(cmd[0])
-                t0 = time.perf_counter_ns()
+                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 ok = runner.run(n)
-                print(f"{time.perf_counter_ns() - t0} {ok}", file=out, flush=True)
+                t1, c1 = time.perf_counter_ns(), time.process_time_ns()
+                print(f"{t1 - t0} {ok} {c1 - c0}", file=out, flush=True)
         except Exception as e:
             traceback.print_exc()
             print(f"error {type(e).__name__}: {e}".replace("\n", " "), file=out, flush=True)

@@ -6,7 +6,8 @@
  *
  * The harness drives both programs over stdin/stdout with one line per command: it writes a
  * count N, the program does N units of work (sends, or bulk rounds) and answers
- * "<elapsed_ns> <ok>" where ok counts 202 answers.  EOF or 0 ends the program.
+ * "<elapsed_ns> <ok> <cpu_ns>": wall time, how many 202 answers, and the process's CPU time.
+ * EOF or 0 ends the program.
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
@@ -32,6 +33,13 @@ typedef struct {
 static inline int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* CPU time of the whole process (user + system), as the Python workers report it. */
+static inline int64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 

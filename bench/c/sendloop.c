@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
         long n = atol(line);
         if (n <= 0) break;
         long ok = 0;
-        int64_t t0 = now_ns();
+        int64_t t0 = now_ns(), c0 = cpu_ns();
         for (long i = 0; i < n; i++) {
             build_url(url, sizeof url, &o, o.user, next_id++ % 100000);
             struct curl_slist *h = request_headers(auth);
@@ -38,8 +38,8 @@ int main(int argc, char **argv) {
             else if (ok == 0 && i == 0) fprintf(stderr, "sendloop: %d %ld %s\n", rc, status, errbuf);
             curl_slist_free_all(h);
         }
-        int64_t t1 = now_ns();
-        printf("%lld %ld\n", (long long)(t1 - t0), ok);
+        int64_t t1 = now_ns(), c1 = cpu_ns();
+        printf("%lld %ld %lld\n", (long long)(t1 - t0), ok, (long long)(c1 - c0));
         fflush(stdout);
     }
     curl_easy_cleanup(e);

@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
         long rounds = atol(line);
         if (rounds <= 0) break;
         ok = 0;
-        int64_t t0 = now_ns();
+        int64_t t0 = now_ns(), c0 = cpu_ns();
         for (long r = 0; r < rounds; r++) {
             memset(next_send, 0, (size_t)o.mailboxes * sizeof *next_send);
             /* Fill every mailbox to its cap, taking the mailboxes in turn. */
@@ -179,8 +179,8 @@ int main(int argc, char **argv) {
             if (use_socket) drive_socket();
             else drive_poll();
         }
-        int64_t t1 = now_ns();
-        printf("%lld %ld\n", (long long)(t1 - t0), ok);
+        int64_t t1 = now_ns(), c1 = cpu_ns();
+        printf("%lld %ld %lld\n", (long long)(t1 - t0), ok, (long long)(c1 - c0));
         fflush(stdout);
     }
     for (int i = 0; i < total_slots; i++) curl_easy_cleanup(slots[i].easy);

@@ -46,34 +46,37 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
                     continue
                 try:
                     p.run(WARMUP_SENDS)
-                    seconds, _ = p.run(CALIBRATION_SENDS)
+                    seconds = p.run(CALIBRATION_SENDS).seconds
                 except RuntimeError as e:
                     rows[name] = {"na": f"error: {e}"}
                     continue
                 per_send = seconds / CALIBRATION_SENDS
                 sizes[name] = max(20, min(50_000, round(settings.s1_round_seconds / per_send)))
-                rows[name] = {"rounds_us": [], "n": sizes[name], "failed": 0}
+                rows[name] = {"rounds_us": [], "cpu_us": [], "n": sizes[name], "failed": 0}
             for _ in range(settings.s1_rounds):
                 for name in shuffled(list(sizes), rng):
                     if "na" in rows[name]:
                         continue
                     try:
-                        seconds, ok = procs[name].run(sizes[name])
+                        got = procs[name].run(sizes[name])
                     except RuntimeError as e:
                         rows[name] = {"na": f"error: {e}"}
                         continue
-                    rows[name]["rounds_us"].append(seconds / sizes[name] * 1e6)
-                    rows[name]["failed"] += sizes[name] - ok
+                    rows[name]["rounds_us"].append(got.seconds / sizes[name] * 1e6)
+                    rows[name]["cpu_us"].append(got.cpu / sizes[name] * 1e6)
+                    rows[name]["failed"] += sizes[name] - got.ok
         finally:
             for p in procs.values():
                 p.close()
         for row in rows.values():
-            if "rounds_us" in row:
+            if row.get("rounds_us"):
                 row["median_us"] = median(row["rounds_us"])
-        c_us = rows.get(C_CLIENT, {}).get("median_us")
+                row["median_cpu_us"] = median(row["cpu_us"])
+        c_row = rows.get(C_CLIENT, {})
         for row in rows.values():
-            if c_us and "median_us" in row:
-                row["ratio_to_c"] = row["median_us"] / c_us
+            if c_row.get("median_us") and "median_us" in row:
+                row["ratio_to_c"] = row["median_us"] / c_row["median_us"]
+                row["cpu_over_c_us"] = row["median_cpu_us"] - c_row["median_cpu_us"]
         out[proto] = rows
         log(f"S1 {proto}: " + ", ".join(_short(n, r) for n, r in rows.items()))
     return out

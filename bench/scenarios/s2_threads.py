@@ -53,14 +53,13 @@ def _client_rows(client: str, target: Target, server: str, settings: Settings) -
                 n = settings.s2_latency_sends
             else:
                 p.run(20)
-                seconds, _ = p.run(50)
-                rate = threads * 50 / seconds
+                rate = threads * 50 / p.run(50).seconds
                 n = max(20, round(settings.s2_round_seconds * rate / threads))
             rates, failed = [], 0
             for _ in range(settings.s2_rounds):
-                seconds, ok = p.run(n)
-                rates.append(threads * n / seconds)
-                failed += threads * n - ok
+                got = p.run(n)
+                rates.append(threads * n / got.seconds)
+                failed += threads * n - got.ok
             rows[threads] = {"median_rps": median(rates), "rounds_rps": rates, "n": n}
             rows[threads]["failed"] = failed
     one = rows.get(1, {}).get("median_rps")

@@ -78,6 +78,7 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
     for row in rows.values():
         if row.get("warm_ms"):
             row["median_ms"] = median(row["warm_ms"])
+            row["median_cpu_ms"] = median(row["cpu_ms"][1:] or row["cpu_ms"])  # warm rounds
             row["ratio_to_ideal"] = row["median_ms"] / ideal_ms
     peers = [rows[p]["median_ms"] for p in PEERS if "median_ms" in rows.get(p, {})]
     fastest_peer = min(peers) if peers else None
@@ -104,9 +105,10 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
 
 def _round(server: Latencyd, p: Proc, row: dict[str, Any], limit: float) -> float:
     server.reset()
-    seconds, ok = p.run(1, timeout=limit)
+    got = p.run(1, timeout=limit)
     stats = server.stats()
-    row["failed"] += PLAN.total - ok
+    row["failed"] += PLAN.total - got.ok
+    row.setdefault("cpu_ms", []).append(got.cpu * 1000)
     row["requests"] += stats["requests"]
     row["peak_per_mailbox"] = max(row["peak_per_mailbox"], stats["peak_per_mailbox"])
-    return seconds * 1000
+    return got.seconds * 1000

@@ -28,13 +28,12 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
             if p.na:
                 leak[client] = {"na": p.na}
                 continue
-            _, ok = p.run(FIRST)
+            ok = p.run(FIRST).ok
             first = p.rss_kb()
             done, samples = FIRST, [(FIRST, first)]
             while done < total:
                 n = min(CHUNK, total - done)
-                _, got = p.run(n)
-                ok += got
+                ok += p.run(n).ok
                 done += n
                 samples.append((done, p.rss_kb()))
             leak[client] = {
@@ -53,7 +52,7 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
                 gil[client] = {"na": p.na}
                 continue
             p.run(500)
-            seconds, _ = p.run(2000)
+            seconds = p.run(2000).seconds
             gil[client] = p.gil(settings.s5_gil_seconds)
             gil[client]["alone_sends_per_s"] = 2000 / seconds
             log(
