@@ -1,0 +1,655 @@
+/*
+ * Engine: one multi handle driving many sends, for send_many and AsyncClient.
+ *
+ * submit(), cancel() and wakeup() may come from any thread, also while another thread is inside
+ * perform(): they only touch a mutex-protected queue of malloc'd requests and cancelled tags, and
+ * curl_multi_wakeup() (thread-safe by design) to cut a poll short. Everything libcurl is owned by
+ * the one thread in perform() (the busy flag), which runs with the GIL released and drains the
+ * queue, so no libcurl handle is ever used from two threads.
+ */
+#include "native.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct {
+    gs_transfer *head, *tail;
+} gs_list;
+
+typedef struct {
+    PyObject_HEAD
+    CURLM *multi; /* NULL once closed */
+    gs_options opts;
+    PyObject *share;
+    pid_t pid;
+    atomic_int busy; /* perform() or close() running */
+
+    pthread_mutex_t lock; /* guards the fields down to the next comment */
+    gs_request *queue, **queue_tail;
+    long long *cancels;
+    size_t ncancels, cancels_cap;
+    int woken;
+    int closed;
+
+    /* Owned by whoever holds busy. */
+    gs_list active; /* in the multi */
+    gs_list done;   /* finished, not yet returned */
+    gs_transfer *idle;
+    int out_of_memory;
+
+    PyObject *weakreflist;
+} EngineObject;
+
+static void list_push(gs_list *l, gs_transfer *t)
+{
+    t->next = NULL;
+    t->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = t;
+    else
+        l->head = t;
+    l->tail = t;
+}
+
+static void list_unlink(gs_list *l, gs_transfer *t)
+{
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    else
+        l->tail = t->prev;
+    t->next = t->prev = NULL;
+}
+
+/* ---- runs with the GIL released, in the thread holding busy -------------------------------- */
+
+/* A transfer for req: recycled, else new. NULL only when out of memory. */
+static gs_transfer *take_transfer(EngineObject *self, gs_request *req)
+{
+    gs_transfer *t = self->idle;
+    const char *what = NULL;
+    CURLcode rc;
+
+    if (t != NULL) {
+        self->idle = t->next;
+    }
+    else {
+        t = gs_transfer_new();
+        if (t == NULL)
+            return NULL;
+        rc = gs_transfer_setup(t, &self->opts, &what);
+        if (rc != CURLE_OK)
+            gs_transfer_fail(t, rc, what, curl_easy_strerror(rc));
+    }
+    t->req = req;
+    t->tag = req->tag;
+    return t;
+}
+
+/* Puts requests we could not start back at the head of the queue. */
+static void requeue(EngineObject *self, gs_request *req)
+{
+    gs_request **tail = &req;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    pthread_mutex_lock(&self->lock);
+    *tail = self->queue;
+    if (self->queue == NULL)
+        self->queue_tail = tail;
+    self->queue = req;
+    pthread_mutex_unlock(&self->lock);
+}
+
+static void start_requests(EngineObject *self, gs_request *req)
+{
+    while (req != NULL) {
+        gs_request *next = req->next;
+        gs_transfer *t = take_transfer(self, req);
+        CURLcode rc;
+        CURLMcode mc;
+
+        if (t == NULL) {
+            self->out_of_memory = 1;
+            requeue(self, req);
+            return;
+        }
+        req->next = NULL;
+        if (t->broken) {
+            list_push(&self->done, t);
+        }
+        else if ((rc = gs_transfer_begin(t, req)) != CURLE_OK) {
+            gs_transfer_fail(t, rc, "the request", curl_easy_strerror(rc));
+            list_push(&self->done, t);
+        }
+        else if ((mc = curl_multi_add_handle(self->multi, t->easy)) != CURLM_OK) {
+            gs_transfer_fail(t, mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT,
+                             "curl_multi_add_handle", curl_multi_strerror(mc));
+            list_push(&self->done, t);
+        }
+        else {
+            list_push(&self->active, t);
+        }
+        req = next;
+    }
+}
+
+static void end_transfer(EngineObject *self, gs_transfer *t, CURLcode code, const char *why)
+{
+    /* Cannot fail for a handle we added, called outside libcurl callbacks. */
+    (void)curl_multi_remove_handle(self->multi, t->easy);
+    gs_transfer_finish(t, code);
+    if (why != NULL)
+        snprintf(t->errbuf, sizeof(t->errbuf), "%s", why);
+    list_unlink(&self->active, t);
+    list_push(&self->done, t);
+}
+
+static void apply_cancels(EngineObject *self, const long long *tags, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        gs_transfer *t = self->active.head;
+        while (t != NULL) {
+            gs_transfer *next = t->next;
+            if (t->tag == tags[i])
+                end_transfer(self, t, CURLE_ABORTED_BY_CALLBACK, "cancelled");
+            t = next;
+        }
+    }
+}
+
+static void collect_finished(EngineObject *self)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(self->multi, &left)) != NULL) {
+        char *priv = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURLcode code = msg->data.result; /* msg dies with remove_handle */
+        if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv) == CURLE_OK &&
+            priv != NULL)
+            end_transfer(self, (gs_transfer *)priv, code, NULL);
+    }
+}
+
+/* Everything in flight or queued ends as aborted, so each submitted tag still gets a result. */
+static void abort_all(EngineObject *self, const char *why)
+{
+    gs_request *req;
+    while (self->active.head != NULL)
+        end_transfer(self, self->active.head, CURLE_ABORTED_BY_CALLBACK, why);
+    pthread_mutex_lock(&self->lock);
+    req = self->queue;
+    self->queue = NULL;
+    self->queue_tail = &self->queue;
+    pthread_mutex_unlock(&self->lock);
+    start_requests(self, req);
+    while (self->active.head != NULL)
+        end_transfer(self, self->active.head, CURLE_ABORTED_BY_CALLBACK, why);
+}
+
+typedef struct {
+    double timeout;
+    int check_signals;
+    int raised;
+    CURLMcode mc;
+} perform_state;
+
+static void engine_run(EngineObject *self, perform_state *ps)
+{
+    double now = gs_now();
+    double deadline = now + ps->timeout;
+    double next_check = now + GS_SIGNAL_SLICE;
+    int first = 1, running;
+    PyThreadState *ts = PyEval_SaveThread();
+
+    for (;;) {
+        gs_request *reqs;
+        long long *cancels;
+        size_t ncancels;
+        int woken;
+
+        pthread_mutex_lock(&self->lock);
+        reqs = self->queue;
+        self->queue = NULL;
+        self->queue_tail = &self->queue;
+        cancels = self->cancels;
+        ncancels = self->ncancels;
+        self->cancels = NULL;
+        self->ncancels = self->cancels_cap = 0;
+        woken = self->woken;
+        self->woken = 0;
+        pthread_mutex_unlock(&self->lock);
+
+        /* Work handed over while we waited ends this call, as documented; work queued before
+         * the call is simply started. */
+        if (!first && (reqs != NULL || ncancels != 0))
+            woken = 1;
+        start_requests(self, reqs);
+        apply_cancels(self, cancels, ncancels);
+        free(cancels);
+
+        ps->mc = curl_multi_perform(self->multi, &running);
+        if (ps->mc != CURLM_OK)
+            break;
+        collect_finished(self);
+        if (self->done.head != NULL || woken || self->out_of_memory)
+            break;
+        now = gs_now();
+        if (now >= deadline)
+            break;
+        double wait = deadline - now;
+        if (wait > 60.0)
+            wait = 60.0; /* keeps the int milliseconds in range; the loop waits again */
+        if (ps->check_signals && wait > GS_SIGNAL_SLICE)
+            wait = GS_SIGNAL_SLICE;
+        /* Sleeps until a socket, a libcurl timer or curl_multi_wakeup(), even with no transfer. */
+        ps->mc = curl_multi_poll(self->multi, NULL, 0, (int)(wait * 1000) + 1, NULL);
+        if (ps->mc != CURLM_OK)
+            break;
+        if (ps->check_signals && gs_now() >= next_check) {
+            PyEval_RestoreThread(ts);
+            ps->raised = PyErr_CheckSignals() < 0;
+            ts = PyEval_SaveThread();
+            if (ps->raised) {
+                abort_all(self, "aborted: perform() was interrupted by an exception");
+                break;
+            }
+            next_check = gs_now() + GS_SIGNAL_SLICE;
+        }
+        first = 0;
+    }
+    PyEval_RestoreThread(ts);
+}
+
+/* ---- Python-facing ---------------------------------------------------------------------- */
+
+static int engine_enter(EngineObject *self, const char *method)
+{
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Engine.%s(): another thread is inside perform(); "
+                     "only one thread may drive an Engine",
+                     method);
+        return -1;
+    }
+    if (self->multi == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
+        goto fail;
+    }
+    if (self->pid != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError, "this Engine was created in another process "
+                                            "(before fork); create a new one in this process");
+        goto fail;
+    }
+    return 0;
+fail:
+    atomic_store(&self->busy, 0);
+    return -1;
+}
+
+static void engine_release(EngineObject *self)
+{
+    int keep_curl = self->pid != getpid(); /* see handle_release() */
+    gs_transfer *t;
+    gs_request *req;
+
+    /* Closed before the multi goes, so engine_post() never wakes a freed multi. */
+    pthread_mutex_lock(&self->lock);
+    self->closed = 1;
+    req = self->queue;
+    self->queue = NULL;
+    self->queue_tail = &self->queue;
+    free(self->cancels);
+    self->cancels = NULL;
+    self->ncancels = self->cancels_cap = 0;
+    pthread_mutex_unlock(&self->lock);
+    while (req != NULL) {
+        gs_request *next = req->next;
+        free(req);
+        req = next;
+    }
+    if (self->multi != NULL) {
+        while ((t = self->active.head) != NULL) {
+            if (!keep_curl)
+                (void)curl_multi_remove_handle(self->multi, t->easy);
+            list_unlink(&self->active, t);
+            gs_transfer_free(t, keep_curl);
+        }
+        while ((t = self->done.head) != NULL) {
+            list_unlink(&self->done, t);
+            gs_transfer_free(t, keep_curl);
+        }
+        while ((t = self->idle) != NULL) {
+            self->idle = t->next;
+            gs_transfer_free(t, keep_curl);
+        }
+        if (!keep_curl)
+            curl_multi_cleanup(self->multi);
+        self->multi = NULL;
+    }
+    gs_options_clear(&self->opts);
+    Py_CLEAR(self->share);
+}
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    gs_state *st = PyType_GetModuleState(type);
+    EngineObject *self;
+    gs_options o;
+    PyObject *share;
+    CURLMcode mc;
+
+    if (gs_options_from_py(st, args, kwds, NULL, &o, &share) < 0)
+        return NULL;
+    o.pipewait = o.http2;
+    self = (EngineObject *)PyType_GenericAlloc(type, 0);
+    if (self == NULL) {
+        gs_options_clear(&o);
+        Py_XDECREF(share);
+        return NULL;
+    }
+    if (pthread_mutex_init(&self->lock, NULL) != 0) {
+        gs_options_clear(&o);
+        Py_XDECREF(share);
+        self->closed = -1; /* no mutex to destroy */
+        Py_DECREF(self);
+        return gs_setup_error("pthread_mutex_init", 0, "cannot create a mutex");
+    }
+    self->opts = o;
+    self->share = share;
+    self->pid = getpid();
+    self->queue_tail = &self->queue;
+    self->multi = curl_multi_init();
+    if (self->multi == NULL) {
+        Py_DECREF(self);
+        return gs_setup_error("curl_multi_init", 1, NULL);
+    }
+    /* HTTP/2 transfers to one host share a connection (the default since 7.62; stated here). */
+    mc = curl_multi_setopt(self->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    if (mc != CURLM_OK) {
+        Py_DECREF(self);
+        return gs_setup_error("CURLMOPT_PIPELINING", mc == CURLM_OUT_OF_MEMORY,
+                              curl_multi_strerror(mc));
+    }
+    return (PyObject *)self;
+}
+
+static void Engine_dealloc(PyObject *op)
+{
+    EngineObject *self = (EngineObject *)op;
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs(op);
+    if (self->closed != -1) {
+        engine_release(self);
+        pthread_mutex_destroy(&self->lock);
+    }
+    gs_dealloc_object(op);
+}
+
+/* Queues under the lock; curl_multi_wakeup() stays under it so close() cannot free the multi. */
+static int engine_post(EngineObject *self, gs_request *req, const long long *cancel_tag,
+                       int wake, const char *method)
+{
+    int rc = 0;
+    pthread_mutex_lock(&self->lock);
+    if (self->closed) {
+        PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
+        rc = -1;
+    }
+    else if (req != NULL) {
+        *self->queue_tail = req;
+        self->queue_tail = &req->next;
+    }
+    else if (cancel_tag != NULL) {
+        if (self->ncancels == self->cancels_cap) {
+            size_t cap = self->cancels_cap ? self->cancels_cap * 2 : 16;
+            long long *grown = realloc(self->cancels, cap * sizeof(*grown));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                rc = -1;
+                goto out;
+            }
+            self->cancels = grown;
+            self->cancels_cap = cap;
+        }
+        self->cancels[self->ncancels++] = *cancel_tag;
+    }
+    else {
+        self->woken = 1;
+    }
+    /* A perform() that is not running sees the queue when it starts: no syscall needed. A
+     * failed wakeup only delays a running perform() to its next poll slice, so only an explicit
+     * wakeup() reports it. */
+    if (rc == 0 && (wake || atomic_load(&self->busy))) {
+        CURLMcode mc = curl_multi_wakeup(self->multi);
+        if (mc != CURLM_OK && wake) {
+            gs_setup_error("curl_multi_wakeup", 0, curl_multi_strerror(mc));
+            rc = -1;
+        }
+    }
+out:
+    pthread_mutex_unlock(&self->lock);
+    return rc;
+}
+
+static PyObject *Engine_submit(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"tag", "url", "headers"};
+    EngineObject *self = (EngineObject *)op;
+    PyObject *argv[3];
+    gs_request *req = NULL;
+    long long tag;
+    (void)cls;
+
+    if (gs_bind_args("submit", names, 3, 3, args, nargs, kwnames, argv) < 0)
+        return NULL;
+    tag = PyLong_AsLongLong(argv[0]);
+    if (tag == -1 && PyErr_Occurred())
+        return NULL;
+    if (gs_request_from_py(&req, argv[1], argv[2]) < 0) {
+        free(req);
+        return NULL;
+    }
+    req->tag = tag;
+    if (engine_post(self, req, NULL, 0, "submit") < 0) {
+        free(req);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_cancel(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"tag"};
+    EngineObject *self = (EngineObject *)op;
+    PyObject *argv[1];
+    long long tag;
+    (void)cls;
+
+    if (gs_bind_args("cancel", names, 1, 1, args, nargs, kwnames, argv) < 0)
+        return NULL;
+    tag = PyLong_AsLongLong(argv[0]);
+    if (tag == -1 && PyErr_Occurred())
+        return NULL;
+    if (engine_post(self, NULL, &tag, 0, "cancel") < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_wakeup(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    if (engine_post((EngineObject *)op, NULL, NULL, 1, "wakeup") < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* [(tag, Result)] for everything finished; the records are recycled only once all converted. */
+static PyObject *finished_to_py(EngineObject *self, gs_state *st)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (gs_transfer *t = self->done.head; t != NULL; t = t->next) {
+        PyObject *result = gs_result_to_py(st, t);
+        PyObject *tag = result != NULL ? PyLong_FromLongLong(t->tag) : NULL;
+        PyObject *pair = tag != NULL ? PyTuple_New(2) : NULL;
+        if (pair == NULL) {
+            Py_XDECREF(result);
+            Py_XDECREF(tag);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyTuple_SetItem(pair, 0, tag);
+        PyTuple_SetItem(pair, 1, result);
+        if (PyList_Append(list, pair) < 0) {
+            Py_DECREF(pair);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(pair);
+    }
+    gs_transfer *t;
+    while ((t = self->done.head) != NULL) {
+        list_unlink(&self->done, t);
+        free(t->req);
+        t->req = NULL;
+        if (t->broken) {
+            gs_transfer_free(t, 0);
+            continue;
+        }
+        t->next = self->idle;
+        self->idle = t;
+    }
+    return list;
+}
+
+static PyObject *Engine_perform(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", "check_signals"};
+    EngineObject *self = (EngineObject *)op;
+    PyObject *argv[2], *result = NULL;
+    perform_state ps = {0};
+
+    if (gs_bind_args("perform", names, 1, 2, args, nargs, kwnames, argv) < 0)
+        return NULL;
+    ps.timeout = PyFloat_AsDouble(argv[0]);
+    if (ps.timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!(ps.timeout >= 0.0)) { /* also NaN */
+        PyErr_SetString(PyExc_ValueError, "timeout must be >= 0 seconds");
+        return NULL;
+    }
+    if (argv[1] != NULL) {
+        ps.check_signals = PyObject_IsTrue(argv[1]);
+        if (ps.check_signals < 0)
+            return NULL;
+    }
+    if (engine_enter(self, "perform") < 0)
+        return NULL;
+    self->out_of_memory = 0;
+    engine_run(self, &ps);
+    if (ps.raised)
+        goto done; /* results stay queued for the next perform() */
+    if (ps.mc != CURLM_OK) {
+        gs_setup_error("curl_multi_perform", ps.mc == CURLM_OUT_OF_MEMORY,
+                       curl_multi_strerror(ps.mc));
+        goto done;
+    }
+    if (self->out_of_memory && self->done.head == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = finished_to_py(self, PyType_GetModuleState(cls));
+done:
+    atomic_store(&self->busy, 0);
+    return result;
+}
+
+static PyObject *Engine_close(PyObject *op, PyObject *unused)
+{
+    EngineObject *self = (EngineObject *)op;
+    int idle = 0;
+    (void)unused;
+    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Engine.close(): another thread is inside perform(); wakeup() it first");
+        return NULL;
+    }
+    engine_release(self);
+    atomic_store(&self->busy, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_get_closed(PyObject *op, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((EngineObject *)op)->multi == NULL);
+}
+
+#define FASTCALL_METHOD(f) (PyCFunction)(void (*)(void))(f)
+
+static PyMethodDef Engine_methods[] = {
+    {"submit", FASTCALL_METHOD(Engine_submit), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("submit($self, /, tag, url, headers)\n--\n\n"
+               "Queue a send; safe from any thread.")},
+    {"cancel", FASTCALL_METHOD(Engine_cancel), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("cancel($self, /, tag)\n--\n\n"
+               "Abort the transfers with this tag (curl_code 42); safe from any thread.")},
+    {"wakeup", Engine_wakeup, METH_NOARGS,
+     PyDoc_STR("wakeup($self, /)\n--\n\n"
+               "Make the running (or next) perform() return; safe from any thread.")},
+    {"perform", FASTCALL_METHOD(Engine_perform), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("perform($self, /, timeout, check_signals=False)\n--\n\n"
+               "Run transfers until one finishes, timeout passes or another thread hands over "
+               "work; return [(tag, Result)].")},
+    {"close", Engine_close, METH_NOARGS,
+     PyDoc_STR("close($self, /)\n--\n\n"
+               "Abort everything and free the multi handle; results not yet returned are "
+               "dropped.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"closed", Engine_get_closed, NULL, PyDoc_STR("True after close()."), NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Engine_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(EngineObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyDoc_STRVAR(Engine_doc,
+             "Engine(*, connect_timeout_ms=10000, timeout_ms=60000, allow_http=False, "
+             "ca_bundle=None, proxy=None, user_agent='graphsend', http2=False, share=None)\n"
+             "--\n\n"
+             "A libcurl multi handle running many sends; submit/cancel/wakeup from any thread.");
+
+static PyType_Slot Engine_slots[] = {
+    {Py_tp_new, Engine_new},
+    {Py_tp_dealloc, Engine_dealloc},
+    {Py_tp_methods, Engine_methods},
+    {Py_tp_getset, Engine_getset},
+    {Py_tp_members, Engine_members},
+    {Py_tp_doc, (void *)Engine_doc},
+    {0, NULL},
+};
+
+PyType_Spec gs_engine_spec = {
+    .name = "graphsend._native.Engine",
+    .basicsize = sizeof(EngineObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Engine_slots,
+};

@@ -1,0 +1,251 @@
+/*
+ * Handle: one easy handle and a private multi, one send per call with the GIL released.
+ *
+ * The loop is the one curl_easy_perform() runs inside (curl_multi_perform + curl_multi_poll),
+ * written out so that with check_signals it can take the GIL every GS_SIGNAL_SLICE and run
+ * PyErr_CheckSignals(): Ctrl-C then stops a send in a notebook within about 100 ms. The multi
+ * owns the connection cache, so the connection outlives each send.
+ */
+#include "native.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct {
+    PyObject_HEAD
+    gs_transfer *t; /* NULL once closed */
+    CURLM *multi;
+    PyObject *share;
+    atomic_int busy; /* one thread at a time: libcurl handles are not thread-safe */
+    int check_signals;
+    pid_t pid;
+    PyObject *weakreflist;
+} HandleObject;
+
+static void handle_release(HandleObject *self)
+{
+    /* In a forked child the parent's TLS streams must not see a close_notify from us. */
+    int keep_curl = self->pid != getpid();
+    if (self->multi != NULL && !keep_curl)
+        curl_multi_cleanup(self->multi); /* after the easy handle has left it */
+    self->multi = NULL;
+    gs_transfer_free(self->t, keep_curl);
+    self->t = NULL;
+    Py_CLEAR(self->share);
+}
+
+static PyObject *Handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    gs_state *st = PyType_GetModuleState(type);
+    HandleObject *self;
+    gs_options o;
+    PyObject *share;
+    int check_signals;
+    const char *what = NULL;
+    CURLcode rc;
+
+    if (gs_options_from_py(st, args, kwds, &check_signals, &o, &share) < 0)
+        return NULL;
+    self = (HandleObject *)PyType_GenericAlloc(type, 0);
+    if (self == NULL) {
+        gs_options_clear(&o);
+        Py_XDECREF(share);
+        return NULL;
+    }
+    self->share = share;
+    self->check_signals = check_signals;
+    self->pid = getpid();
+    self->multi = curl_multi_init();
+    if (self->multi == NULL) {
+        gs_setup_error("curl_multi_init", 1, NULL);
+        goto error;
+    }
+    self->t = gs_transfer_new();
+    if (self->t == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    rc = gs_transfer_setup(self->t, &o, &what); /* libcurl copies the option strings */
+    if (rc != CURLE_OK) {
+        gs_setup_error(what, rc == CURLE_OUT_OF_MEMORY, curl_easy_strerror(rc));
+        goto error;
+    }
+    gs_options_clear(&o);
+    return (PyObject *)self;
+
+error:
+    gs_options_clear(&o);
+    Py_DECREF(self); /* dealloc frees what was built */
+    return NULL;
+}
+
+/* Takes the busy flag; raises unless this thread may use the (open, same-process) handle. */
+static int handle_enter(HandleObject *self, const char *method)
+{
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Handle.%s(): the Handle is in use by another thread; "
+                     "use one Handle per thread",
+                     method);
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_leave(HandleObject *self)
+{
+    atomic_store(&self->busy, 0);
+}
+
+/* Runs the transfer with the GIL released. -1: a signal handler raised (transfer abandoned). */
+static int handle_run(HandleObject *self, CURLMcode *mcode)
+{
+    CURLM *multi = self->multi;
+    gs_transfer *t = self->t;
+    CURLcode code = CURLE_OK;
+    int running = 1, raised = 0, left;
+    int slice_ms = self->check_signals ? (int)(GS_SIGNAL_SLICE * 1000) : 1000;
+    double next_check = gs_now() + GS_SIGNAL_SLICE;
+    PyThreadState *ts = PyEval_SaveThread();
+    CURLMcode mc = curl_multi_add_handle(multi, t->easy);
+
+    while (mc == CURLM_OK) {
+        mc = curl_multi_perform(multi, &running);
+        if (mc != CURLM_OK || running == 0)
+            break;
+        /* Wakes on socket activity or libcurl's own timers, so the slice only bounds the wait. */
+        mc = curl_multi_poll(multi, NULL, 0, slice_ms, NULL);
+        if (self->check_signals && gs_now() >= next_check) {
+            PyEval_RestoreThread(ts);
+            raised = PyErr_CheckSignals() < 0;
+            ts = PyEval_SaveThread();
+            if (raised)
+                break;
+            next_check = gs_now() + GS_SIGNAL_SLICE;
+        }
+    }
+    if (mc == CURLM_OK && !raised) {
+        CURLMsg *msg = curl_multi_info_read(multi, &left);
+        if (msg != NULL && msg->msg == CURLMSG_DONE)
+            code = msg->data.result;
+        gs_transfer_finish(t, code);
+    }
+    /* Removing an unfinished transfer closes its connection: nothing half-sent is reused. */
+    CURLMcode rm = curl_multi_remove_handle(multi, t->easy);
+    if (mc == CURLM_OK)
+        mc = rm;
+    PyEval_RestoreThread(ts);
+    *mcode = mc;
+    return raised ? -1 : 0;
+}
+
+static PyObject *Handle_send(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"url", "headers"};
+    HandleObject *self = (HandleObject *)op;
+    PyObject *argv[2], *result = NULL;
+    CURLMcode mc;
+    CURLcode rc;
+
+    if (gs_bind_args("send", names, 2, 2, args, nargs, kwnames, argv) < 0)
+        return NULL;
+    if (handle_enter(self, "send") < 0)
+        return NULL;
+    if (self->t == NULL) {
+        PyErr_SetString(PyExc_ValueError, "send() on a closed Handle");
+        goto done;
+    }
+    if (self->pid != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError, "this Handle was created in another process "
+                                            "(before fork); create a new one in this process");
+        goto done;
+    }
+    if (gs_request_from_py(&self->t->req, argv[0], argv[1]) < 0)
+        goto done;
+    rc = gs_transfer_begin(self->t, self->t->req);
+    if (rc != CURLE_OK) {
+        gs_setup_error("the request", rc == CURLE_OUT_OF_MEMORY, curl_easy_strerror(rc));
+        goto done;
+    }
+    if (handle_run(self, &mc) < 0)
+        goto done;
+    if (mc != CURLM_OK) {
+        gs_setup_error("the transfer loop", mc == CURLM_OUT_OF_MEMORY, curl_multi_strerror(mc));
+        goto done;
+    }
+    result = gs_result_to_py(PyType_GetModuleState(cls), self->t);
+done:
+    handle_leave(self);
+    return result;
+}
+
+static PyObject *Handle_close(PyObject *op, PyObject *unused)
+{
+    HandleObject *self = (HandleObject *)op;
+    (void)unused;
+    if (handle_enter(self, "close") < 0)
+        return NULL;
+    handle_release(self);
+    handle_leave(self);
+    Py_RETURN_NONE;
+}
+
+static void Handle_dealloc(PyObject *op)
+{
+    HandleObject *self = (HandleObject *)op;
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs(op);
+    handle_release(self);
+    gs_dealloc_object(op);
+}
+
+static PyObject *Handle_get_closed(PyObject *op, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((HandleObject *)op)->t == NULL);
+}
+
+static PyMethodDef Handle_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))Handle_send, METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("send($self, /, url, headers)\n--\n\n"
+               "POST url with an empty body and the given header lines; return a Result.")},
+    {"close", Handle_close, METH_NOARGS,
+     PyDoc_STR("close($self, /)\n--\n\nFree the easy handle and its connection.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Handle_getset[] = {
+    {"closed", Handle_get_closed, NULL, PyDoc_STR("True after close()."), NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Handle_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(HandleObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyDoc_STRVAR(Handle_doc,
+             "Handle(*, check_signals=False, connect_timeout_ms=10000, timeout_ms=60000, "
+             "allow_http=False, ca_bundle=None, proxy=None, user_agent='graphsend', "
+             "http2=False, share=None)\n--\n\n"
+             "One libcurl easy handle that keeps its connection between sends.");
+
+static PyType_Slot Handle_slots[] = {
+    {Py_tp_new, Handle_new},
+    {Py_tp_dealloc, Handle_dealloc},
+    {Py_tp_methods, Handle_methods},
+    {Py_tp_getset, Handle_getset},
+    {Py_tp_members, Handle_members},
+    {Py_tp_doc, (void *)Handle_doc},
+    {0, NULL},
+};
+
+PyType_Spec gs_handle_spec = {
+    .name = "graphsend._native.Handle",
+    .basicsize = sizeof(HandleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Handle_slots,
+};

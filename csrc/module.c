@@ -1,0 +1,138 @@
+/*
+ * graphsend._native: multi-phase init (PEP 489), module state instead of globals, heap types.
+ * Import fails with ImportError when the libcurl loaded at run time cannot do what was built in.
+ */
+#include "native.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static int has_protocol(const curl_version_info_data *info, const char *name)
+{
+    for (const char *const *p = info->protocols; p != NULL && *p != NULL; p++)
+        if (strcmp(*p, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Refuses a runtime libcurl older than the headers we compiled against or missing a need. */
+static int check_runtime(const curl_version_info_data *info)
+{
+    if (info->version_num < LIBCURL_VERSION_NUM) {
+        PyErr_Format(PyExc_ImportError,
+                     "graphsend._native was built against libcurl %s but this process loaded "
+                     "libcurl %s; upgrade libcurl or rebuild graphsend",
+                     LIBCURL_VERSION, info->version);
+        return -1;
+    }
+    if (!(info->features & CURL_VERSION_SSL) || !has_protocol(info, "https")) {
+        PyErr_Format(PyExc_ImportError,
+                     "graphsend needs libcurl with TLS (https), but libcurl %s has none",
+                     info->version);
+        return -1;
+    }
+    return 0;
+}
+
+static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (*slot == NULL)
+        return -1;
+    return PyModule_AddType(module, *slot);
+}
+
+static int module_exec(PyObject *module)
+{
+    gs_state *st = PyModule_GetState(module);
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    CURLcode rc;
+
+    if (check_runtime(info) < 0)
+        return -1;
+    /* Reference counted inside libcurl: every module instance pairs it with cleanup in m_free. */
+    rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (rc != CURLE_OK) {
+        PyErr_Format(PyExc_ImportError, "curl_global_init failed: %s", curl_easy_strerror(rc));
+        return -1;
+    }
+    st->curl_ready = 1;
+    st->pid = getpid();
+    if (add_type(module, &gs_share_spec, &st->share_type) < 0 ||
+        add_type(module, &gs_handle_spec, &st->handle_type) < 0 ||
+        add_type(module, &gs_engine_spec, &st->engine_type) < 0)
+        return -1;
+    for (int i = 0; i < GS_H_COUNT; i++) {
+        st->header_keys[i] = PyUnicode_InternFromString(gs_headers[i].name);
+        if (st->header_keys[i] == NULL)
+            return -1;
+    }
+    if (PyModule_AddStringConstant(module, "libcurl_version", info->version) < 0 ||
+        PyModule_AddStringConstant(module, "libcurl_build_version", LIBCURL_VERSION) < 0 ||
+        PyModule_AddStringConstant(module, "ssl_version",
+                                   info->ssl_version ? info->ssl_version : "") < 0 ||
+        PyModule_AddIntConstant(module, "body_limit", GS_BODY_CAP) < 0)
+        return -1;
+    PyObject *http2 = PyBool_FromLong((info->features & CURL_VERSION_HTTP2) != 0);
+    if (PyModule_AddObjectRef(module, "http2_supported", http2) < 0) {
+        Py_DECREF(http2);
+        return -1;
+    }
+    Py_DECREF(http2);
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    gs_state *st = PyModule_GetState(module);
+    Py_VISIT(st->share_type);
+    Py_VISIT(st->handle_type);
+    Py_VISIT(st->engine_type);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    gs_state *st = PyModule_GetState(module);
+    Py_CLEAR(st->share_type);
+    Py_CLEAR(st->handle_type);
+    Py_CLEAR(st->engine_type);
+    for (int i = 0; i < GS_H_COUNT; i++)
+        Py_CLEAR(st->header_keys[i]);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    gs_state *st = PyModule_GetState(module);
+    module_clear(module);
+    /* Every object holds its type and so this module: no handle is left to outlive libcurl. */
+    if (st->curl_ready && st->pid == getpid())
+        curl_global_cleanup();
+    st->curl_ready = 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_gil
+    /* All shared state is guarded by atomics or mutexes, never by the GIL. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "graphsend._native",
+    .m_doc = "libcurl transport for graphsend: Share, Handle, Engine.",
+    .m_size = sizeof(gs_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

@@ -1,0 +1,65 @@
+/* Internal header of graphsend._native: module state, the types, Python <-> C conversions. */
+#ifndef GRAPHSEND_NATIVE_H
+#define GRAPHSEND_NATIVE_H
+
+/*
+ * The Limited API (3.10) covers all we use. Free-threaded CPython builds do not support it yet,
+ * so there we build against the full API; pyconfig.h is what tells the two builds apart.
+ */
+#include <pyconfig.h>
+#ifndef Py_GIL_DISABLED
+#define Py_LIMITED_API 0x030A0000
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#ifndef Py_T_PYSSIZET
+#include <structmember.h>
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+
+#include <curl/curl.h>
+#include <sys/types.h>
+
+#include "transfer.h"
+
+typedef struct {
+    PyTypeObject *share_type;
+    PyTypeObject *handle_type;
+    PyTypeObject *engine_type;
+    PyObject *header_keys[GS_H_COUNT]; /* interned names for result dicts */
+    pid_t pid;                         /* process that ran curl_global_init */
+    int curl_ready;
+} gs_state;
+
+/* Type specs, one per file. */
+extern PyType_Spec gs_share_spec;
+extern PyType_Spec gs_handle_spec;
+extern PyType_Spec gs_engine_spec;
+
+/* share.c: the CURLSH behind a Share object, or NULL (with an exception) if it is unusable. */
+CURLSH *gs_share_handle(PyObject *share);
+
+/* convert.c */
+PyObject *gs_setup_error(const char *what, int out_of_memory, const char *reason);
+int gs_options_from_py(gs_state *st, PyObject *args, PyObject *kwds, int *check_signals,
+                       gs_options *o, PyObject **share);
+int gs_bind_args(const char *fname, const char *const *names, Py_ssize_t nrequired,
+                 Py_ssize_t nmax, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 PyObject **out);
+int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers);
+PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
+
+/* Shared helpers for the three types. */
+#define GS_SIGNAL_SLICE 0.1 /* seconds between PyErr_CheckSignals() while a transfer runs */
+
+static inline void gs_dealloc_object(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    tp_free(self);
+    Py_DECREF(tp);
+}
+
+#endif

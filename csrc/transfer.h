@@ -1,0 +1,112 @@
+/*
+ * One POST on one easy handle, in plain C: easy-handle options, the request block, the captured
+ * result. Nothing here touches Python, so all of it may run with the GIL released.
+ */
+#ifndef GRAPHSEND_TRANSFER_H
+#define GRAPHSEND_TRANSFER_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+
+/* Graph's error bodies are a few hundred bytes; anything beyond this is read and dropped. */
+#define GS_BODY_CAP (64 * 1024)
+
+/* The response headers the Python layer needs (support asks for these), in result order. */
+enum gs_header {
+    GS_H_REQUEST_ID,
+    GS_H_CLIENT_REQUEST_ID,
+    GS_H_DATE,
+    GS_H_RETRY_AFTER,
+    GS_H_CONTENT_TYPE,
+    GS_H_DIAGNOSTIC,
+    GS_H_COUNT
+};
+typedef struct {
+    const char *name; /* lower case, as Python sees it */
+    size_t len;
+} gs_header_name;
+extern const gs_header_name gs_headers[GS_H_COUNT];
+
+typedef struct gs_options {
+    long connect_timeout_ms; /* 0: libcurl's built-in 300 s */
+    long timeout_ms;         /* 0: no limit */
+    int allow_http;
+    int http2;
+    int pipewait; /* set by the Engine so concurrent HTTP/2 transfers share one connection */
+    char *ca_bundle;  /* malloc'd; NULL: libcurl's default CA store */
+    char *proxy;      /* malloc'd; NULL: libcurl reads the proxy environment variables */
+    char *user_agent; /* malloc'd; "" sends none */
+    CURLSH *share;    /* borrowed from a Share object the owner keeps alive */
+} gs_options;
+
+void gs_options_clear(gs_options *o);
+
+/*
+ * A request lives in one malloc'd block: this header, the curl_slist nodes of the header list,
+ * then the strings. libcurl does not copy CURLOPT_HTTPHEADER, so the block must outlive the
+ * transfer; building the list ourselves costs no allocation once a Handle's block is big enough.
+ */
+typedef struct gs_request {
+    struct gs_request *next; /* Engine queue link */
+    long long tag;
+    size_t size; /* bytes allocated */
+    char *url;
+    struct curl_slist *headers;
+} gs_request;
+
+typedef struct gs_request_writer {
+    gs_request *req;
+    struct curl_slist *node;
+    char *text;
+} gs_request_writer;
+
+/* Sizes *reqp for nheaders caller headers and text_len bytes of their strings (each counted with
+ * its NUL, the URL included), reusing the block when it is big enough. -1 when out of memory. */
+int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_request_writer *w);
+void gs_request_put_url(gs_request_writer *w, const char *url, size_t len);
+void gs_request_put_header(gs_request_writer *w, const char *line, size_t len);
+void gs_request_end(gs_request_writer *w);
+
+typedef struct gs_transfer {
+    CURL *easy;
+    struct gs_transfer *next, *prev; /* Engine lists */
+    gs_request *req;                 /* owned: a Handle reuses it, the Engine frees it per send */
+    long long tag;
+    double started;
+    int broken; /* setup failed: free it rather than reuse it */
+
+    /* Resend guard: see on_prereq() in transfer.c. */
+    long sent_mark;      /* CURLINFO_REQUEST_SIZE when the current attempt began; -1: none yet */
+    int request_written; /* some attempt of this transfer wrote request bytes */
+    int resend_blocked;
+
+    /* Result. */
+    long status;
+    CURLcode code;
+    int request_sent;
+    double elapsed;
+    char *body;
+    size_t body_len, body_cap;
+    int in_headers;          /* between a status line and the blank line after it */
+    unsigned header_present; /* bit per enum gs_header */
+    size_t header_off[GS_H_COUNT], header_len[GS_H_COUNT];
+    char *header_text;
+    size_t header_text_len, header_text_cap;
+    char errbuf[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: lives as long as the easy handle */
+} gs_transfer;
+
+double gs_now(void); /* monotonic seconds */
+
+gs_transfer *gs_transfer_new(void);
+/* Creates the easy handle and sets every per-handle option. On failure *what names the step. */
+CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **what);
+/* Points the easy handle at req (URL, header list) and clears the previous result. */
+CURLcode gs_transfer_begin(gs_transfer *t, gs_request *req);
+/* Records the result once libcurl is done with the transfer (or it was removed early). */
+void gs_transfer_finish(gs_transfer *t, CURLcode code);
+/* Gives a transfer that never started a result saying why; it is not reused afterwards. */
+void gs_transfer_fail(gs_transfer *t, CURLcode code, const char *what, const char *reason);
+/* Frees everything; with keep_curl (another process after fork) the easy handle is leaked. */
+void gs_transfer_free(gs_transfer *t, int keep_curl);
+
+#endif

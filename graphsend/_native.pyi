@@ -1,0 +1,84 @@
+"""libcurl transport for graphsend (C extension, csrc/). See ARCHITECTURE.md."""
+
+from typing import Final, TypeAlias, final
+
+#: (status, headers, body, elapsed, curl_code, error, request_sent)
+#:   status        HTTP status of the final response; 0 when none arrived (a status with a
+#:                 non-zero curl_code means the body was cut short after the response began)
+#:   headers       lower-case names; only request-id, client-request-id, date, retry-after,
+#:                 content-type, x-ms-ags-diagnostic, when present (first occurrence wins)
+#:   body          at most body_limit bytes; the rest was read and discarded
+#:   elapsed       seconds, from the start of the send to its end
+#:   curl_code     CURLcode, 0 when the transfer completed; 42 for a cancelled/aborted one
+#:   error         libcurl's error text, "" when curl_code is 0
+#:   request_sent  request bytes had been written to the connection (a partial write counts,
+#:                 so False proves the server never saw the request)
+Result: TypeAlias = tuple[int, dict[str, str], bytes, float, int, str, bool]
+
+libcurl_version: Final[str]  # the libcurl loaded at run time
+libcurl_build_version: Final[str]  # the libcurl headers compiled against (never newer)
+ssl_version: Final[str]
+http2_supported: Final[bool]
+body_limit: Final[int]  # 65536
+
+@final
+class Share:
+    """DNS cache and TLS sessions shared between Handles and Engines (never connections)."""
+
+    def __init__(self) -> None: ...
+
+@final
+class Handle:
+    """One easy handle with its own connection; one thread at a time (else RuntimeError)."""
+
+    def __init__(
+        self,
+        *,
+        check_signals: bool = False,
+        connect_timeout_ms: int = 10000,  # 0: libcurl's built-in 300 s
+        timeout_ms: int = 60000,  # 0: no limit
+        allow_http: bool = False,
+        ca_bundle: str | None = None,
+        proxy: str | None = None,  # None: the environment's; "": none
+        user_agent: str = "graphsend",  # "": no User-Agent header
+        http2: bool = False,
+        share: Share | None = None,
+    ) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def send(self, url: str, headers: tuple[str, ...]) -> Result:
+        """POST url (empty body) with these header lines; the GIL is released meanwhile."""
+    def close(self) -> None: ...
+
+@final
+class Engine:
+    """A multi handle for many concurrent sends; one thread drives perform()."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_ms: int = 10000,
+        timeout_ms: int = 60000,
+        allow_http: bool = False,
+        ca_bundle: str | None = None,
+        proxy: str | None = None,
+        user_agent: str = "graphsend",
+        http2: bool = False,
+        share: Share | None = None,
+    ) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def submit(self, tag: int, url: str, headers: tuple[str, ...]) -> None:
+        """Queue a send; any thread."""
+    def cancel(self, tag: int) -> None:
+        """Abort the sends with this tag (curl_code 42); any thread; unknown tags are ignored."""
+    def wakeup(self) -> None:
+        """Make the running perform() return, or the next one if none runs; any thread."""
+    def perform(self, timeout: float, check_signals: bool = False) -> list[tuple[int, Result]]:
+        """Run sends until one finishes, timeout passes or another thread hands over work.
+
+        On an exception from a signal handler every queued and running send is aborted and
+        its Result (curl_code 42) is returned by the next perform() call.
+        """
+    def close(self) -> None:
+        """Abort everything and free libcurl's handles; unreturned results are dropped."""

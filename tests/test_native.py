@@ -1,0 +1,1054 @@
+"""graphsend._native against small real servers on loopback: no mock of libcurl or the network.
+
+The servers below are deliberately dumb threaded sockets, so that each test controls exactly
+what the wire carries: the bytes of the request, when an answer comes, or that none does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import os
+import select
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from graphsend import _native as native
+
+PATH = "/v1.0/users/adele%40contoso.com/messages/AAMkAD%2Fx%2By%3D/send"
+TOKEN = "Authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e30.sig"
+CRID = "client-request-id: 6f1b3c1e-7a3e-4c4e-9a55-0e8f2f3c9d11"
+STATUS, HEADERS, BODY, ELAPSED, CODE, ERROR, SENT = range(7)
+
+CURLE_UNSUPPORTED_PROTOCOL = 1
+CURLE_COULDNT_RESOLVE_HOST = 6
+CURLE_COULDNT_CONNECT = 7
+CURLE_OPERATION_TIMEDOUT = 28
+CURLE_SSL_CONNECT_ERROR = 35
+CURLE_ABORTED_BY_CALLBACK = 42
+CURLE_GOT_NOTHING = 52
+CURLE_RECV_ERROR = 56
+CURLE_PEER_FAILED_VERIFICATION = 60
+
+
+# ---- servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What the server does with one request."""
+
+    status: int = 202
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    delay: float = 0.0
+    action: str = "answer"  # answer | stall | close | reset | raw
+    raw: bytes = b""  # for action "raw": written as is
+    watch_body: float = 0.0  # wait this long for bytes after the head (there must be none)
+
+
+@dataclass
+class Seen:
+    head: bytes
+    connection: int
+    extra: bytes = b""
+
+    @property
+    def lines(self) -> list[bytes]:
+        return self.head.split(b"\r\n")[:-2]
+
+    def header(self, name: str) -> list[str]:
+        prefix = name.lower().encode() + b":"
+        return [
+            line.split(b":", 1)[1].strip().decode()
+            for line in self.lines[1:]
+            if line.lower().startswith(prefix)
+        ]
+
+
+class Server:
+    """HTTP/1.1 over loopback, one thread per connection, keep-alive, scripted replies."""
+
+    def __init__(
+        self,
+        reply: Callable[[Seen], Reply] | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        greeting: bytes | None = None,
+    ) -> None:
+        self.reply = reply or (lambda seen: Reply())
+        self.tls = tls
+        self.greeting = greeting  # written on accept, then the connection is closed
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.client_closed = 0
+        self.requests: list[Seen] = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = PATH, host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                index = self.connections
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn, index), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, index: int) -> None:
+        with contextlib.suppress(OSError), conn:
+            if self.greeting is not None:
+                conn.sendall(self.greeting)
+                return
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            buf = b""
+            while not self.stopped.is_set():
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        with self.lock:
+                            self.client_closed += 1
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                seen = Seen(head + b"\r\n\r\n", index)
+                reply = self.reply(seen)
+                if reply.watch_body:
+                    conn.settimeout(reply.watch_body)
+                    with contextlib.suppress(TimeoutError, socket.timeout):
+                        buf += conn.recv(65536)
+                    conn.settimeout(None)
+                    seen.extra, buf = buf, b""
+                with self.lock:
+                    self.requests.append(seen)
+                if reply.delay:
+                    self.stopped.wait(reply.delay)
+                if reply.action == "stall":
+                    while conn.recv(65536):  # until the client gives up
+                        pass
+                    with self.lock:
+                        self.client_closed += 1
+                    return
+                if reply.action == "close":
+                    return
+                if reply.action == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if reply.action == "raw":
+                    conn.sendall(reply.raw)
+                    continue
+                lines = [f"HTTP/1.1 {reply.status} Whatever"]
+                lines += [f"{name}: {value}" for name, value in reply.headers]
+                if not any(name.lower() == "content-length" for name, _ in reply.headers):
+                    lines.append(f"Content-Length: {len(reply.body)}")
+                conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + reply.body)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+        with self.lock:
+            for conn in self.conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+class Proxy:
+    """A CONNECT proxy that records each CONNECT head; deny=True answers 403 instead."""
+
+    def __init__(self, deny: bool = False) -> None:
+        self.deny = deny
+        self.heads: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                head += data
+            self.heads.append(head)
+            if self.deny:
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, port = head.split()[1].decode().rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            with upstream:
+                socks = [conn, upstream]
+                while True:
+                    readable, _, _ = select.select(socks, [], [], 5)
+                    if not readable:
+                        return
+                    for s in readable:
+                        data = s.recv(65536)
+                        if not data:
+                            return
+                        (upstream if s is conn else conn).sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(*args: object, **kwargs: object) -> Server:
+        server = Server(*args, **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1: (cert.pem, key.pem)."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    import ipaddress
+
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls(cert: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*cert)
+    return context
+
+
+def http_handle(**options: object) -> native.Handle:
+    options.setdefault("allow_http", True)
+    options.setdefault("timeout_ms", 10_000)
+    return native.Handle(**options)  # type: ignore[arg-type]
+
+
+# ---- module -------------------------------------------------------------------------------
+
+
+def test_module_reports_its_libcurl() -> None:
+    assert isinstance(native.libcurl_version, str)
+    assert native.libcurl_version.count(".") == 2
+    version = tuple(int(p) for p in native.libcurl_version.split("."))
+    build = tuple(int(p) for p in native.libcurl_build_version.split("-")[0].split("."))
+    assert version >= build >= (7, 85, 0)  # CURLOPT_PROTOCOLS_STR
+    assert isinstance(native.http2_supported, bool)
+    assert native.ssl_version
+    assert native.body_limit == 64 * 1024
+
+
+def test_types_are_final_and_signatures_are_introspectable() -> None:
+    import inspect
+
+    with pytest.raises(TypeError):
+        type("Sub", (native.Handle,), {})
+    assert str(inspect.signature(native.Handle.send)) == "(self, /, url, headers)"
+    assert "check_signals" in str(inspect.signature(native.Handle))
+
+
+# ---- the request on the wire --------------------------------------------------------------
+
+
+def test_request_bytes_on_the_wire(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(watch_body=0.2))
+    handle = http_handle(user_agent="graphsend-test/1.0")
+    result = handle.send(server.url(), (TOKEN, CRID, "Retry-Attempt: 1"))
+    assert result[STATUS] == 202
+    (seen,) = server.requests
+    assert seen.lines[0] == f"POST {PATH} HTTP/1.1".encode()
+    assert seen.header("host") == [f"127.0.0.1:{server.port}"]
+    assert seen.header("content-length") == ["0"]
+    assert seen.header("accept") == ["application/json"]
+    assert seen.header("user-agent") == ["graphsend-test/1.0"]
+    assert seen.header("authorization") == [TOKEN.split(": ", 1)[1]]
+    assert seen.header("client-request-id") == [CRID.split(": ", 1)[1]]
+    assert seen.header("retry-attempt") == ["1"]
+    for absent in ("transfer-encoding", "expect", "content-type"):
+        assert seen.header(absent) == []
+    assert seen.extra == b""  # no body followed the head
+    assert len(seen.lines) == 8  # the request line and exactly the 7 headers above
+
+
+def test_empty_user_agent_sends_none(serve: Callable[..., Server]) -> None:
+    server = serve()
+    http_handle(user_agent="").send(server.url(), ())
+    assert server.requests[0].header("user-agent") == []
+
+
+def test_request_arguments_are_checked() -> None:
+    handle = http_handle()
+    with pytest.raises(TypeError):
+        handle.send(b"http://127.0.0.1/", ())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        handle.send("http://127.0.0.1/", [TOKEN])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        handle.send("http://127.0.0.1/", (TOKEN, 3))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        handle.send("http://127.0.0.1/", ("X-A: 1\r\nX-Injected: 2",))
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        handle.send("http://127.0.0.1/\n", ())
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        handle.send("http://127.0.0.1/", ("X-A: \x00",))
+    with pytest.raises(TypeError):
+        handle.send("http://127.0.0.1/")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        handle.send("http://127.0.0.1/", (), bogus=1)  # type: ignore[call-arg]
+
+
+def test_keyword_arguments_work(serve: Callable[..., Server]) -> None:
+    server = serve()
+    result = http_handle().send(headers=(CRID,), url=server.url())
+    assert result[STATUS] == 202
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(TypeError):
+        native.Handle(1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        native.Handle(bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        native.Handle(timeout_ms=-1)
+    with pytest.raises(TypeError):
+        native.Handle(share=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native.Engine(check_signals=True)  # type: ignore[call-arg]
+
+
+def test_https_only_unless_allowed(serve: Callable[..., Server]) -> None:
+    server = serve()
+    result = native.Handle().send(server.url(), ())
+    assert result[CODE] == CURLE_UNSUPPORTED_PROTOCOL
+    assert result[SENT] is False
+    assert server.connections == 0
+
+
+def test_redirects_are_not_followed(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(302, (("Location", "/elsewhere"),)))
+    result = http_handle().send(server.url(), ())
+    assert result[STATUS] == 302
+    assert len(server.requests) == 1
+
+
+# ---- the response -------------------------------------------------------------------------
+
+
+def test_result_tuple_and_header_capture(serve: Callable[..., Server]) -> None:
+    headers = (
+        ("Request-Id", "5a1b"),
+        ("CLIENT-REQUEST-ID", "  6f1b  "),
+        ("Date", "Tue, 01 Jul 2025 10:00:00 GMT"),
+        ("Retry-After", "0.249"),
+        ("Content-Type", "application/json"),
+        ("x-ms-ags-diagnostic", '{"ServerInfo":{"DataCenter":"West Europe"}}'),
+        ("X-Other", "not kept"),
+        ("Request-Id", "second copy"),
+    )
+    body = b'{"error":{"code":"ErrorAccessDenied"}}'
+    server = serve(lambda seen: Reply(403, headers, body))
+    result = http_handle().send(server.url(), ())
+    assert isinstance(result, tuple) and len(result) == 7
+    status, got, received, elapsed, code, error, sent = result
+    assert (status, received, code, error, sent) == (403, body, 0, "", True)
+    assert got == {
+        "request-id": "5a1b",
+        "client-request-id": "6f1b",
+        "date": "Tue, 01 Jul 2025 10:00:00 GMT",
+        "retry-after": "0.249",
+        "content-type": "application/json",
+        "x-ms-ags-diagnostic": '{"ServerInfo":{"DataCenter":"West Europe"}}',
+    }
+    assert isinstance(elapsed, float) and 0 < elapsed < 5
+
+
+def test_interim_response_headers_are_not_kept(serve: Callable[..., Server]) -> None:
+    raw = (
+        b"HTTP/1.1 103 Early Hints\r\nrequest-id: early\r\ndate: early\r\n\r\n"
+        b"HTTP/1.1 202 Accepted\r\nrequest-id: final\r\nContent-Length: 0\r\n\r\n"
+    )
+    server = serve(lambda seen: Reply(action="raw", raw=raw))
+    result = http_handle().send(server.url(), ())
+    assert result[STATUS] == 202
+    assert result[HEADERS] == {"request-id": "final"}
+
+
+def test_trailers_are_not_kept(serve: Callable[..., Server]) -> None:
+    raw = (
+        b"HTTP/1.1 500 Oops\r\nrequest-id: real\r\nTransfer-Encoding: chunked\r\n"
+        b"Trailer: request-id\r\n\r\n4\r\nbody\r\n0\r\nrequest-id: trailer\r\n\r\n"
+    )
+    server = serve(lambda seen: Reply(action="raw", raw=raw))
+    result = http_handle().send(server.url(), ())
+    assert (result[STATUS], result[BODY]) == (500, b"body")
+    assert result[HEADERS] == {"request-id": "real"}
+
+
+def test_body_is_capped_and_the_rest_discarded(serve: Callable[..., Server]) -> None:
+    big = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # 5 MiB
+    server = serve(lambda seen: Reply(500, body=big))
+    handle = http_handle()
+    start = time.monotonic()
+    result = handle.send(server.url(), ())
+    assert time.monotonic() - start < 3
+    assert result[STATUS] == 500
+    assert result[BODY] == big[: native.body_limit]
+    assert result[CODE] == 0
+    # The rest was read, not dropped with the connection: the next send reuses it.
+    assert handle.send(server.url(), ())[BODY] == big[: native.body_limit]
+    assert server.connections == 1
+
+
+def test_connection_is_reused_across_sends(serve: Callable[..., Server]) -> None:
+    server = serve()
+    handle = http_handle()
+    for _ in range(30):
+        assert handle.send(server.url(), (TOKEN,))[STATUS] == 202
+    assert len(server.requests) == 30
+    assert server.connections == 1
+
+
+# ---- the GIL ------------------------------------------------------------------------------
+
+
+def test_sends_in_threads_run_in_parallel(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(delay=0.2))
+    handles = [http_handle() for _ in range(8)]
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(target=lambda h=h: statuses.append(h.send(server.url(), ())[STATUS]))
+        for h in handles
+    ]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    assert statuses == [202] * 8
+    assert elapsed < 0.8, f"8 x 200 ms took {elapsed:.2f} s: the GIL was held (serial: 1.6 s)"
+
+
+def test_other_threads_run_during_a_send(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(delay=0.3))
+    count = 0
+    running = True
+
+    def counter() -> None:
+        nonlocal count
+        while running:
+            count += 1
+
+    thread = threading.Thread(target=counter)
+    handle = http_handle()
+    thread.start()
+    try:
+        before = count
+        assert handle.send(server.url(), ())[STATUS] == 202
+        progressed = count - before
+    finally:
+        running = False
+        thread.join()
+    assert progressed > 10_000, f"the counting thread advanced only {progressed} steps"
+
+
+def test_two_threads_on_one_handle_get_runtime_error(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(delay=0.5))
+    handle = http_handle()
+    results: list[tuple] = []
+    thread = threading.Thread(target=lambda: results.append(handle.send(server.url(), ())))
+    thread.start()
+    deadline = time.monotonic() + 2
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError, match="another thread"):
+        handle.send(server.url(), ())
+    with pytest.raises(RuntimeError, match="another thread"):
+        handle.close()
+    thread.join()
+    assert results[0][STATUS] == 202
+    assert handle.send(server.url(), ())[STATUS] == 202  # usable again once free
+
+
+def test_many_threads_racing_one_handle_never_crash(serve: Callable[..., Server]) -> None:
+    server = serve()
+    handle = http_handle()
+    outcomes: list[str] = []
+
+    def hammer() -> None:
+        for _ in range(20):
+            try:
+                outcomes.append(str(handle.send(server.url(), ())[STATUS]))
+            except RuntimeError:
+                outcomes.append("busy")
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 120
+    assert set(outcomes) <= {"202", "busy"}
+    assert outcomes.count("202") == len(server.requests)
+
+
+# ---- transport failures and request_sent --------------------------------------------------
+
+
+def test_timeout_after_the_request_was_written(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(action="stall"))
+    result = http_handle(timeout_ms=300).send(server.url(), ())
+    assert result[STATUS] == 0
+    assert result[CODE] == CURLE_OPERATION_TIMEDOUT
+    assert "timed out" in result[ERROR].lower()
+    assert result[SENT] is True
+    assert 0.25 < result[ELAPSED] < 2
+    assert len(server.requests) == 1
+
+
+def test_refused_connection_was_not_sent() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    result = http_handle().send(f"http://127.0.0.1:{port}{PATH}", ())
+    assert (result[STATUS], result[CODE], result[SENT]) == (0, CURLE_COULDNT_CONNECT, False)
+    assert result[ERROR]
+
+
+def test_unresolvable_host_was_not_sent() -> None:
+    result = http_handle(connect_timeout_ms=3000).send(f"http://graphsend-test.invalid{PATH}", ())
+    assert result[STATUS] == 0
+    assert result[CODE] in (CURLE_COULDNT_RESOLVE_HOST, CURLE_OPERATION_TIMEDOUT)
+    assert result[SENT] is False
+
+
+def test_tls_handshake_failure_was_not_sent(serve: Callable[..., Server]) -> None:
+    server = serve(greeting=b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    result = native.Handle().send(f"https://127.0.0.1:{server.port}{PATH}", (TOKEN,))
+    assert (result[STATUS], result[CODE], result[SENT]) == (0, CURLE_SSL_CONNECT_ERROR, False)
+
+
+def test_untrusted_certificate_was_not_sent(
+    serve: Callable[..., Server], tls: ssl.SSLContext
+) -> None:
+    server = serve(tls=tls)
+    result = native.Handle().send(server.url(host="localhost"), (TOKEN,))
+    assert (result[STATUS], result[CODE], result[SENT]) == (
+        0,
+        CURLE_PEER_FAILED_VERIFICATION,
+        False,
+    )
+    assert server.requests == []
+
+
+def test_https_with_ca_bundle(
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+) -> None:
+    server = serve(tls=tls)
+    handle = native.Handle(ca_bundle=str(cert[0]))
+    for _ in range(3):
+        assert handle.send(server.url(host="localhost"), (TOKEN,))[STATUS] == 202
+    assert server.connections == 1
+
+
+def test_server_reads_then_closes(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(action="close"))
+    result = http_handle().send(server.url(), ())
+    assert (result[STATUS], result[CODE], result[SENT]) == (0, CURLE_GOT_NOTHING, True)
+
+
+def test_server_reads_then_resets(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(action="reset"))
+    result = http_handle().send(server.url(), ())
+    assert result[STATUS] == 0
+    assert result[CODE] in (CURLE_GOT_NOTHING, CURLE_RECV_ERROR)
+    assert result[SENT] is True
+
+
+def test_reused_connection_that_dies_is_not_resent(serve: Callable[..., Server]) -> None:
+    """libcurl alone would send this POST a second time on a new connection (a duplicate mail)."""
+    replies = iter([Reply(), Reply(action="close")])
+    server = serve(lambda seen: next(replies, Reply()))
+    handle = http_handle()
+    assert handle.send(server.url(), ())[STATUS] == 202
+    result = handle.send(server.url(), ())
+    assert (result[STATUS], result[CODE], result[SENT]) == (0, CURLE_GOT_NOTHING, True)
+    assert "resend" in result[ERROR]
+    assert len(server.requests) == 2  # not 3
+    assert handle.send(server.url(), ())[STATUS] == 202  # and the handle goes on
+
+
+def test_proxy_refusing_connect_was_not_sent(cert: tuple[Path, Path]) -> None:
+    proxy = Proxy(deny=True)
+    try:
+        handle = native.Handle(proxy=proxy.url, ca_bundle=str(cert[0]))
+        result = handle.send(f"https://localhost:9{PATH}", (TOKEN,))
+    finally:
+        proxy.close()
+    assert result[STATUS] == 0  # the proxy's 403 is not Graph's answer
+    assert result[CODE] != 0
+    assert result[SENT] is False  # CONNECT bytes are not the request
+
+
+def test_https_through_proxy_keeps_headers_from_the_proxy(
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+) -> None:
+    server = serve(tls=tls)
+    proxy = Proxy()
+    try:
+        handle = native.Handle(proxy=proxy.url, ca_bundle=str(cert[0]))
+        result = handle.send(server.url(host="localhost"), (TOKEN, CRID))
+    finally:
+        proxy.close()
+    assert result[STATUS] == 202
+    (connect,) = proxy.heads
+    assert connect.startswith(f"CONNECT localhost:{server.port} ".encode())
+    assert b"Bearer" not in connect and b"client-request-id" not in connect
+    assert server.requests[0].header("authorization") == [TOKEN.split(": ", 1)[1]]
+
+
+def test_proxy_none_follows_the_environment_and_empty_disables_it(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin, proxy = serve(), serve()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert http_handle().send(origin.url(), ())[STATUS] == 202
+    assert proxy.requests[0].lines[0].startswith(f"POST {origin.url()}".encode())
+    assert http_handle(proxy="").send(origin.url(), ())[STATUS] == 202
+    assert len(origin.requests) == 1 and len(proxy.requests) == 1
+
+
+# ---- Ctrl-C, close, fork, share -----------------------------------------------------------
+
+
+def _interrupt_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+def test_ctrl_c_interrupts_a_send(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(action="stall") if len(server.requests) == 0 else Reply())
+    handle = http_handle(check_signals=True, timeout_ms=10_000)
+    timer = _interrupt_after(0.3)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        handle.send(server.url(), ())
+    elapsed = time.monotonic() - start
+    timer.join()
+    assert elapsed < 0.3 + 0.3, f"Ctrl-C took {elapsed - 0.3:.2f} s to land"
+    deadline = time.monotonic() + 2
+    while server.client_closed == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.client_closed == 1  # the half-done transfer's connection was dropped
+    assert handle.send(server.url(), ())[STATUS] == 202
+
+
+def test_close_makes_the_handle_unusable(serve: Callable[..., Server]) -> None:
+    server = serve()
+    handle = http_handle()
+    assert handle.send(server.url(), ())[STATUS] == 202
+    assert handle.closed is False
+    handle.close()
+    assert handle.closed is True
+    handle.close()  # twice is fine
+    with pytest.raises(ValueError, match="closed"):
+        handle.send(server.url(), ())
+    deadline = time.monotonic() + 2
+    while server.client_closed == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.client_closed == 1  # close() closed the connection
+
+
+def test_share_between_threads(
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+) -> None:
+    server = serve(tls=tls)
+    share = native.Share()
+    statuses: list[int] = []
+
+    def worker() -> None:
+        handle = native.Handle(share=share, ca_bundle=str(cert[0]))
+        statuses.extend(handle.send(server.url(host="localhost"), ())[STATUS] for _ in range(10))
+        handle.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [202] * 40
+    assert server.connections == 4  # connections are never shared, only DNS and TLS sessions
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_leaves_the_parents_connection_alone(
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+) -> None:
+    server = serve(tls=tls)
+    share = native.Share()
+    handle = native.Handle(share=share, ca_bundle=str(cert[0]))
+    engine = native.Engine(share=share, ca_bundle=str(cert[0]))
+    assert handle.send(server.url(host="localhost"), ())[STATUS] == 202
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: use nothing, then drop everything (a TLS close here would corrupt)
+        code = 1
+        try:
+            try:
+                handle.send(server.url(host="localhost"), ())
+            except RuntimeError:
+                code = 0
+            with contextlib.suppress(RuntimeError):
+                engine.perform(0)
+                code = 1
+            handle.close()
+            del handle, engine, share
+            gc.collect()
+        finally:
+            os.write(write_end, bytes([code]))
+            os._exit(0)
+    os.close(write_end)
+    status = os.read(read_end, 1)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert status == b"\x00", "the child could use the parent's handle"
+    time.sleep(0.1)
+    assert handle.send(server.url(host="localhost"), ())[STATUS] == 202
+    assert server.connections == 1 and server.client_closed == 0
+
+
+# ---- Engine ------------------------------------------------------------------------------
+
+
+def drain(engine: native.Engine, count: int, limit: float = 10.0) -> dict[int, tuple]:
+    """perform() until count results arrived; each tag at most once."""
+    results: dict[int, tuple] = {}
+    deadline = time.monotonic() + limit
+    while len(results) < count and time.monotonic() < deadline:
+        for tag, result in engine.perform(0.5):
+            assert tag not in results, f"tag {tag} finished twice"
+            results[tag] = result
+    return results
+
+
+def http_engine(**options: object) -> native.Engine:
+    options.setdefault("allow_http", True)
+    options.setdefault("timeout_ms", 10_000)
+    return native.Engine(**options)  # type: ignore[arg-type]
+
+
+def test_engine_runs_fifty_sends_and_cancels_some(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(delay=0.3))
+    engine = http_engine()
+    for tag in range(50):
+        engine.submit(tag, server.url(f"/{tag}"), (TOKEN, f"client-request-id: {tag}"))
+    cancelled = set(range(0, 50, 5))
+    for tag in cancelled:
+        engine.cancel(tag)
+    start = time.monotonic()
+    results = drain(engine, 50)
+    assert time.monotonic() - start < 3  # concurrent, not 50 x 0.3 s
+    assert set(results) == set(range(50))
+    for tag, result in results.items():
+        if tag in cancelled:
+            assert (result[STATUS], result[CODE]) == (0, CURLE_ABORTED_BY_CALLBACK)
+            assert result[ERROR] == "cancelled"
+            assert result[SENT] is False  # cancelled before it ever ran
+        else:
+            assert (result[STATUS], result[CODE]) == (202, 0)
+    served = {int(seen.lines[0].split()[1][1:]) for seen in server.requests}
+    assert served == set(range(50)) - cancelled
+
+
+def test_engine_cancel_in_flight(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(action="stall"))
+    engine = http_engine()
+    engine.submit(7, server.url(), ())
+    assert engine.perform(0.2) == []
+    assert len(server.requests) == 1
+    engine.cancel(7)
+    engine.cancel(12345)  # unknown tags are ignored
+    ((tag, result),) = engine.perform(1.0)
+    assert (tag, result[CODE], result[SENT]) == (7, CURLE_ABORTED_BY_CALLBACK, True)
+    deadline = time.monotonic() + 2
+    while server.client_closed == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.client_closed == 1
+
+
+def test_engine_reuses_connections_and_handles(serve: Callable[..., Server]) -> None:
+    server = serve()
+    engine = http_engine()
+    for tag in range(30):
+        engine.submit(tag, server.url(), ())
+        assert drain(engine, 1)[tag][STATUS] == 202
+    assert server.connections == 1
+
+
+def test_submit_from_another_thread_wakes_perform(serve: Callable[..., Server]) -> None:
+    server = serve()
+    engine = http_engine()
+    timer = threading.Timer(0.2, engine.submit, (1, server.url(), ()))
+    start = time.monotonic()
+    timer.start()
+    first = engine.perform(5.0)
+    woke = time.monotonic() - start
+    timer.join()
+    assert woke < 1.0, f"perform() slept {woke:.2f} s through a submit()"
+    results = dict(first) | drain(engine, 1 - len(first))
+    assert results[1][STATUS] == 202
+
+
+def test_wakeup_interrupts_perform_and_is_not_lost() -> None:
+    engine = http_engine()
+    timer = threading.Timer(0.2, engine.wakeup)
+    start = time.monotonic()
+    timer.start()
+    assert engine.perform(5.0) == []
+    assert time.monotonic() - start < 1.0
+    timer.join()
+    engine.wakeup()  # before perform(): the next perform() returns at once
+    start = time.monotonic()
+    assert engine.perform(5.0) == []
+    assert time.monotonic() - start < 0.5
+
+
+def test_idle_perform_waits_without_spinning_and_releases_the_gil() -> None:
+    engine = http_engine()
+    count = 0
+    running = True
+
+    def counter() -> None:
+        nonlocal count
+        while running:
+            count += 1
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    cpu, wall = time.thread_time(), time.monotonic()
+    try:
+        assert engine.perform(0.5) == []
+    finally:
+        running = False
+        thread.join()
+    assert 0.45 < time.monotonic() - wall < 1.5
+    assert time.thread_time() - cpu < 0.05, "perform() burned CPU while idle"
+    assert count > 50
+
+
+def test_two_threads_in_perform_get_runtime_error() -> None:
+    engine = http_engine()
+    thread = threading.Thread(target=engine.perform, args=(1.0,))
+    thread.start()
+    time.sleep(0.2)
+    with pytest.raises(RuntimeError, match="another thread"):
+        engine.perform(0)
+    with pytest.raises(RuntimeError, match="another thread"):
+        engine.close()
+    engine.wakeup()
+    thread.join()
+
+
+def test_engine_close_semantics(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(action="stall"))
+    engine = http_engine()
+    engine.submit(1, server.url(), ())
+    engine.perform(0.2)
+    engine.submit(2, server.url(), ())  # queued, never started
+    engine.close()
+    assert engine.closed is True
+    engine.close()
+    for call in (
+        lambda: engine.submit(3, server.url(), ()),
+        lambda: engine.perform(0),
+        lambda: engine.cancel(1),
+        engine.wakeup,
+    ):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    deadline = time.monotonic() + 2
+    while server.client_closed == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.client_closed == 1
+
+
+def test_engine_transport_failures_are_results() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    engine = http_engine()
+    engine.submit(1, f"http://127.0.0.1:{port}/", ())
+    engine.submit(2, "ftp://127.0.0.1/", ())
+    results = drain(engine, 2)
+    assert (results[1][CODE], results[1][SENT]) == (CURLE_COULDNT_CONNECT, False)
+    assert (results[2][CODE], results[2][SENT]) == (CURLE_UNSUPPORTED_PROTOCOL, False)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+def test_ctrl_c_in_perform_aborts_and_keeps_results(serve: Callable[..., Server]) -> None:
+    server = serve(
+        lambda seen: Reply(action="stall") if seen.lines[0].split()[1] == b"/s" else Reply()
+    )
+    engine = http_engine()
+    engine.submit(1, server.url("/s"), ())
+    engine.submit(2, server.url("/ok"), ())
+    results = dict(engine.perform(1.0))
+    timer = _interrupt_after(0.3)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        while True:
+            results.update(engine.perform(10.0, check_signals=True))
+    assert time.monotonic() - start < 0.7
+    timer.join()
+    results.update(engine.perform(0))  # what the interrupted call had finished or aborted
+    assert results[2][STATUS] == 202
+    assert (results[1][CODE], results[1][SENT]) == (CURLE_ABORTED_BY_CALLBACK, True)
+    assert engine.perform(0) == []
+
+
+def test_perform_arguments_are_checked() -> None:
+    engine = http_engine()
+    with pytest.raises(ValueError):
+        engine.perform(-1)
+    with pytest.raises(ValueError):
+        engine.perform(float("nan"))
+    with pytest.raises(TypeError):
+        engine.perform("1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        engine.submit("tag", "http://x/", ())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        engine.submit(1, "http://x/", "Authorization: x")  # type: ignore[arg-type]
+    assert engine.perform(timeout=0, check_signals=False) == []
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+@pytest.mark.skipif(not native.http2_supported or NGINX is None, reason="needs HTTP/2 and nginx")
+def test_engine_multiplexes_http2_on_one_connection(
+    tmp_path: Path, cert: tuple[Path, Path]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"""
+        daemon off; master_process off; worker_processes 1; pid {tmp_path}/nginx.pid;
+        error_log {tmp_path}/error.log;
+        events {{ worker_connections 64; }}
+        http {{
+            access_log off;
+            client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};
+            fastcgi_temp_path {tmp_path}; uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
+            server {{
+                listen 127.0.0.1:{port} ssl http2;
+                ssl_certificate {cert[0]}; ssl_certificate_key {cert[1]};
+                location / {{ add_header request-id $connection always; return 202; }}
+            }}
+        }}
+        """
+    )
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.05)
+        engine = native.Engine(http2=True, ca_bundle=str(cert[0]))
+        for tag in range(20):
+            engine.submit(tag, f"https://localhost:{port}/{tag}", (TOKEN,))
+        results = drain(engine, 20)
+    finally:
+        nginx.terminate()
+        nginx.wait(5)
+    assert [results[t][STATUS] for t in range(20)] == [202] * 20
+    assert len({results[t][HEADERS]["request-id"] for t in range(20)}) == 1  # one connection
+
+
+def test_result_types_for_the_stub() -> None:
+    """The .pyi must stay in step with the module: every public name is declared there."""
+    stub = Path(native.__file__).with_name("_native.pyi").read_text()
+    for name in dir(native):
+        if not name.startswith("_"):
+            assert name in stub, f"{name} missing from _native.pyi"
+    for cls in (native.Share, native.Handle, native.Engine):
+        for name in dir(cls):
+            if not name.startswith("_"):
+                assert f"def {name}" in stub or f"{name}:" in stub, f"{cls.__name__}.{name}"
+    assert sys.modules["graphsend._native"] is native
