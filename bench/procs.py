@@ -93,6 +93,10 @@ class Proc:
     def rss_kb(self) -> int:
         return int(self.command("rss"))
 
+    def transfer_seconds(self) -> float | None:
+        value = float(self.command("transfer"))
+        return None if value < 0 else value
+
     def gil(self, seconds: float) -> dict[str, Any]:
         return dict(json.loads(self.command(f"gil {seconds}")))
 

@@ -345,29 +345,35 @@ def _s5(s5: dict[str, Any]) -> list[str]:
     body = []
     for name, row in s5["gil"].items():
         if "na" in row:
-            body.append([name, _na(row), "", "", ""])
+            body.append([name, _na(row), "", "", "", ""])
             continue
         body.append(
             [
                 name,
                 _num(row["gil_us_per_send"]),
                 f"{row['held_fraction'] * 100:.0f}%",
+                _num(row.get("outside_transfer_us")),
                 _num(row["alone_sends_per_s"], 0),
                 _num(row["sends_per_s"], 0),
             ]
         )
     md += [
-        "GIL held per send: a pure-Python thread counts while the main thread sends; the counts "
-        "it loses against an idle main thread, spread over the sends, are the GIL time each send "
-        "takes (holding it, or waiting for it to be handed over). With a busy thread beside it, "
-        "every return from a released-GIL call waits for the switch interval (5 ms), which is "
-        "why sends per second drop.",
+        "GIL held per send, two ways. Counter probe: a pure-Python thread counts while the main "
+        "thread sends; the counts it loses against an idle main thread (measured before and "
+        "after), spread over the sends, are the GIL time each send costs it: the sender holding "
+        "the GIL plus the hand-overs in both directions. It is noisy on a shared 2-core machine. "
+        "Outside transfer: for the libcurl-based clients, wall time per send (alone) minus the "
+        "transfer time libcurl reports (graphsend's Receipt.elapsed, pycurl's TOTAL_TIME), i.e. "
+        "the time the client runs Python with the GIL held. With a busy thread beside it, every "
+        "return from a GIL-released call waits up to the switch interval (5 ms) to get the GIL "
+        "back, which is why sends per second collapse for every client (CPython's convoy effect).",
         "",
         *_table(
             [
                 "client",
-                "GIL us/send",
+                "GIL us/send (counter probe)",
                 "counter lost",
+                "outside transfer us/send",
                 "sends/s alone",
                 "sends/s beside busy thread",
             ],

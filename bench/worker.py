@@ -6,6 +6,7 @@ It prints "ready" (or "na <reason>" when the client cannot run here), then answe
 per line, until stdin closes:
     <n>            do n units of work            -> "<elapsed_ns> <ok> <cpu_ns>"
     rss            resident set size             -> "<KiB>"
+    transfer       seconds spent inside libcurl so far (clients that report it), else -1
     gil <seconds>  GIL probe (see gil_probe)     -> one line of JSON
 The C programs in c/ speak the same "<n>" protocol, so the harness treats both alike.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import statistics
 import sys
 import threading
 import time
@@ -42,12 +44,15 @@ def build(spec: dict[str, Any]) -> Runner:
     return factory(*args)  # type: ignore[no-any-return]
 
 
-def gil_probe(runner: Runner, seconds: float) -> dict[str, float]:
+def gil_probe(runner: Runner, seconds: float, pairs: int = 3) -> dict[str, float]:
     """How long the GIL is held per send, seen by a pure-Python counting thread.
 
     The counter's rate while the main thread sleeps is its full speed; while the main thread
     sends, every moment the counter is stalled is GIL held by (or handed over to) the sender.
-    held-per-send = (1 - busy_rate / idle_rate) x elapsed / sends.
+    held-per-send = (1 - busy_rate / idle_rate) x elapsed / sends. Idle and busy phases
+    alternate (idle, busy, idle, ... idle) and each busy phase is compared with the idle phases
+    on either side, because the machine's other load moves the counter's speed; the median of
+    the pairs is reported.
     """
     stop = [False]
     counts: list[int] = []
@@ -69,24 +74,40 @@ def gil_probe(runner: Runner, seconds: float) -> dict[str, float]:
         t.join()
         return elapsed, counts.pop(), sends
 
-    idle_s, idle_n, _ = with_counter(lambda: time.sleep(seconds) or 0)
+    phase = seconds / pairs
+
+    def idle() -> int:
+        time.sleep(phase / 2)
+        return 0
 
     def sending() -> int:
-        sent, t_end = 0, time.perf_counter() + seconds
+        sent, t_end = 0, time.perf_counter() + phase
         while time.perf_counter() < t_end:
-            sent += runner.run(10)
+            sent += runner.run(5)
         return sent
 
-    busy_s, busy_n, sends = with_counter(sending)
-    idle_rate, busy_rate = idle_n / idle_s, busy_n / busy_s
-    held = max(0.0, 1.0 - busy_rate / idle_rate)
+    idle_rates, held, per_send, rates = [], [], [], []
+    s, n, _ = with_counter(idle)
+    idle_rates.append(n / s)
+    total_sends, total_busy = 0, 0.0
+    for _ in range(pairs):
+        busy_s, busy_n, sends = with_counter(sending)
+        s, n, _ = with_counter(idle)
+        idle_rates.append(n / s)
+        reference = (idle_rates[-1] + idle_rates[-2]) / 2
+        fraction = max(0.0, 1.0 - (busy_n / busy_s) / reference)
+        held.append(fraction)
+        per_send.append(fraction * busy_s / max(sends, 1) * 1e6)
+        rates.append(sends / busy_s)
+        total_sends += sends
+        total_busy += busy_s
     return {
-        "idle_rate": idle_rate,
-        "busy_rate": busy_rate,
-        "held_fraction": held,
-        "sends": sends,
-        "sends_per_s": sends / busy_s,
-        "gil_us_per_send": held * busy_s / max(sends, 1) * 1e6,
+        "idle_rate": statistics.median(idle_rates),
+        "held_fraction": statistics.median(held),
+        "sends": total_sends,
+        "sends_per_s": total_sends / total_busy,
+        "gil_us_per_send": statistics.median(per_send),
+        "gil_us_per_send_pairs": per_send,
     }
 
 
@@ -110,6 +131,9 @@ def main() -> None:
         try:
             if cmd[0] == "rss":
                 print(rss_kb(), file=out, flush=True)
+            elif cmd[0] == "transfer":  # libcurl's own transfer time so far, or -1
+                clock = getattr(runner, "clock", None)
+                print(clock.seconds if clock is not None else -1, file=out, flush=True)
             elif cmd[0] == "gil":
                 print(json.dumps(gil_probe(runner, float(cmd[1]))), file=out, flush=True)
             else:

@@ -23,13 +23,31 @@ class NotAvailable(Exception):
     """The client cannot run here (not built yet, no HTTP/2, ...); the text says why."""
 
 
+class TransferClock:
+    """Adds up the transfer time a libcurl-based client reports (graphsend's Receipt.elapsed,
+    pycurl's TOTAL_TIME): time spent inside libcurl, with the GIL released. Wall time minus
+    this is what the client does per send with the GIL held."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
 class Sequential:
     """S1 for a blocking client: `send(message_id) -> bool` called n times in a row."""
 
-    def __init__(self, send: Callable[[str], bool], close: Callable[[], object] = lambda: None):
+    def __init__(
+        self,
+        send: Callable[[str], bool],
+        close: Callable[[], object] = lambda: None,
+        clock: TransferClock | None = None,
+    ):
         self._send = send
         self._close = close
         self._ids = count()
+        self.clock = clock
 
     def run(self, n: int) -> int:
         send, ids = self._send, self._ids

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from ..common import BulkPlan, Target
-from .base import AsyncBulk, AsyncSequential, NotAvailable, Sequential, Threaded
+from .base import AsyncBulk, AsyncSequential, NotAvailable, Sequential, Threaded, TransferClock
 
 
 def _graphsend() -> Any:
@@ -34,6 +34,7 @@ def _client(target: Target, cls: str = "Client", **extra: Any) -> Any:
 
 def send_message(target: Target) -> Sequential:
     gs = _graphsend()
+    clock = TransferClock()
 
     def send(message_id: str) -> bool:
         r = gs.send_message(
@@ -43,15 +44,23 @@ def send_message(target: Target) -> Sequential:
             base_url=target.base_url,
             ca_bundle=target.cafile,
         )
+        clock.add(r.elapsed)
         return r.status == 202  # type: ignore[no-any-return]
 
-    return Sequential(send)
+    return Sequential(send, clock=clock)
 
 
 def client_send(target: Target) -> Sequential:
     client = _client(target)
     user = target.user
-    return Sequential(lambda mid: client.send(mid, user=user).status == 202, client.close)
+    clock = TransferClock()
+
+    def send(message_id: str) -> bool:
+        r = client.send(message_id, user=user)
+        clock.add(r.elapsed)
+        return r.status == 202  # type: ignore[no-any-return]
+
+    return Sequential(send, client.close, clock)
 
 
 def client_threads(target: Target, threads: int) -> Threaded:

@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
 from ..common import BulkPlan, Target, new_request_id
-from .base import NotAvailable, Sequential, Threaded
+from .base import NotAvailable, Sequential, Threaded, TransferClock
 
 Sender = Callable[[str], bool]
 
 
-def _pycurl_sender(target: Target) -> tuple[Sender, Callable[[], None]]:
+def _pycurl_sender(target: Target) -> tuple[Sender, Callable[[], None], TransferClock]:
     import pycurl
 
     c = pycurl.Curl()
@@ -48,13 +48,16 @@ def _pycurl_sender(target: Target) -> tuple[Sender, Callable[[], None]]:
         c.setopt(pycurl.HTTPHEADER, [*static, "client-request-id: " + new_request_id()])
         c.perform()
         request_id.clear()
+        clock.add(c.getinfo(pycurl.TOTAL_TIME))
         return c.getinfo(pycurl.RESPONSE_CODE) == 202
 
-    return send, c.close
+    clock = TransferClock()
+    return send, c.close, clock
 
 
 def pycurl_runner(target: Target) -> Sequential:
-    return Sequential(*_pycurl_sender(target))
+    send, close, clock = _pycurl_sender(target)
+    return Sequential(send, close, clock)
 
 
 def pycurl_threads(target: Target, threads: int) -> Threaded:

@@ -40,7 +40,7 @@ class Settings:
                 s2_round_seconds=0.15,
                 s2_peers=False,
                 s3_rounds=2,
-                s3_round_timeout=4.0,
+                s3_round_timeout=6.0,
                 s3_client_budget=8.0,
                 s4_runs=3,
                 s5_sends=100_000,

@@ -52,9 +52,14 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
                 gil[client] = {"na": p.na}
                 continue
             p.run(500)
+            before = p.transfer_seconds()
             seconds = p.run(2000).seconds
+            after = p.transfer_seconds()
             gil[client] = p.gil(settings.s5_gil_seconds)
             gil[client]["alone_sends_per_s"] = 2000 / seconds
+            if before is not None and after is not None:
+                # Direct estimate: wall time per send outside libcurl's transfer (GIL held).
+                gil[client]["outside_transfer_us"] = (seconds - (after - before)) / 2000 * 1e6
             log(
                 f"S5 GIL {client}: {gil[client]['gil_us_per_send']:.1f} us/send held, "
                 f"{gil[client]['sends_per_s']:.0f} sends/s beside a busy thread "
