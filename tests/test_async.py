@@ -17,7 +17,7 @@ def run(coro):
 
 
 def test_200_concurrent_sends_take_about_one_round_and_few_threads() -> None:
-    latency = 0.2
+    latency = 0.5  # long enough that connecting 200 sockets is small beside it
     with FakeGraph(latency=latency) as graph:
         items = [(f"user{i % 50}@contoso.com", None) for i in range(200)]
         items = [(user, graph.create_draft(user)) for user, _ in items]
@@ -48,7 +48,7 @@ def test_200_concurrent_sends_take_about_one_round_and_few_threads() -> None:
         receipts, elapsed, worst_gap, threads_during = run(main())
         assert all(r.status == 202 for r in receipts)
         assert len(graph.sent_items()) == 200
-        assert elapsed < 2.5 * latency, elapsed
+        assert elapsed < 1.6 * latency, elapsed  # one round, not 50 (4 per mailbox)
         assert worst_gap < 0.1, f"the event loop stalled for {worst_gap * 1000:.0f} ms"
         assert threads_during - threads_before <= 2
 
