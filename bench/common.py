@@ -109,5 +109,25 @@ class BulkPlan:
         return -(-self.per_mailbox // self.cap) * latency
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+def cpu_sets() -> tuple[set[int], set[int]] | None:
+    """(server CPUs, client CPUs): servers on the first CPU, clients on the rest.
+
+    Without pinning, the scheduler puts each client process either beside nginx on one core or
+    alone on the other, and keeps it there: a per-process bias larger than the differences
+    being measured. BENCH_NO_PIN=1 turns pinning off; with one CPU there is nothing to split.
+    """
+    if os.environ.get("BENCH_NO_PIN", "") not in ("", "0") or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def pin_to(role: str):  # -> Callable[[], None] | None, a subprocess preexec_fn
+    """A preexec_fn that pins the child to the server or client CPUs (None: no pinning)."""
+    sets = cpu_sets()
+    if sets is None:
+        return None
+    cpus = sets[0] if role == "server" else sets[1]
+    return lambda: os.sched_setaffinity(0, cpus)

@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from .common import REPO_DIR
+from .common import REPO_DIR, cpu_sets
 
 PEERS = (
     "pycurl", "requests", "httpx", "urllib3", "aiohttp", "msgraph-sdk", "azure-identity",
@@ -92,6 +92,13 @@ def _pycurl() -> str:
         return "not installed"
 
 
+def _pinning() -> str:
+    sets = cpu_sets()
+    if sets is None:
+        return "none"
+    return f"servers on CPU {sorted(sets[0])}, clients on CPU {sorted(sets[1])}"
+
+
 def describe(nginx_version: str) -> dict[str, Any]:
     versions = {}
     for name in PEERS:
@@ -111,5 +118,6 @@ def describe(nginx_version: str) -> dict[str, Any]:
         "pycurl": _pycurl(),
         "nginx": nginx_version,
         "load_average_at_start": os.getloadavg(),
+        "pinning": _pinning(),
         "versions": versions,
     }

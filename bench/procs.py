@@ -12,7 +12,7 @@ from dataclasses import asdict
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from .common import REPO_DIR, WORK_DIR, BulkPlan, Target
+from .common import REPO_DIR, WORK_DIR, BulkPlan, Target, pin_to
 from .servers import BIN_DIR
 
 LOG_DIR = WORK_DIR / "logs"
@@ -45,6 +45,7 @@ class Proc:
             stderr=self._log,
             text=True,
             bufsize=1,
+            preexec_fn=pin_to("client"),
         )
         self._python = python
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .common import WORK_DIR
+from .common import WORK_DIR, pin_to
 
 BIN_DIR = WORK_DIR / "bin"
 
@@ -129,6 +129,7 @@ class Nginx:
         self.proc = subprocess.Popen(
             [exe, "-p", str(self.work), "-c", str(conf), "-e", str(self.work / "error.log")],
             stdin=subprocess.DEVNULL,
+            preexec_fn=pin_to("server"),
         )
         for port in ports.values():
             wait_for_port(port)
@@ -171,6 +172,7 @@ class Latencyd:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=pin_to("server"),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()

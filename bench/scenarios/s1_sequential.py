@@ -77,6 +77,7 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
             if c_row.get("median_us") and "median_us" in row:
                 row["ratio_to_c"] = row["median_us"] / c_row["median_us"]
                 row["cpu_over_c_us"] = row["median_cpu_us"] - c_row["median_cpu_us"]
+                row["cpu_ratio_to_c"] = row["median_cpu_us"] / c_row["median_cpu_us"]
         out[proto] = rows
         log(f"S1 {proto}: " + ", ".join(_short(n, r) for n, r in rows.items()))
     return out

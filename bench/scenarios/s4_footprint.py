@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..common import REPO_DIR
+from ..common import REPO_DIR, pin_to
 from . import Settings, median
 
 STATEMENTS = {
@@ -61,7 +61,12 @@ def _env() -> dict[str, str]:
 
 def _python(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args], cwd=REPO_DIR, env=_env(), capture_output=True, text=True
+        [sys.executable, *args],
+        cwd=REPO_DIR,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=pin_to("client"),
     )
 
 
