@@ -284,11 +284,8 @@ static int engine_enter(EngineObject *self, const char *method)
         PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
         goto fail;
     }
-    if (self->pid != getpid()) {
-        PyErr_SetString(PyExc_RuntimeError, "this Engine was created in another process "
-                                            "(before fork); create a new one in this process");
+    if (gs_check_process(self->pid, "Engine") < 0)
         goto fail;
-    }
     return 0;
 fail:
     atomic_store(&self->busy, 0);
@@ -297,10 +294,18 @@ fail:
 
 static void engine_release(EngineObject *self)
 {
-    int keep_curl = self->pid != getpid(); /* see handle_release() */
     gs_transfer *t;
     gs_request *req;
 
+    if (self->pid != getpid()) {
+        /* A forked child: a parent thread may have held the lock at fork() and the parent's TLS
+         * streams must not see a close_notify from us, so all of it is leaked on purpose. */
+        self->closed = 1;
+        self->multi = NULL;
+        gs_options_clear(&self->opts);
+        Py_CLEAR(self->share);
+        return;
+    }
     /* Closed before the multi goes, so engine_post() never wakes a freed multi. */
     pthread_mutex_lock(&self->lock);
     self->closed = 1;
@@ -318,21 +323,19 @@ static void engine_release(EngineObject *self)
     }
     if (self->multi != NULL) {
         while ((t = self->active.head) != NULL) {
-            if (!keep_curl)
-                (void)curl_multi_remove_handle(self->multi, t->easy);
+            (void)curl_multi_remove_handle(self->multi, t->easy);
             list_unlink(&self->active, t);
-            gs_transfer_free(t, keep_curl);
+            gs_transfer_free(t, 0);
         }
         while ((t = self->done.head) != NULL) {
             list_unlink(&self->done, t);
-            gs_transfer_free(t, keep_curl);
+            gs_transfer_free(t, 0);
         }
         while ((t = self->idle) != NULL) {
             self->idle = t->next;
-            gs_transfer_free(t, keep_curl);
+            gs_transfer_free(t, 0);
         }
-        if (!keep_curl)
-            curl_multi_cleanup(self->multi);
+        curl_multi_cleanup(self->multi); /* after its easy handles left it */
         self->multi = NULL;
     }
     gs_options_clear(&self->opts);
@@ -388,8 +391,10 @@ static void Engine_dealloc(PyObject *op)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs(op);
     if (self->closed != -1) {
+        int same_process = self->pid == getpid();
         engine_release(self);
-        pthread_mutex_destroy(&self->lock);
+        if (same_process)
+            pthread_mutex_destroy(&self->lock);
     }
     gs_dealloc_object(op);
 }
@@ -399,6 +404,8 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
                        int wake, const char *method)
 {
     int rc = 0;
+    if (gs_check_process(self->pid, "Engine") < 0)
+        return -1;
     pthread_mutex_lock(&self->lock);
     if (self->closed) {
         PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);

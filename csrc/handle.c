@@ -158,11 +158,8 @@ static PyObject *Handle_send(PyObject *op, PyTypeObject *cls, PyObject *const *a
         PyErr_SetString(PyExc_ValueError, "send() on a closed Handle");
         goto done;
     }
-    if (self->pid != getpid()) {
-        PyErr_SetString(PyExc_RuntimeError, "this Handle was created in another process "
-                                            "(before fork); create a new one in this process");
+    if (gs_check_process(self->pid, "Handle") < 0)
         goto done;
-    }
     if (gs_request_from_py(&self->t->req, argv[0], argv[1]) < 0)
         goto done;
     rc = gs_transfer_begin(self->t, self->t->req);

@@ -21,6 +21,7 @@
 
 #include <curl/curl.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "transfer.h"
 
@@ -53,6 +54,18 @@ PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
 
 /* Shared helpers for the three types. */
 #define GS_SIGNAL_SLICE 0.1 /* seconds between PyErr_CheckSignals() while a transfer runs */
+
+/* A forked child must not drive the parent's libcurl handles: RuntimeError, -1. */
+static inline int gs_check_process(pid_t pid, const char *type)
+{
+    if (pid == getpid())
+        return 0;
+    PyErr_Format(PyExc_RuntimeError,
+                 "this %s was created in another process (before fork); "
+                 "create a new one in this process",
+                 type);
+    return -1;
+}
 
 static inline void gs_dealloc_object(PyObject *self)
 {

@@ -100,12 +100,8 @@ error:
 CURLSH *gs_share_handle(PyObject *share)
 {
     ShareObject *self = (ShareObject *)share;
-    if (self->pid != getpid()) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this Share was created in another process (before fork); "
-                        "create a new one in this process");
+    if (gs_check_process(self->pid, "Share") < 0)
         return NULL;
-    }
     return self->s->sh;
 }
 

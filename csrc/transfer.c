@@ -220,6 +220,8 @@ static long request_bytes(gs_transfer *t)
  * starts after an earlier one wrote request bytes, we refuse it: the transfer then ends like the
  * same failure on a fresh connection would (CURLE_GOT_NOTHING, request_sent true). An earlier
  * attempt that wrote nothing (the send itself failed) may be resent: the server saw nothing.
+ * The one resend we refuse needlessly follows an HTTP/2 REFUSED_STREAM (the server promises it
+ * did not act); that is rare, and it comes back as "may have been sent", never as a duplicate.
  *
  * request_sent is therefore "request bytes were written": a partial write counts as sent, which
  * errs on the side of not retrying. A TLS handshake or CONNECT that fails counts as not sent.

@@ -758,6 +758,7 @@ def test_share_between_threads(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_leaves_the_parents_connection_alone(
     serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
 ) -> None:
@@ -775,8 +776,12 @@ def test_forked_child_leaves_the_parents_connection_alone(
                 handle.send(server.url(host="localhost"), ())
             except RuntimeError:
                 code = 0
+            for use in (lambda: engine.perform(0), lambda: engine.submit(1, "https://x/", ())):
+                with contextlib.suppress(RuntimeError):
+                    use()
+                    code = 1
             with contextlib.suppress(RuntimeError):
-                engine.perform(0)
+                native.Handle(share=share)
                 code = 1
             handle.close()
             del handle, engine, share
@@ -997,10 +1002,13 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 
 @pytest.mark.skipif(not native.http2_supported or NGINX is None, reason="needs HTTP/2 and nginx")
 def test_engine_multiplexes_http2_on_one_connection(
-    tmp_path: Path, cert: tuple[Path, Path]
+    tmp_path: Path, cert: tuple[Path, Path], serve: Callable[..., Server]
 ) -> None:
+    stall = serve(lambda seen: Reply(action="stall"))
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = " ".join(f"{kind}_temp_path {tmp_path};" for kind in kinds)
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         f"""
@@ -1008,12 +1016,11 @@ def test_engine_multiplexes_http2_on_one_connection(
         error_log {tmp_path}/error.log;
         events {{ worker_connections 64; }}
         http {{
-            access_log off;
-            client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path};
-            fastcgi_temp_path {tmp_path}; uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
+            access_log off; {temp}
             server {{
                 listen 127.0.0.1:{port} ssl http2;
                 ssl_certificate {cert[0]}; ssl_certificate_key {cert[1]};
+                location /stall {{ proxy_pass http://127.0.0.1:{stall.port}; }}
                 location / {{ add_header request-id $connection always; return 202; }}
             }}
         }}
@@ -1021,20 +1028,27 @@ def test_engine_multiplexes_http2_on_one_connection(
     )
     nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.05)
-        engine = native.Engine(http2=True, ca_bundle=str(cert[0]))
+        assert wait_until(lambda: _connects(port), 5)
+        engine = native.Engine(http2=True, ca_bundle=str(cert[0]), timeout_ms=int(1500 * SCALE))
         for tag in range(20):
             engine.submit(tag, f"https://localhost:{port}/{tag}", (TOKEN,))
-        results = drain(engine, 20)
+        engine.submit(99, f"https://localhost:{port}/stall", (TOKEN,))
+        results = drain(engine, 21)
     finally:
         nginx.terminate()
         nginx.wait(5)
     assert [results[t][STATUS] for t in range(20)] == [202] * 20
     assert len({results[t][HEADERS]["request-id"] for t in range(20)}) == 1  # one connection
+    # Over HTTP/2 too, a request that went out and got no answer is reported as sent.
+    assert (results[99][CODE], results[99][SENT]) == (CURLE_OPERATION_TIMEDOUT, True)
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def test_result_types_for_the_stub() -> None:
