@@ -301,8 +301,6 @@ CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **wha
         SETOPT(CURLOPT_USERAGENT, o->user_agent);
     SETOPT(CURLOPT_HTTP_VERSION,
            o->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-    if (o->pipewait)
-        SETOPT(CURLOPT_PIPEWAIT, 1L);
     /* Pooled connections sit idle between sends: probe them so a dead peer is found early. */
     SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(CURLOPT_TCP_KEEPIDLE, 30L);
@@ -318,7 +316,21 @@ CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **wha
     SETOPT(CURLOPT_PREREQDATA, t);
     SETOPT(CURLOPT_SOCKOPTFUNCTION, on_socket);
     SETOPT(CURLOPT_SOCKOPTDATA, t);
+    t->pipewait = o->pipewait;
     return CURLE_OK;
+}
+
+static int is_https(const char *url)
+{
+    static const char scheme[] = "https:";
+    for (size_t i = 0; i < sizeof(scheme) - 1; i++) {
+        char c = url[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c + ('a' - 'A'));
+        if (c != scheme[i])
+            return 0;
+    }
+    return 1;
 }
 
 CURLcode gs_transfer_begin(gs_transfer *t, gs_request *req)
@@ -330,6 +342,10 @@ CURLcode gs_transfer_begin(gs_transfer *t, gs_request *req)
 
     SETOPT(CURLOPT_URL, req->url); /* copied by libcurl */
     SETOPT(CURLOPT_HTTPHEADER, req->headers);
+    /* Only TLS can bring HTTP/2; on plain http PIPEWAIT would hold every transfer but the first
+     * until that one's connection proved unable to multiplex (a whole round trip). */
+    if (t->pipewait)
+        SETOPT(CURLOPT_PIPEWAIT, (long)is_https(req->url));
     t->req = req;
     t->tag = req->tag;
     t->sent_mark = -1;

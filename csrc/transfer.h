@@ -73,7 +73,8 @@ typedef struct gs_transfer {
     gs_request *req;                 /* owned: a Handle reuses it, the Engine frees it per send */
     long long tag;
     double started;
-    int broken; /* setup failed: free it rather than reuse it */
+    int broken;   /* setup failed: free it rather than reuse it */
+    int pipewait; /* from gs_options, applied per URL */
 
     /* Resend guard: see on_prereq() in transfer.c. */
     long sent_mark;      /* CURLINFO_REQUEST_SIZE when the current attempt began; -1: none yet */

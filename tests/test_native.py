@@ -842,6 +842,19 @@ def test_engine_runs_fifty_sends_and_cancels_some(serve: Callable[..., Server]) 
     assert served == set(range(50)) - cancelled
 
 
+def test_engine_http2_option_does_not_hold_back_plain_http(serve: Callable[..., Server]) -> None:
+    """PIPEWAIT applies to https only: on http it would wait for a connection that never
+    multiplexes, and the transfers would run in two rounds instead of one."""
+    server = serve(lambda seen: Reply(delay=0.3))
+    engine = http_engine(http2=True)
+    for tag in range(10):
+        engine.submit(tag, server.url(), ())
+    start = time.monotonic()
+    results = drain(engine, 10)
+    assert [results[t][STATUS] for t in range(10)] == [202] * 10
+    assert time.monotonic() - start < 0.55 * SCALE
+
+
 def test_engine_cancel_in_flight(serve: Callable[..., Server]) -> None:
     server = serve(lambda seen: Reply(action="stall"))
     engine = http_engine()
