@@ -25,14 +25,14 @@ body_limit: Final[int]  # 65536
 class Share:
     """DNS cache and TLS sessions shared between Handles and Engines (never connections)."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Share: ...
 
 @final
 class Handle:
     """One easy handle with its own connection; one thread at a time (else RuntimeError)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         check_signals: bool = False,
         connect_timeout_ms: int = 10000,  # 0: libcurl's built-in 300 s
@@ -43,7 +43,7 @@ class Handle:
         user_agent: str = "graphsend",  # "": no User-Agent header
         http2: bool = False,
         share: Share | None = None,
-    ) -> None: ...
+    ) -> Handle: ...
     @property
     def closed(self) -> bool: ...
     def send(self, url: str, headers: tuple[str, ...]) -> Result:
@@ -54,8 +54,8 @@ class Handle:
 class Engine:
     """A multi handle for many concurrent sends; one thread drives perform()."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         connect_timeout_ms: int = 10000,
         timeout_ms: int = 60000,
@@ -65,7 +65,7 @@ class Engine:
         user_agent: str = "graphsend",
         http2: bool = False,
         share: Share | None = None,
-    ) -> None: ...
+    ) -> Engine: ...
     @property
     def closed(self) -> bool: ...
     def submit(self, tag: int, url: str, headers: tuple[str, ...]) -> None:
