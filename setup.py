@@ -35,6 +35,8 @@ if os.environ.get("GRAPHSEND_ASAN") == "1":
     libs = ["-fsanitize=address", *libs]
 
 setup(
+    packages=["graphsend"],
+    package_data={"graphsend": ["py.typed", "*.pyi"]},
     ext_modules=[
         Extension(
             "graphsend._native",
