@@ -11,7 +11,7 @@ deps:
 
 $(VPY):
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q --upgrade pip "setuptools>=77"
 
 venv: $(VPY)
 
