@@ -183,7 +183,11 @@ def send_many(
                 if stop_on_error and isinstance(final, SendError):
                     batch.stopping = True
     except BaseException as exc:
-        # Ctrl-C (or any failure): the engine aborted what was in flight. Keep the record.
+        # Ctrl-C (or any failure): the engine aborted what was in flight; collect those
+        # results (each says whether its request had been written) and keep the whole record.
+        batch.stopping = True
+        for tag, result in batch.engine.perform(0.0):
+            batch.complete(tag, result)
         exc.results = batch.settle()  # type: ignore[attr-defined]
         raise
     return batch.settle()

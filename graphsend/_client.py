@@ -82,9 +82,7 @@ class Client:
             "user_agent": USER_AGENT
             if user_agent is None
             else check_text(user_agent, "user_agent"),
-            # HTTP/2 is negotiated in TLS; asking for it on plain http only makes libcurl's
-            # multi interface wait for a multiplexable connection that never comes.
-            "http2": _flag(http2, "http2") and not allow_http,
+            "http2": _flag(http2, "http2"),
         }
         self._closed = False
         self._lock = threading.Lock()

@@ -156,8 +156,9 @@ def test_ctrl_c_during_send_many_reports_partial_results() -> None:
         proc.kill()
     assert proc.returncode == 3
     assert time.monotonic() - sent_at < 1.0
-    # Four stalled in flight (may have been sent), two never started (not sent).
-    assert proc.stdout.read().split() == ["SendError?"] * 4 + ["SendError"] * 2
+    # Four stalled in flight: cancelled after their requests were written, so they may have
+    # been sent. Two never started: not sent.
+    assert proc.stdout.read().split() == ["TransportError?"] * 4 + ["SendError"] * 2
 
 
 MEMORY_SCRIPT = textwrap.dedent(
