@@ -2,58 +2,48 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, NoReturn
+    from typing import Any
 
 
-class Receipt:
-    """Graph accepted the draft for sending (202). Immutable.
+class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of one type
+    """Graph accepted the draft for sending (202). Immutable, like a named tuple.
 
     202 means "saved for sending": a later delivery failure comes back to the mailbox as a
-    non-delivery report, not as an error here.
+    non-delivery report, not as an error here. A tuple underneath because it is the cheapest
+    immutable record to build on the send path.
     """
 
-    __slots__ = ("client_request_id", "date", "elapsed", "request_id", "status")
+    __slots__ = ()
 
-    status: int
-    request_id: str | None
-    client_request_id: str
-    date: str | None
-    elapsed: float
+    if TYPE_CHECKING:
+        status: int
+        request_id: str | None
+        client_request_id: str
+        date: str | None
+        elapsed: float
+    else:
+        status = property(itemgetter(0), doc="HTTP status: 202")
+        request_id = property(itemgetter(1), doc="Graph's request-id: quote it to support")
+        client_request_id = property(itemgetter(2), doc="the client-request-id that was sent")
+        date = property(itemgetter(3), doc="Graph's Date header")
+        elapsed = property(itemgetter(4), doc="seconds the (last) transfer took")
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         status: int,
         request_id: str | None,
         client_request_id: str,
         date: str | None,
         elapsed: float,
-    ) -> None:
-        init = object.__setattr__
-        init(self, "status", status)
-        init(self, "request_id", request_id)
-        init(self, "client_request_id", client_request_id)
-        init(self, "date", date)
-        init(self, "elapsed", elapsed)
+    ) -> Receipt:
+        return tuple.__new__(cls, (status, request_id, client_request_id, date, elapsed))
 
-    def __setattr__(self, name: str, value: object) -> NoReturn:
-        raise AttributeError("Receipt is immutable")
-
-    def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError("Receipt is immutable")
-
-    def _fields(self) -> tuple[Any, ...]:
-        return (self.status, self.request_id, self.client_request_id, self.date, self.elapsed)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Receipt and self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Receipt, self._fields())
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self)
 
     def __repr__(self) -> str:
         return (
