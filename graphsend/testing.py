@@ -706,14 +706,7 @@ class FakeGraph:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
         if id_style not in (None, "rest", "ews"):
             raise ValueError(f"id_style must be 'rest', 'ews' or None, not {id_style!r}")
-        key = self._key(user)
-        with self._lock:
-            self._drafts_made += 1
-            style: IdStyle = id_style or ("ews" if self._drafts_made % 3 == 0 else "rest")
-            message_id = self._new_id(style)
-            mailbox = self._mailboxes.setdefault(key, _Mailbox(key))
-            mailbox.drafts[message_id] = Message(message_id, subject, kind, key)
-        return message_id
+        return self._new_draft(self._key(user), subject, kind, id_style).id
 
     def create_drafts(
         self,
@@ -902,6 +895,17 @@ class FakeGraph:
     def _require_started(self) -> None:
         if not self._started_once:
             raise RuntimeError("FakeGraph is not started: call start() or use `with FakeGraph()`")
+
+    def _new_draft(
+        self, key: str, subject: str, kind: DraftKind, id_style: IdStyle | None
+    ) -> Message:
+        with self._lock:
+            self._drafts_made += 1
+            style: IdStyle = id_style or ("ews" if self._drafts_made % 3 == 0 else "rest")
+            message_id = self._new_id(style)
+            mailbox = self._mailboxes.setdefault(key, _Mailbox(key))
+            draft = mailbox.drafts[message_id] = Message(message_id, subject, kind, key)
+        return draft
 
     def _new_id(self, style: IdStyle) -> str:
         # 113 bytes encode to 152 characters with one "=" of padding, like real ids. The first
@@ -1321,9 +1325,8 @@ class FakeGraph:
             if not isinstance(data, dict):
                 return self._error_reply(400, "RequestBodyRead", "Invalid JSON body.", ids)
             subject = str(data.get("subject", subject))
-        message_id = self.create_draft(user, subject)
-        with self._lock:
-            draft = self._mailboxes[user].drafts[message_id]
+        # The draft goes where create_draft(user) puts it: "users/me" means the default user.
+        draft = self._new_draft(self._key(user), subject, "new", None)
         return self._json_reply(201, _message_json(draft), ids)
 
     # ---------------------------------------------------------------- internals: replies

@@ -424,6 +424,13 @@ def test_drafts_can_be_made_and_listed_over_http(server: FakeGraph) -> None:
     assert request(server, "/v1.0/me/messages", token="wrong").status == 401
 
 
+def test_drafts_made_over_http_for_users_me_go_to_the_default_user(server: FakeGraph) -> None:
+    # This used to create the draft and then drop the connection without an answer.
+    reply = request(server, "/v1.0/users/Me/messages")
+    assert reply.status == 201
+    assert [m.id for m in server.drafts("me")] == [json.loads(reply.body)["id"]]
+
+
 # Fault injection --------------------------------------------------------------------------------
 
 
