@@ -215,8 +215,11 @@ def _s2(s2: dict[str, Any]) -> list[str]:
     md = [
         "## S2: one client, many threads",
         "",
-        f"Sends per second with N threads sharing one client; scaling = rate / rate with one "
-        f"thread. The latency server answers after {s2['latency_ms']:.0f} ms; nginx at once.",
+        f"Sends per second with N threads sharing one client (median; scaling = rate / rate "
+        f"with one thread; then the range over rounds). The latency server answers after "
+        f"{s2['latency_ms']:.0f} ms; nginx at once. The client process has one CPU and nginx "
+        "the other, so against nginx the threads contend for one core and for the GIL: the "
+        "rate moves a lot from round to round (GIL hand-over convoys), read it with the range.",
         "",
     ]
     for server, clients in s2["servers"].items():
@@ -230,7 +233,11 @@ def _s2(s2: dict[str, Any]) -> list[str]:
             for t in threads:
                 row = rows.get(t, rows.get(int(t), {}))
                 if "median_rps" in row:
-                    cells.append(f"{_num(row['median_rps'], 0)}/s ({_num(row.get('scaling'), 2)}x)")
+                    spread = row.get("rounds_rps") or [row["median_rps"]]
+                    cells.append(
+                        f"{_num(row['median_rps'], 0)}/s ({_num(row.get('scaling'), 2)}x; "
+                        f"{min(spread):,.0f}-{max(spread):,.0f})"
+                    )
                 else:
                     cells.append(_na(row))
             body.append(cells)
@@ -370,10 +377,12 @@ def _s5(s5: dict[str, Any]) -> list[str]:
             ]
         )
     md += [
-        "GIL held per send, two ways. Counter probe: a pure-Python thread counts while the main "
-        "thread sends; the counts it loses against an idle main thread (measured before and "
-        "after), spread over the sends, are the GIL time each send costs it: the sender holding "
-        "the GIL plus the hand-overs in both directions. It is noisy on a shared 2-core machine. "
+        "GIL held per send, two ways, against latencyd answering after 1 ms (so the server "
+        "takes next to no CPU) with the client process free to use both CPUs. Counter probe: a "
+        "pure-Python thread counts while the main thread sends; the counts it loses against an "
+        "idle main thread (phases alternate; median of three pairs), spread over the sends, are "
+        "the GIL time each send costs it: the sender holding the GIL plus the hand-overs in "
+        "both directions. It is noisy on a shared 2-core machine. "
         "Outside transfer: for the libcurl-based clients, wall time per send (alone) minus the "
         "transfer time libcurl reports (graphsend's Receipt.elapsed, pycurl's TOTAL_TIME), i.e. "
         "the time the client runs Python with the GIL held. With a busy thread beside it, every "
@@ -386,7 +395,7 @@ def _s5(s5: dict[str, Any]) -> list[str]:
                 "GIL us/send (counter probe)",
                 "counter lost",
                 "outside transfer us/send",
-                "sends/s alone",
+                "sends/s alone (1 ms server)",
                 "sends/s beside busy thread",
             ],
             body,
