@@ -1,7 +1,8 @@
 """graphsend._native against small real servers on loopback: no mock of libcurl or the network.
 
-The servers below are deliberately dumb threaded sockets, so that each test controls exactly
-what the wire carries: the bytes of the request, when an answer comes, or that none does.
+The servers (tests/loopback.py, started with the `serve` fixture) are deliberately dumb threaded
+sockets, so that each test controls exactly what the wire carries: the bytes of the request,
+when an answer comes, or that none does.
 """
 
 from __future__ import annotations
@@ -10,25 +11,23 @@ import contextlib
 import datetime
 import gc
 import os
-import select
 import shutil
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from loopback import SEND_PATH, ConnectProxy, Reply, Server, free_port
 
 from graphsend import _native as native
 
-PATH = "/v1.0/users/adele%40contoso.com/messages/AAMkAD%2Fx%2By%3D/send"
+PATH = SEND_PATH  # what server.url() sends to unless told otherwise
 TOKEN = "Authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e30.sig"
 CRID = "client-request-id: 6f1b3c1e-7a3e-4c4e-9a55-0e8f2f3c9d11"
 STATUS, HEADERS, BODY, ELAPSED, CODE, ERROR, SENT = range(7)
@@ -54,201 +53,7 @@ def wait_until(condition: Callable[[], object], seconds: float = 2.0) -> bool:
     return bool(condition())
 
 
-# ---- servers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    """What the server does with one request."""
-
-    status: int = 202
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    delay: float = 0.0
-    action: str = "answer"  # answer | stall | close | reset | raw
-    raw: bytes = b""  # for action "raw": written as is
-    watch_body: float = 0.0  # wait this long for bytes after the head (there must be none)
-
-
-@dataclass
-class Seen:
-    head: bytes
-    connection: int
-    extra: bytes = b""
-
-    @property
-    def lines(self) -> list[bytes]:
-        return self.head.split(b"\r\n")[:-2]
-
-    def header(self, name: str) -> list[str]:
-        prefix = name.lower().encode() + b":"
-        return [
-            line.split(b":", 1)[1].strip().decode()
-            for line in self.lines[1:]
-            if line.lower().startswith(prefix)
-        ]
-
-
-class Server:
-    """HTTP/1.1 over loopback, one thread per connection, keep-alive, scripted replies."""
-
-    def __init__(
-        self,
-        reply: Callable[[Seen], Reply] | None = None,
-        *,
-        tls: ssl.SSLContext | None = None,
-        greeting: bytes | None = None,
-    ) -> None:
-        self.reply = reply or (lambda seen: Reply())
-        self.tls = tls
-        self.greeting = greeting  # written on accept, then the connection is closed
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.client_closed = 0
-        self.requests: list[Seen] = []
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = PATH, host: str = "127.0.0.1") -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{host}:{self.port}{path}"
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                index = self.connections
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn, index), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, index: int) -> None:
-        with contextlib.suppress(OSError), conn:
-            if self.greeting is not None:
-                conn.sendall(self.greeting)
-                return
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            buf = b""
-            while not self.stopped.is_set():
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        with self.lock:
-                            self.client_closed += 1
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                seen = Seen(head + b"\r\n\r\n", index)
-                reply = self.reply(seen)
-                if reply.watch_body:
-                    conn.settimeout(reply.watch_body)
-                    with contextlib.suppress(TimeoutError, socket.timeout):
-                        buf += conn.recv(65536)
-                    conn.settimeout(None)
-                    seen.extra, buf = buf, b""
-                with self.lock:
-                    self.requests.append(seen)
-                if reply.delay:
-                    self.stopped.wait(reply.delay)
-                if reply.action == "stall":
-                    while conn.recv(65536):  # until the client gives up
-                        pass
-                    with self.lock:
-                        self.client_closed += 1
-                    return
-                if reply.action == "close":
-                    return
-                if reply.action == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return
-                if reply.action == "raw":
-                    conn.sendall(reply.raw)
-                    continue
-                lines = [f"HTTP/1.1 {reply.status} Whatever"]
-                lines += [f"{name}: {value}" for name, value in reply.headers]
-                if not any(name.lower() == "content-length" for name, _ in reply.headers):
-                    lines.append(f"Content-Length: {len(reply.body)}")
-                conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + reply.body)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.sock.close()
-        with self.lock:
-            for conn in self.conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-
-class Proxy:
-    """A CONNECT proxy that records each CONNECT head; deny=True answers 403 instead."""
-
-    def __init__(self, deny: bool = False) -> None:
-        self.deny = deny
-        self.heads: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = conn.recv(4096)
-                if not data:
-                    return
-                head += data
-            self.heads.append(head)
-            if self.deny:
-                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return
-            host, port = head.split()[1].decode().rsplit(":", 1)
-            upstream = socket.create_connection((host, int(port)))
-            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            with upstream:
-                socks = [conn, upstream]
-                while True:
-                    readable, _, _ = select.select(socks, [], [], 5)
-                    if not readable:
-                        return
-                    for s in readable:
-                        data = s.recv(65536)
-                        if not data:
-                            return
-                        (upstream if s is conn else conn).sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(*args: object, **kwargs: object) -> Server:
-        server = Server(*args, **kwargs)  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+# ---- TLS and handles ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -586,10 +391,8 @@ def test_timeout_after_the_request_was_written(serve: Callable[..., Server]) -> 
     assert len(server.requests) == 1
 
 
-def test_refused_connection_was_not_sent() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        port = sock.getsockname()[1]
-    result = http_handle().send(f"http://127.0.0.1:{port}{PATH}", ())
+def test_refused_connection_was_not_sent(refused_url: str) -> None:
+    result = http_handle().send(f"{refused_url}{PATH}", ())
     assert (result[STATUS], result[CODE], result[SENT]) == (0, CURLE_COULDNT_CONNECT, False)
     assert result[ERROR]
 
@@ -658,12 +461,9 @@ def test_reused_connection_that_dies_is_not_resent(serve: Callable[..., Server])
 
 
 def test_proxy_refusing_connect_was_not_sent(cert: tuple[Path, Path]) -> None:
-    proxy = Proxy(deny=True)
-    try:
+    with ConnectProxy(deny=True) as proxy:
         handle = native.Handle(proxy=proxy.url, ca_bundle=str(cert[0]))
         result = handle.send(f"https://localhost:9{PATH}", (TOKEN,))
-    finally:
-        proxy.close()
     assert result[STATUS] == 0  # the proxy's 403 is not Graph's answer
     assert result[CODE] != 0
     assert result[SENT] is False  # CONNECT bytes are not the request
@@ -673,12 +473,9 @@ def test_https_through_proxy_keeps_headers_from_the_proxy(
     serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
 ) -> None:
     server = serve(tls=tls)
-    proxy = Proxy()
-    try:
+    with ConnectProxy() as proxy:
         handle = native.Handle(proxy=proxy.url, ca_bundle=str(cert[0]))
         result = handle.send(server.url(host="localhost"), (TOKEN, CRID))
-    finally:
-        proxy.close()
     assert result[STATUS] == 202
     (connect,) = proxy.heads
     assert connect.startswith(f"CONNECT localhost:{server.port} ".encode())
@@ -961,11 +758,9 @@ def test_engine_close_semantics(serve: Callable[..., Server]) -> None:
     assert wait_until(lambda: server.client_closed == 1)
 
 
-def test_engine_transport_failures_are_results() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        port = sock.getsockname()[1]
+def test_engine_transport_failures_are_results(refused_url: str) -> None:
     engine = http_engine()
-    engine.submit(1, f"http://127.0.0.1:{port}/", ())
+    engine.submit(1, f"{refused_url}/", ())
     engine.submit(2, "ftp://127.0.0.1/", ())
     results = drain(engine, 2)
     assert (results[1][CODE], results[1][SENT]) == (CURLE_COULDNT_CONNECT, False)
@@ -1018,8 +813,7 @@ def test_engine_multiplexes_http2_on_one_connection(
     tmp_path: Path, cert: tuple[Path, Path], serve: Callable[..., Server]
 ) -> None:
     stall = serve(lambda seen: Reply(action="stall"))
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        port = sock.getsockname()[1]
+    port = free_port()
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp = " ".join(f"{kind}_temp_path {tmp_path};" for kind in kinds)
     conf = tmp_path / "nginx.conf"

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from loopback import Server
 
 import graphsend
 from graphsend import send_message
@@ -207,7 +208,7 @@ def test_a_python_thread_keeps_running_during_a_slow_send() -> None:
         assert during > 100_000, during
 
 
-def test_timeout_on_a_server_that_never_answers(silent_server) -> None:
+def test_timeout_on_a_server_that_never_answers(silent_server: Server) -> None:
     start = time.monotonic()
     with pytest.raises(graphsend.TimeoutError) as info:
         send_message("AAMk", token="t", base_url=silent_server.base_url, timeout=0.5)
@@ -219,7 +220,8 @@ def test_timeout_on_a_server_that_never_answers(silent_server) -> None:
     assert err.curl_code == 28
     assert err.may_have_sent is True  # the request was written: Graph may have acted on it
     assert err.attempts == 1  # ambiguous: not retried
-    assert b"POST /v1.0/me/messages/AAMk/send" in silent_server.received
+    (request,) = silent_server.requests
+    assert request.lines[0].startswith(b"POST /v1.0/me/messages/AAMk/send ")
 
 
 def test_refused_connection_is_a_transport_error_with_nothing_sent(refused_url: str) -> None:
