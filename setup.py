@@ -35,7 +35,7 @@ if os.environ.get("GRAPHSEND_ASAN") == "1":
     libs = ["-fsanitize=address", *libs]
 
 setup(
-    packages=["graphsend"],
+    packages=["graphsend", "graphsend.testing"],
     package_data={"graphsend": ["py.typed", "*.pyi"]},
     ext_modules=[
         Extension(

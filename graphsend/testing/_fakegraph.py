@@ -1,0 +1,414 @@
+"""FakeGraph: the public face. It holds the settings and the shared state, and delegates the
+serving to the other modules of this package."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Final, get_args
+from urllib.parse import quote
+
+from ._connection import serve_connection
+from ._faults import Fault, FaultQueue
+from ._mailboxes import Mailboxes
+from ._records import DraftKind, IdStyle, Message, RecordedRequest
+from ._replies import retry_after_text
+from ._server import ServerThread
+from ._tls import TlsFiles, require_cryptography
+from ._traffic import Traffic
+
+_KINDS: Final = frozenset(get_args(DraftKind))
+
+
+class FakeGraph:
+    """A loopback HTTP/1.1 server that behaves like Graph's ``POST .../messages/{id}/send``.
+
+    The server runs an asyncio event loop in one background thread, so hundreds of concurrent
+    keep-alive connections and per-request latency cost no thread each. Every public method is
+    thread-safe and may be called while the server runs.
+
+    Arguments (all keyword-only):
+
+    * ``https``: serve TLS with a certificate made at start (needs ``cryptography``); the CA's
+      PEM is at :attr:`ca_bundle`.
+    * ``token``: the bearer token requests must carry (settable later as ``graph.token``).
+    * ``default_user``: the mailbox ``me`` stands for.
+    * ``latency``: seconds to wait before answering each send request (settable; see also
+      :meth:`set_latency`).
+    * ``mailbox_concurrency_limit``: when set, a send arriving while that many sends for the same
+      mailbox are in flight gets 429 ``ApplicationThrottled`` with ``Retry-After:
+      throttle_retry_after`` (Outlook allows 4). Settable at run time; None switches it off.
+    * ``host`` / ``port``: where to listen (port 0 picks a free one; a restarted server keeps
+      its port).
+    * ``seed``: seeds the id generator, for reproducible ids.
+
+    Rules for send requests, in the order they are applied:
+
+    1. no ``Content-Length`` → 411 ``LengthRequired``;
+    2. an injected fault (:meth:`fail_next`, :meth:`reset_next`, :meth:`stall_next`) applies;
+    3. missing or wrong ``Authorization: Bearer <token>`` → 401 ``InvalidAuthenticationToken``;
+    4. an id split by an unencoded ``/``, or with characters outside base64/base64url after one
+       percent-decoding → 400 ``ErrorInvalidIdMalformed``;
+    5. over the mailbox concurrency limit → 429 ``ApplicationThrottled`` (answered at once);
+    6. unknown mailbox → 404 ``ErrorInvalidUser``; unknown or already sent id → 404
+       ``ErrorItemNotFound`` (but see :attr:`resend_window`);
+    7. otherwise the draft moves to Sent Items and the answer is ``202 Accepted``.
+
+    Latency applies to every answer of a send request except 411 and throttling 429s.
+    Other paths get 404 and other methods on a send path 405, in Graph's error shape.
+    """
+
+    #: Seconds to wait before answering each send request (applies from the next request on).
+    latency: float
+    #: Concurrent sends allowed per mailbox before 429 ApplicationThrottled (None: no limit).
+    mailbox_concurrency_limit: int | None
+    #: Value of the Retry-After header on throttling 429s (seconds, or any string).
+    throttle_retry_after: float | str
+    #: For this many seconds after a send, the same id still sends again (a duplicate in Sent
+    #: Items), like Graph's lag in invalidating ids. 0 (the default) means 404 at once.
+    resend_window: float
+    #: Close idle keep-alive connections after this many seconds (None: never).
+    idle_timeout: float | None
+    #: Answer with ``Connection: close`` on the Nth request of a connection (None: never).
+    max_requests_per_connection: int | None
+    #: Record requests in :attr:`requests` (switch off for long benchmarks).
+    record_requests: bool
+
+    def __init__(
+        self,
+        *,
+        https: bool = False,
+        token: str = "fake-token",
+        default_user: str = "adele@contoso.com",
+        latency: float = 0.0,
+        mailbox_concurrency_limit: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        throttle_retry_after: float | str = 1,
+        seed: int | None = None,
+    ) -> None:
+        if https:
+            require_cryptography()
+        self._https = https
+        self._token = token
+        self._default_user = default_user.casefold()
+        self._host = host
+        self._port = port
+        self.latency = latency
+        self.mailbox_concurrency_limit = mailbox_concurrency_limit
+        self.throttle_retry_after = throttle_retry_after
+        self.resend_window = 0.0
+        self.idle_timeout = None
+        self.max_requests_per_connection = None
+        self.record_requests = True
+
+        # Shared with the server thread; each guards itself. The serving modules of this
+        # package (_rules, _connection) use them directly.
+        self._mailboxes = Mailboxes(seed)
+        self._faults = FaultQueue()
+        self._traffic = Traffic()
+        self._latency_lock = threading.Lock()
+        self._latency_by_user: dict[str, float] = {}
+        self.add_mailbox(default_user)
+
+        self._server = ServerThread()
+        self._tls = TlsFiles()
+        self._started_once = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> FakeGraph:
+        """Start serving in a background thread; returns self. A stopped server may restart."""
+        if self._server.running:
+            raise RuntimeError("FakeGraph is already running")
+        ssl_context = self._tls.server_context(self._host) if self._https else None
+        try:
+            handler = functools.partial(serve_connection, self)
+            self._port = self._server.start(self._host, self._port, ssl_context, handler)
+        except BaseException:
+            self._tls.remove()
+            raise
+        self._started_once = True
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: close every connection (stalled ones too) and join the thread."""
+        if not self._server.running:
+            return
+        self._server.stop()
+        self._tls.remove()
+
+    def __enter__(self) -> FakeGraph:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"serving {self.base_url}" if self.running else "stopped"
+        return f"<FakeGraph {state}>"
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._server.running
+
+    # ---------------------------------------------------------------- addresses
+
+    @property
+    def port(self) -> int:
+        """The TCP port (known once started; kept after stop)."""
+        self._require_started()
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return self._host
+
+    @property
+    def scheme(self) -> str:
+        """``"https"`` or ``"http"``."""
+        return "https" if self._https else "http"
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host:port`` with no trailing slash and no version; append ``/v1.0/...``."""
+        self._require_started()
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{self.scheme}://{host}:{self._port}"
+
+    def send_url(self, message_id: str, user: str | None = None, *, version: str = "v1.0") -> str:
+        """The full send URL for a draft, each segment percent-encoded once (a convenience for
+        tests; graphsend builds its own URLs)."""
+        who = "me" if user is None else f"users/{quote(user, safe='@')}"
+        return f"{self.base_url}/{version}/{who}/messages/{quote(message_id, safe='')}/send"
+
+    @property
+    def token(self) -> str:
+        """The bearer token that requests must carry. Assign to rotate it while running."""
+        return self._token
+
+    @token.setter
+    def token(self, value: str) -> None:
+        self._token = value
+
+    @property
+    def default_user(self) -> str:
+        """The mailbox that ``me`` stands for (lower-cased)."""
+        return self._default_user
+
+    @property
+    def ca_bundle(self) -> str | None:
+        """Path of the CA certificate (PEM) in HTTPS mode, for libcurl's CAINFO; else None.
+
+        The file exists from start() until stop()."""
+        return self._tls.ca_bundle
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """An ``ssl.SSLContext`` for clients that trusts this server's CA (HTTPS mode only)."""
+        if self.ca_bundle is None:
+            raise RuntimeError("client_ssl_context() needs a running FakeGraph(https=True)")
+        return ssl.create_default_context(cafile=self.ca_bundle)
+
+    # ---------------------------------------------------------------- mailboxes
+
+    def add_mailbox(self, user: str) -> None:
+        """Make an empty mailbox (sends to a mailbox that does not exist get 404
+        ``ErrorInvalidUser``; create_draft makes mailboxes as needed)."""
+        self._mailboxes.add(self._key(user))
+
+    def create_draft(
+        self,
+        user: str | None = None,
+        subject: str = "FakeGraph test message",
+        kind: DraftKind = "new",
+        *,
+        id_style: IdStyle | None = None,
+    ) -> str:
+        """Create a draft in ``user``'s mailbox (default: :attr:`default_user`) and return its id.
+
+        Ids look like Graph's: 152 base64 characters starting with ``AAMkA`` and ending with
+        ``=``. REST-style ids contain both ``-`` and ``_``; EWS-style ids (from older Exchange
+        APIs) contain both ``/`` and ``+``, which must be percent-encoded in a URL. With
+        ``id_style=None`` every third draft made by this server is EWS-style; pass
+        ``id_style="rest"`` or ``"ews"`` to choose.
+        """
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
+        if id_style not in (None, "rest", "ews"):
+            raise ValueError(f"id_style must be 'rest', 'ews' or None, not {id_style!r}")
+        return self._mailboxes.new_draft(self._key(user), subject, kind, id_style).id
+
+    def create_drafts(
+        self,
+        count: int,
+        user: str | None = None,
+        subject: str = "FakeGraph test message",
+        kind: DraftKind = "new",
+        *,
+        id_style: IdStyle | None = None,
+    ) -> list[str]:
+        """Create ``count`` drafts (see :meth:`create_draft`) and return their ids in order."""
+        return [self.create_draft(user, subject, kind, id_style=id_style) for _ in range(count)]
+
+    def drafts(self, user: str | None = None) -> list[Message]:
+        """Drafts not sent yet, oldest first: of ``user`` (``"me"`` = default user), or of every
+        mailbox when ``user`` is None."""
+        return self._mailboxes.drafts(self._key_or_all(user))
+
+    def sent_items(self, user: str | None = None) -> list[Message]:
+        """Messages sent, in the order the sends were accepted: of ``user`` (``"me"`` = default
+        user), or of every mailbox when ``user`` is None."""
+        return self._mailboxes.sent_items(self._key_or_all(user))
+
+    # ---------------------------------------------------------------- fault injection
+
+    def fail_next(
+        self,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: float | str | None = None,
+        body: str | bytes | None = None,
+        headers: Mapping[str, str | None] | None = None,
+        count: int = 1,
+        user: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` send requests (only ``user``'s, if given) with ``status``.
+
+        The body is Graph's error JSON with ``code`` and ``message`` (defaults depend on the
+        status), unless ``body`` is given: it then replaces the body entirely (``""`` for an
+        empty body, HTML for a gateway page, megabytes for a huge one) and Content-Type is
+        guessed from it. ``retry_after`` (seconds as int/float, or any string such as an
+        HTTP-date) becomes a Retry-After header. ``headers`` adds or overrides response headers;
+        a None value removes one (``{"request-id": None}``). Setting Content-Length or
+        Transfer-Encoding yourself sends your framing as is and closes the connection after the
+        body (to test truncated bodies).
+
+        A 2xx status does not fail: the request is processed as usual (the draft is sent) and,
+        if it succeeds, answered with this status, Retry-After and headers, with an empty body
+        unless ``code``, ``message`` or ``body`` is given. ``fail_next(202, retry_after=5)`` is
+        the 202-with-Retry-After that must not be retried; ``fail_next(200, "Odd")`` sends the
+        draft and answers an unexpected 200 carrying an error body.
+
+        Faults queue in the order they were added, shared with reset_next and stall_next.
+        """
+        if not 200 <= status <= 599:
+            raise ValueError("status must be an HTTP status from 200 to 599")
+        self._faults.add(
+            Fault(
+                "status",
+                count,
+                self._key_or_all(user),
+                status=status,
+                code=code,
+                message=message,
+                retry_after=retry_after_text(retry_after),
+                body=body.encode("utf-8") if isinstance(body, str) else body,
+                headers=tuple((headers or {}).items()),
+            )
+        )
+
+    def reset_next(self, count: int = 1, *, user: str | None = None) -> None:
+        """Read the next ``count`` send requests, then reset the connection without answering
+        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent."""
+        self._faults.add(Fault("reset", count, self._key_or_all(user)))
+
+    def stall_next(self, count: int = 1, *, user: str | None = None) -> None:
+        """Read the next ``count`` send requests and never answer them (until the client
+        disconnects or the server stops): for client timeouts. The draft is not sent."""
+        self._faults.add(Fault("stall", count, self._key_or_all(user)))
+
+    def clear_faults(self) -> None:
+        """Drop every fault not yet used."""
+        self._faults.clear()
+
+    @property
+    def pending_faults(self) -> int:
+        """How many injected faults (counting each ``count``) are still waiting."""
+        return self._faults.pending()
+
+    def set_latency(self, user: str, seconds: float | None) -> None:
+        """Wait ``seconds`` before answering sends for ``user``'s mailbox (overrides
+        :attr:`latency`); None goes back to the global latency."""
+        key = self._key(user)
+        with self._latency_lock:
+            if seconds is None:
+                self._latency_by_user.pop(key, None)
+            else:
+                self._latency_by_user[key] = float(seconds)
+
+    # ---------------------------------------------------------------- observation
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far (a snapshot list), failed ones included."""
+        return self._traffic.requests()
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until at least ``count`` requests have been recorded; return them.
+
+        Raises TimeoutError after ``timeout`` seconds. Handy to know that a stalled or slow
+        request has reached the server."""
+        return self._traffic.wait_for_requests(count, timeout)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (since start or reset_stats)."""
+        return self._traffic.connections
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open right now."""
+        return self._traffic.open_connections
+
+    def in_flight(self, user: str | None = None) -> int:
+        """Requests being handled right now, for ``user``'s mailbox or for the whole server."""
+        return self._traffic.in_flight(self._key_or_all(user))
+
+    def peak_in_flight(self, user: str | None = None) -> int:
+        """The most requests seen in flight at once (from fully read to answered), for ``user``'s
+        mailbox or, with None, across the whole server. Requests answered 429 by the
+        concurrency limit count too, so this shows what the client attempted."""
+        return self._traffic.peak_in_flight(self._key_or_all(user))
+
+    def reset_stats(self) -> None:
+        """Zero :attr:`connections` and the in-flight peaks (peaks restart from what is in flight
+        now). Recorded requests are kept: see clear_requests()."""
+        self._traffic.reset_stats()
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        self._traffic.clear_requests()
+
+    # ---------------------------------------------------------------- internals
+
+    def _key(self, user: str | None) -> str:
+        """The mailbox key ``user`` names: lower-cased; None and ``me`` are the default user."""
+        if user is None or user.casefold() == "me":
+            return self._default_user
+        return user.casefold()
+
+    def _key_or_all(self, user: str | None) -> str | None:
+        """Like _key, but None stays None: "every mailbox" (or "any", for a fault)."""
+        return None if user is None else self._key(user)
+
+    def _latency_for(self, user: str) -> float:
+        with self._latency_lock:
+            if user in self._latency_by_user:
+                return self._latency_by_user[user]
+        return float(self.latency)
+
+    def _require_started(self) -> None:
+        if not self._started_once:
+            raise RuntimeError("FakeGraph is not started: call start() or use `with FakeGraph()`")

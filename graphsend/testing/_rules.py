@@ -1,0 +1,215 @@
+"""The rules: how FakeGraph answers a request, in the order Graph applies them.
+
+FakeGraph's docstring lists the rules for send requests; ``_send`` applies them in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING
+
+from ._faults import fault_reply
+from ._http import Reply, Request, reset, write_reply
+from ._records import RecordedRequest
+from ._replies import Replies, message_json, retry_after_text
+from ._routing import Route, parse_route
+from ._traffic import Flight
+
+if TYPE_CHECKING:
+    from ._fakegraph import FakeGraph
+
+
+async def serve_request(
+    graph: FakeGraph,
+    request: Request,
+    connection: int,
+    served: int,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> bool:
+    """Serve the ``served``-th request of a connection; return whether the connection stays
+    open."""
+    route = parse_route(request.target, graph.default_user)
+    record = RecordedRequest(
+        method=request.method,
+        path=request.target,
+        headers=request.headers,
+        body=request.body,
+        user=route.user,
+        message_id=route.message_id,
+        received_at=request.received_at,
+        connection=connection,
+        http_version=request.version,
+    )
+    if graph.record_requests:
+        graph._traffic.record(record)
+    replies = Replies(https=graph.scheme == "https", request_headers=request.headers)
+    limit = graph.max_requests_per_connection
+    keep = request.keep_alive and (limit is None or served < limit)
+    exchange = _Exchange(reader, writer, record, graph._traffic.flight(route.user), keep)
+    try:
+        if route.kind == "send" and request.method == "POST":
+            return await _send(graph, request, route, replies, exchange)
+        reply = _other(graph, request, route, replies)
+        return await exchange.answer(reply, head_only=request.method == "HEAD")
+    finally:
+        exchange.flight.release()
+
+
+class _Exchange:
+    """The connection's side of one request: where its answer goes, what the answer settles."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: RecordedRequest,
+        flight: Flight,
+        keep: bool,
+    ) -> None:
+        self.reader, self.writer = reader, writer
+        self.record, self.flight, self.keep = record, flight, keep
+
+    async def answer(self, reply: Reply, head_only: bool = False) -> bool:
+        """Write ``reply``, update the record; return whether the connection stays open."""
+        close = not self.keep or reply.raw_framing
+        for name, value in reply.headers:
+            if name.lower() == "connection" and "close" in value.lower():
+                close = True
+        # Settle the record and the counts before the client can see the answer, so that a test
+        # reading them right after its response never finds them a step behind.
+        self.record.status = reply.status
+        # A client that closed its side before the answer has given up (curl never half-closes);
+        # the answer is still written, as Graph would.
+        self.record.outcome = "disconnected" if self.reader.at_eof() else "answered"
+        self.record.answered_at = time.monotonic()
+        self.flight.release()
+        try:
+            await write_reply(self.writer, reply, close=close, head_only=head_only)
+        except (ConnectionError, OSError):
+            self.record.outcome = "disconnected"
+            return False
+        return not close
+
+    async def stall(self) -> None:
+        """Never answer: wait for the client to give up (stop() cancels this)."""
+        self.record.outcome = "stalled"
+        with contextlib.suppress(ConnectionError, OSError):
+            while await self.reader.read(65536):
+                pass
+        self.record.outcome = "disconnected"
+
+    def reset(self) -> None:
+        self.record.outcome = "reset"
+        self.flight.release()
+        reset(self.writer)
+
+
+async def _send(
+    graph: FakeGraph, request: Request, route: Route, replies: Replies, exchange: _Exchange
+) -> bool:
+    """A POST to a send path, by the rules in FakeGraph's docstring."""
+    user = route.user
+    assert user is not None
+    if request.content_length is None:
+        return await exchange.answer(replies.error(411))
+
+    fault = graph._faults.take(user)
+    if fault is not None and fault.kind == "stall":
+        await exchange.stall()
+        return False
+    latency = graph._latency_for(user)
+    if fault is not None and fault.kind == "reset":
+        await _sleep(latency)
+        exchange.reset()
+        return False
+    if fault is not None and not 200 <= fault.status < 300:
+        await _sleep(latency)
+        return await exchange.answer(fault_reply(fault, replies))
+
+    error = _auth_error(graph, request, replies)
+    if error is None and route.id_malformed:
+        error = replies.error(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+    if error is not None:
+        await _sleep(latency)
+        return await exchange.answer(error)
+
+    # Throttling answers at once: Graph refuses before doing any work.
+    cap = graph.mailbox_concurrency_limit
+    if cap is not None and graph._traffic.admitted(user) >= cap:
+        reply = replies.error(429)
+        retry_after = retry_after_text(graph.throttle_retry_after)
+        if retry_after is not None:
+            reply.headers.append(("Retry-After", retry_after))
+        return await exchange.answer(reply)
+
+    exchange.flight.admit()
+    await _sleep(latency)
+    result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
+    if result == "no mailbox":
+        return await exchange.answer(replies.invalid_user(user))
+    if result == "no draft":
+        return await exchange.answer(replies.error(404))
+    reply = replies.accepted()
+    if fault is not None:  # a 2xx fault: the send went through, the answer is the fault's
+        reply = fault_reply(fault, replies, success=reply)
+    return await exchange.answer(reply)
+
+
+def _other(graph: FakeGraph, request: Request, route: Route, replies: Replies) -> Reply:
+    """Everything that is not a POST to a send path."""
+    if route.kind == "send":
+        return replies.method_not_allowed(request.method, "POST")
+    if route.kind == "unknown":
+        return replies.error(
+            404, "ResourceNotFound", f"Resource not found for the segment '{route.segment}'."
+        )
+    error = _auth_error(graph, request, replies)
+    if error is not None:
+        return error
+    user = route.user
+    assert user is not None
+    if route.kind == "create":
+        if request.method != "POST":
+            return replies.method_not_allowed(request.method, "POST")
+        return _create_draft(graph, request, user, replies)
+    if request.method not in ("GET", "HEAD"):
+        return replies.method_not_allowed(request.method, "GET")
+    items = graph._mailboxes.folder(user, "drafts" if route.folder == "drafts" else "sentitems")
+    if items is None:
+        return replies.invalid_user(user)
+    return replies.json(200, {"value": [message_json(m) for m in items]})
+
+
+def _create_draft(graph: FakeGraph, request: Request, user: str, replies: Replies) -> Reply:
+    subject = "FakeGraph test message"
+    if request.body.strip():
+        try:
+            data = json.loads(request.body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return replies.error(400, "RequestBodyRead", "Invalid JSON body.")
+        subject = str(data.get("subject", subject))
+    # The draft goes where create_draft(user) puts it: "users/me" means the default user.
+    draft = graph._mailboxes.new_draft(graph._key(user), subject, "new", None)
+    return replies.json(201, message_json(draft))
+
+
+def _auth_error(graph: FakeGraph, request: Request, replies: Replies) -> Reply | None:
+    """401 unless the request carries ``Authorization: Bearer <graph.token>``."""
+    value = request.headers.get("authorization", "").strip()
+    scheme, _, credential = value.partition(" ")
+    if not value:
+        return replies.unauthorized("Access token is empty.")
+    if scheme.lower() != "bearer" or credential.strip() != graph.token:
+        return replies.unauthorized("Access token validation failure. Invalid audience.")
+    return None
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
