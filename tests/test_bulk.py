@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+from helpers import interrupt_subprocess
 
 import graphsend
 from graphsend import Client, Retry
@@ -142,23 +142,12 @@ CTRL_C_SCRIPT = textwrap.dedent(
 
 
 def test_ctrl_c_during_send_many_reports_partial_results() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.7)
-    sent_at = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=5)
-    finally:
-        proc.kill()
-    assert proc.returncode == 3
-    assert time.monotonic() - sent_at < 1.0
+    returncode, output, seconds = interrupt_subprocess(CTRL_C_SCRIPT, after=0.7)
+    assert returncode == 3
+    assert seconds < 1.0
     # Four stalled in flight: cancelled after their requests were written, so they may have
     # been sent. Two never started: not sent.
-    assert proc.stdout.read().split() == ["TransportError?"] * 4 + ["SendError"] * 2
+    assert output.split() == ["TransportError?"] * 4 + ["SendError"] * 2
 
 
 MEMORY_SCRIPT = textwrap.dedent(

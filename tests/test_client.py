@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from email.utils import formatdate
 from types import SimpleNamespace
 
 import pytest
+from helpers import in_threads
 from loopback import Server
 
 import graphsend
@@ -40,22 +40,13 @@ def test_16_threads_x_100_sends(graph: FakeGraph) -> None:
     drafts = [
         [graph.create_draft(user=f"user{t}@contoso.com") for _ in range(100)] for t in range(16)
     ]
-    errors: list[BaseException] = []
     with client_for(graph) as client:
 
         def worker(t: int) -> None:
-            try:
-                for draft in drafts[t]:
-                    client.send(draft, user=f"user{t}@contoso.com")
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+            for draft in drafts[t]:
+                client.send(draft, user=f"user{t}@contoso.com")
 
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert not errors
+        in_threads(worker, range(16))  # raises what a worker raised
     assert sum(len(graph.sent_items(f"user{t}@contoso.com")) for t in range(16)) == 1600
     assert graph.connections <= 16
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import CountingThread, in_threads
 from loopback import SEND_PATH, ConnectProxy, Reply, Server, free_port
 
 from graphsend import _native as native
@@ -302,40 +303,18 @@ def test_sends_in_threads_run_in_parallel(serve: Callable[..., Server]) -> None:
     server = serve(lambda seen: Reply(delay=0.2))
     handles = [http_handle() for _ in range(8)]
     statuses: list[int] = []
-    threads = [
-        threading.Thread(target=lambda h=h: statuses.append(h.send(server.url(), ())[STATUS]))
-        for h in handles
-    ]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - start
+    elapsed = in_threads(lambda h: statuses.append(h.send(server.url(), ())[STATUS]), handles)
     assert statuses == [202] * 8
     assert elapsed < 0.8 * SCALE, f"8 x 200 ms took {elapsed:.2f} s (serial: 1.6 s): GIL held?"
 
 
 def test_other_threads_run_during_a_send(serve: Callable[..., Server]) -> None:
     server = serve(lambda seen: Reply(delay=0.3))
-    count = 0
-    running = True
-
-    def counter() -> None:
-        nonlocal count
-        while running:
-            count += 1
-
-    thread = threading.Thread(target=counter)
     handle = http_handle()
-    thread.start()
-    try:
-        before = count
+    with CountingThread() as counter:
+        before = counter.count
         assert handle.send(server.url(), ())[STATUS] == 202
-        progressed = count - before
-    finally:
-        running = False
-        thread.join()
+        progressed = counter.count - before
     assert progressed > 10_000 / SCALE, f"the counting thread advanced only {progressed} steps"
 
 
@@ -360,18 +339,14 @@ def test_many_threads_racing_one_handle_never_crash(serve: Callable[..., Server]
     handle = http_handle()
     outcomes: list[str] = []
 
-    def hammer() -> None:
+    def hammer(_i: int) -> None:
         for _ in range(20):
             try:
                 outcomes.append(str(handle.send(server.url(), ())[STATUS]))
             except RuntimeError:
                 outcomes.append("busy")
 
-    threads = [threading.Thread(target=hammer) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(hammer, range(6))
     assert len(outcomes) == 120
     assert set(outcomes) <= {"202", "busy"}
     assert outcomes.count("202") == len(server.requests)
@@ -540,16 +515,12 @@ def test_share_between_threads(
     share = native.Share()
     statuses: list[int] = []
 
-    def worker() -> None:
+    def worker(_i: int) -> None:
         handle = native.Handle(share=share, ca_bundle=str(cert[0]))
         statuses.extend(handle.send(server.url(host="localhost"), ())[STATUS] for _ in range(10))
         handle.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(worker, range(4))
     assert statuses == [202] * 40
     assert server.connections == 4  # connections are never shared, only DNS and TLS sessions
 
@@ -703,26 +674,12 @@ def test_wakeup_interrupts_perform_and_is_not_lost() -> None:
 
 def test_idle_perform_waits_without_spinning_and_releases_the_gil() -> None:
     engine = http_engine()
-    count = 0
-    running = True
-
-    def counter() -> None:
-        nonlocal count
-        while running:
-            count += 1
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=counter)
-    thread.start()
-    cpu, wall = time.thread_time(), time.monotonic()
-    try:
+    with CountingThread(pause=0.001) as counter:  # counts each millisecond it gets to run
+        cpu, wall = time.thread_time(), time.monotonic()
         assert engine.perform(0.5) == []
-    finally:
-        running = False
-        thread.join()
     assert 0.45 < time.monotonic() - wall < 1.5 * SCALE
     assert time.thread_time() - cpu < 0.05 * SCALE, "perform() burned CPU while idle"
-    assert count > 50 / SCALE
+    assert counter.count > 50 / SCALE
 
 
 def test_two_threads_in_perform_get_runtime_error() -> None:

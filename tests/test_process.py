@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
+from helpers import interrupt_subprocess
 
 import graphsend
 from graphsend.testing import FakeGraph
@@ -89,18 +86,7 @@ CTRL_C_SCRIPT = textwrap.dedent(
 
 
 def test_ctrl_c_interrupts_a_send_promptly() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.5)  # well inside the transfer
-    sent_at = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=5)
-    finally:
-        proc.kill()
-    assert proc.returncode == 3
-    assert proc.stdout.read().strip() == "interrupted"
-    assert time.monotonic() - sent_at < 1.0
+    returncode, output, seconds = interrupt_subprocess(CTRL_C_SCRIPT, after=0.5)  # mid-transfer
+    assert returncode == 3
+    assert output.strip() == "interrupted"
+    assert seconds < 1.0

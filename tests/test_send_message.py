@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import builtins
 import re
-import threading
 import time
 
 import pytest
+from helpers import CountingThread, in_threads
 from loopback import Server
 
 import graphsend
@@ -164,22 +164,7 @@ def test_not_found_maps_to_its_class(graph: FakeGraph) -> None:
 def test_threads_send_in_parallel_with_the_gil_released() -> None:
     with FakeGraph(latency=0.2) as graph:
         drafts = [graph.create_draft() for _ in range(8)]
-        errors: list[BaseException] = []
-
-        def worker(draft: str) -> None:
-            try:
-                send(graph, draft)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker, args=(d,)) for d in drafts]
-        start = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - start
-        assert not errors
+        elapsed = in_threads(lambda draft: send(graph, draft), drafts)  # raises what a send raised
         assert len(graph.sent_items()) == 8
         assert elapsed < 0.8, f"8 sends of 200 ms took {elapsed:.2f}s: not parallel"
 
@@ -188,22 +173,11 @@ def test_a_python_thread_keeps_running_during_a_slow_send() -> None:
     with FakeGraph(latency=0.5) as graph:
         draft = graph.create_draft()
         send(graph, graph.create_draft())  # connect first: measure only the wait
-        count = 0
-        stop = threading.Event()
-
-        def counter() -> None:
-            nonlocal count
-            while not stop.is_set():
-                count += 1
-
-        thread = threading.Thread(target=counter)
-        thread.start()
-        time.sleep(0.05)
-        before = count
-        send(graph, draft)
-        during = count - before
-        stop.set()
-        thread.join()
+        with CountingThread() as counter:
+            time.sleep(0.05)
+            before = counter.count
+            send(graph, draft)
+            during = counter.count - before
         # A thread starved by a held GIL would count only during the switch intervals.
         assert during > 100_000, during
 
