@@ -250,26 +250,35 @@ def test_result_tuple_and_header_capture(serve: Callable[..., Server]) -> None:
     assert isinstance(elapsed, float) and 0 < elapsed < 5 * SCALE
 
 
-def test_interim_response_headers_are_not_kept(serve: Callable[..., Server]) -> None:
-    raw = (
-        b"HTTP/1.1 103 Early Hints\r\nrequest-id: early\r\ndate: early\r\n\r\n"
-        b"HTTP/1.1 202 Accepted\r\nrequest-id: final\r\nContent-Length: 0\r\n\r\n"
-    )
+@pytest.mark.parametrize(
+    ("raw", "status", "body", "request_id"),
+    [
+        pytest.param(
+            b"HTTP/1.1 103 Early Hints\r\nrequest-id: early\r\ndate: early\r\n\r\n"
+            b"HTTP/1.1 202 Accepted\r\nrequest-id: final\r\nContent-Length: 0\r\n\r\n",
+            202,
+            b"",
+            "final",
+            id="interim-response",
+        ),
+        pytest.param(
+            b"HTTP/1.1 500 Oops\r\nrequest-id: real\r\nTransfer-Encoding: chunked\r\n"
+            b"Trailer: request-id\r\n\r\n4\r\nbody\r\n0\r\nrequest-id: trailer\r\n\r\n",
+            500,
+            b"body",
+            "real",
+            id="trailers",
+        ),
+    ],
+)
+def test_only_the_final_response_head_is_kept(
+    serve: Callable[..., Server], raw: bytes, status: int, body: bytes, request_id: str
+) -> None:
+    """Headers of an interim (1xx) response and trailers after a chunked body are not kept."""
     server = serve(lambda seen: Reply(action="raw", raw=raw))
     result = http_handle().send(server.url(), ())
-    assert result[STATUS] == 202
-    assert result[HEADERS] == {"request-id": "final"}
-
-
-def test_trailers_are_not_kept(serve: Callable[..., Server]) -> None:
-    raw = (
-        b"HTTP/1.1 500 Oops\r\nrequest-id: real\r\nTransfer-Encoding: chunked\r\n"
-        b"Trailer: request-id\r\n\r\n4\r\nbody\r\n0\r\nrequest-id: trailer\r\n\r\n"
-    )
-    server = serve(lambda seen: Reply(action="raw", raw=raw))
-    result = http_handle().send(server.url(), ())
-    assert (result[STATUS], result[BODY]) == (500, b"body")
-    assert result[HEADERS] == {"request-id": "real"}
+    assert (result[STATUS], result[BODY]) == (status, body)
+    assert result[HEADERS] == {"request-id": request_id}
 
 
 def test_body_is_capped_and_the_rest_discarded(serve: Callable[..., Server]) -> None:
