@@ -19,13 +19,14 @@ and, with no network at all, Client.send over a stub Handle that returns a canne
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import timeit
 from collections.abc import Callable
 from typing import Any
 
-from .common import TOKEN, Target, draft_id
+from .common import TOKEN, Target, cpus_for, draft_id
 from .procs import c_program
 from .servers import Nginx
 
@@ -85,6 +86,11 @@ def network(rounds: int, sends: int) -> list[tuple[str, float, float]]:
     from graphsend import _native, _request
 
     with Nginx() as ep:
+        # As in S1: nginx, the C program and this process share the client CPU.
+        cpus = cpus_for("client")
+        if cpus is not None and ep.server is not None:
+            ep.server.move_to("client")
+            os.sched_setaffinity(0, cpus)
         target = Target(ep.http)
         client = graphsend.Client(TOKEN, base_url=ep.http, http2=False)
         opts = dict(client._options)

@@ -124,10 +124,17 @@ def cpu_sets() -> tuple[set[int], set[int]] | None:
     return {cpus[0]}, set(cpus[1:])
 
 
+def cpus_for(role: str) -> set[int] | None:
+    """The CPUs for a "server" or a "client"; None when not pinning (or role "any")."""
+    sets = cpu_sets()
+    if sets is None or role == "any":
+        return None
+    return sets[0] if role == "server" else sets[1]
+
+
 def pin_to(role: str):  # -> Callable[[], None] | None, a subprocess preexec_fn
     """A preexec_fn that pins the child to the server or client CPUs (None: no pinning)."""
-    sets = cpu_sets()
-    if sets is None:
+    cpus = cpus_for(role)
+    if cpus is None:
         return None
-    cpus = sets[0] if role == "server" else sets[1]
     return lambda: os.sched_setaffinity(0, cpus)

@@ -31,7 +31,7 @@ class RoundTimeout(Exception):
 class Proc:
     """A running client. `na` holds the reason when it could not start; run() needs na is None."""
 
-    def __init__(self, name: str, argv: list[str], *, python: bool, pin: bool = True) -> None:
+    def __init__(self, name: str, argv: list[str], *, python: bool, cpus: str = "client") -> None:
         self.name = name
         self.na: str | None = None
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ class Proc:
             stderr=self._log,
             text=True,
             bufsize=1,
-            preexec_fn=pin_to("client") if pin else None,
+            preexec_fn=pin_to(cpus),
         )
         self._python = python
 
@@ -132,7 +132,7 @@ def python_worker(
     plan: BulkPlan | None = None,
     threads: int | None = None,
     env_python: str | None = None,
-    pin: bool = True,
+    cpus: str = "client",
 ) -> Proc:
     spec: dict[str, Any] = {"kind": kind, "client": name, "target": asdict(target)}
     if plan is not None:
@@ -140,7 +140,7 @@ def python_worker(
     if threads is not None:
         spec["threads"] = threads
     argv = [env_python or sys.executable, "-m", "bench.worker", json.dumps(spec)]
-    return Proc(f"{kind}-{name}-{threads or ''}", argv, python=True, pin=pin)
+    return Proc(f"{kind}-{name}-{threads or ''}", argv, python=True, cpus=cpus)
 
 
 def c_program(name: str, program: str, target: Target, extra: list[str] | None = None) -> Proc:

@@ -198,14 +198,14 @@ def _s1(s1: dict[str, Any]) -> list[str]:
         "",
         "Microseconds per send (median over interleaved rounds) against one nginx worker on "
         "loopback, and the ratio to the C program (one reused libcurl easy handle, the same "
-        "options and headers) in the same run. nginx has one CPU and the client the other, so "
-        "every send also pays two cross-CPU wake-ups: a constant that every client pays alike "
-        "(it narrows ratios; the CPU table below does not have it).",
+        "options and headers) in the same run. nginx and the client share one CPU (the harness "
+        "and the machine's other load have the other), so a send costs the client's work plus "
+        "nginx's, with no cross-CPU wake-ups (on this VM they add 100-200 us of jitter).",
         "",
         *_table(head, body),
         "The client process's own CPU time per send (user + system, all its threads; median "
         "over the same rounds), and how much more than the C program that is. Wall time above "
-        "also contains nginx's share of the two cores; this is the client's cost alone.",
+        "also contains nginx's work; this is the client's cost alone.",
         "",
         *_table(cpu_head, cpu_body),
     ]

@@ -7,6 +7,7 @@ Everything they write (config, certificate, logs) goes under bench/.work/.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .common import WORK_DIR, pin_to
+from .common import WORK_DIR, cpus_for, pin_to
 
 BIN_DIR = WORK_DIR / "bin"
 
@@ -52,6 +53,19 @@ http {{
     }}
 }}
 """
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
 
 
 def free_port() -> int:
@@ -94,6 +108,7 @@ class NginxEndpoints:
     https: str
     h2: str
     cafile: str
+    server: Nginx | None = None  # to re-pin it (see Nginx.move_to)
 
 
 class Nginx:
@@ -138,8 +153,20 @@ class Nginx:
             https=f"https://127.0.0.1:{ports['https']}",
             h2=f"https://127.0.0.1:{ports['h2']}",
             cafile=str(cert),
+            server=self,
         )
         return self.endpoints
+
+    def move_to(self, role: str) -> None:
+        """Re-pin nginx (master and workers) to the "server" or the "client" CPUs."""
+        cpus = cpus_for(role)
+        if self.proc is None or cpus is None:
+            return
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except OSError:
+                pass
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

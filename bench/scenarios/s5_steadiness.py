@@ -56,7 +56,7 @@ def run(ep: NginxEndpoints, settings: Settings, log: Any = print) -> dict[str, A
     with Latencyd(GIL_LATENCY) as lat:
         target = Target(lat.base_url)
         for client in (GRAPHSEND, *settings.s5_gil_peers):
-            with python_worker(client, "sequential", target, pin=False).wait_ready() as p:
+            with python_worker(client, "sequential", target, cpus="any").wait_ready() as p:
                 if p.na:
                     gil[client] = {"na": p.na}
                     continue
