@@ -297,7 +297,7 @@ static void engine_release(EngineObject *self)
     gs_transfer *t;
     gs_request *req;
 
-    if (self->pid != getpid()) {
+    if (self->pid != gs_pid) {
         /* A forked child: a parent thread may have held the lock at fork() and the parent's TLS
          * streams must not see a close_notify from us, so all of it is leaked on purpose. */
         self->closed = 1;
@@ -368,7 +368,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->opts = o;
     self->share = share;
-    self->pid = getpid();
+    self->pid = gs_pid;
     self->queue_tail = &self->queue;
     self->multi = curl_multi_init();
     if (self->multi == NULL) {
@@ -391,7 +391,7 @@ static void Engine_dealloc(PyObject *op)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs(op);
     if (self->closed != -1) {
-        int same_process = self->pid == getpid();
+        int same_process = self->pid == gs_pid;
         engine_release(self);
         if (same_process)
             pthread_mutex_destroy(&self->lock);

@@ -26,7 +26,7 @@ typedef struct {
 static void handle_release(HandleObject *self)
 {
     /* In a forked child the parent's TLS streams must not see a close_notify from us. */
-    int keep_curl = self->pid != getpid();
+    int keep_curl = self->pid != gs_pid;
     if (self->multi != NULL && !keep_curl)
         curl_multi_cleanup(self->multi); /* after the easy handle has left it */
     self->multi = NULL;
@@ -55,7 +55,7 @@ static PyObject *Handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->share = share;
     self->check_signals = check_signals;
-    self->pid = getpid();
+    self->pid = gs_pid;
     self->multi = curl_multi_init();
     if (self->multi == NULL) {
         gs_setup_error("curl_multi_init", 1, NULL);

@@ -4,6 +4,8 @@
  */
 #include "native.h"
 
+#include <pthread.h>
+
 #include <string.h>
 #include <unistd.h>
 
@@ -42,13 +44,37 @@ static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
     return PyModule_AddType(module, *slot);
 }
 
+pid_t gs_pid;
+static pthread_once_t pid_tracking = PTHREAD_ONCE_INIT;
+static int pid_tracking_failed;
+
+static void refresh_pid(void)
+{
+    gs_pid = getpid();
+}
+
+static void start_pid_tracking(void)
+{
+    refresh_pid();
+    pid_tracking_failed = pthread_atfork(NULL, NULL, refresh_pid) != 0;
+}
+
+int gs_track_pid(void)
+{
+    if (pthread_once(&pid_tracking, start_pid_tracking) != 0 || pid_tracking_failed) {
+        PyErr_SetString(PyExc_ImportError, "graphsend._native: pthread_atfork failed");
+        return -1;
+    }
+    return 0;
+}
+
 static int module_exec(PyObject *module)
 {
     gs_state *st = PyModule_GetState(module);
     const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
     CURLcode rc;
 
-    if (check_runtime(info) < 0)
+    if (check_runtime(info) < 0 || gs_track_pid() < 0)
         return -1;
     /* Reference counted inside libcurl: every module instance pairs it with cleanup in m_free. */
     rc = curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -57,7 +83,7 @@ static int module_exec(PyObject *module)
         return -1;
     }
     st->curl_ready = 1;
-    st->pid = getpid();
+    st->pid = gs_pid;
     if (add_type(module, &gs_share_spec, &st->share_type) < 0 ||
         add_type(module, &gs_handle_spec, &st->handle_type) < 0 ||
         add_type(module, &gs_engine_spec, &st->engine_type) < 0)
@@ -107,7 +133,7 @@ static void module_free(void *module)
     gs_state *st = PyModule_GetState(module);
     module_clear(module);
     /* Every object holds its type and so this module: no handle is left to outlive libcurl. */
-    if (st->curl_ready && st->pid == getpid())
+    if (st->curl_ready && st->pid == gs_pid)
         curl_global_cleanup();
     st->curl_ready = 0;
 }

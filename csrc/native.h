@@ -55,10 +55,17 @@ PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
 /* Shared helpers for the three types. */
 #define GS_SIGNAL_SLICE 0.1 /* seconds between PyErr_CheckSignals() while a transfer runs */
 
+/*
+ * This process's pid without a system call per send (glibc no longer caches getpid()): set at
+ * import and refreshed in a fork child by a pthread_atfork handler (module.c).
+ */
+extern pid_t gs_pid;
+int gs_track_pid(void);
+
 /* A forked child must not drive the parent's libcurl handles: RuntimeError, -1. */
 static inline int gs_check_process(pid_t pid, const char *type)
 {
-    if (pid == getpid())
+    if (pid == gs_pid)
         return 0;
     PyErr_Format(PyExc_RuntimeError,
                  "this %s was created in another process (before fork); "

@@ -89,7 +89,7 @@ static PyObject *Share_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         goto error;
     self->s = s;
-    self->pid = getpid();
+    self->pid = gs_pid;
     return (PyObject *)self;
 
 error:
@@ -111,7 +111,7 @@ static void Share_dealloc(PyObject *op)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs(op);
     /* In a forked child a mutex may have been held by a parent thread: leave it all alone. */
-    if (self->s != NULL && self->pid == getpid())
+    if (self->s != NULL && self->pid == gs_pid)
         share_free(self->s, CURL_LOCK_DATA_LAST);
     gs_dealloc_object(op);
 }
