@@ -24,9 +24,12 @@ import statistics
 import time
 import timeit
 from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from .common import TOKEN, Target, cpus_for, draft_id
+from .common import RESULTS_DIR, TOKEN, Target, cpus_for, draft_id
+from .machine import describe
 from .procs import c_program
 from .servers import Nginx
 
@@ -153,21 +156,34 @@ def network(rounds: int, sends: int) -> list[tuple[str, float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--sends", type=int, default=2000)
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "breakdown.md")
     args = ap.parse_args()
-    print("| against nginx HTTP/1.1 | wall us/send | client CPU us/send | CPU step |")
-    print("| --- | --- | --- | --- |")
+    m = describe("")
+    lines = [
+        "# Where a graphsend send's time goes",
+        "",
+        f"`make -C bench profile` (bench/breakdown.py), {args.rounds} interleaved rounds of "
+        f"{args.sends} sends, {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
+        f"graphsend tree {m['graphsend tree']}, {m['cpu']}, Python {m['python']}, "
+        f"{m['libcurl (C programs, build)']}. A run of its own: compare rows within this file "
+        "only. CPU step = this row's client CPU minus the row above.",
+        "",
+        "| against nginx HTTP/1.1 (co-located) | wall us/send | client CPU us/send | CPU step |",
+        "| --- | --- | --- | --- |",
+    ]
     prev = None
     for name, wall, cpu in network(args.rounds, args.sends):
         step = "" if prev is None else f"{cpu - prev:+.1f}"
-        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {step} |")
+        lines.append(f"| {name} | {wall:.1f} | {cpu:.1f} | {step} |")
         prev = cpu
-    print()
-    print("| Python layer, no network | us/call |")
-    print("| --- | --- |")
-    for name, us in python_layer():
-        print(f"| {name} | {us:.2f} |")
+    lines += ["", "| Python layer, no network (timeit, best of 5) | us/call |", "| --- | --- |"]
+    lines += [f"| {name} | {us:.2f} |" for name, us in python_layer()]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
 
 
 if __name__ == "__main__":
