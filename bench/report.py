@@ -470,8 +470,10 @@ def _chart_s2(ax: Any, s2: dict[str, Any] | None) -> None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=f"{client} / {server}")
                 top = max(top, *(int(t) for t in rows))
-    ax.plot([1, top], [1, top], "k:", label="linear")
+    xs = [2**k for k in range(top.bit_length()) if 2**k <= top]
+    ax.plot(xs, xs, "k:", label="linear")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
     ax.set_xlabel("threads")
     ax.set_ylabel("sends/s relative to 1 thread")
     ax.set_title(title)
