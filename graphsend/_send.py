@@ -11,6 +11,8 @@ from ._tokens import StaticToken, TokenSource
 _Key = tuple[str, str, float, float, "str | None"]
 _clients: dict[_Key, Client] = {}
 _clients_lock = threading.Lock()
+_STATIC_TOKENS_KEPT = 8
+_static_tokens: dict[str, StaticToken] = {}
 
 
 class _CallerToken(TokenSource):
@@ -43,12 +45,23 @@ def send_message(
     """
     if not isinstance(token, str):
         raise TypeError("token must be a str; use graphsend.Client for token providers")
-    tokens = StaticToken(token)
+    tokens = _static_tokens.get(token)
+    if tokens is None:
+        tokens = _static_token(token)
     key = (base_url, api_version, timeout, connect_timeout, ca_bundle)
     client = _clients.get(key)
     if client is None:
         client = _cached_client(key)
     return client._send(message_id, user, client_request_id, tokens)
+
+
+def _static_token(token: str) -> StaticToken:
+    """Validate a token once, not on every send: a Graph token is over a kilobyte of text."""
+    tokens = StaticToken(token)
+    if len(_static_tokens) >= _STATIC_TOKENS_KEPT:
+        _static_tokens.clear()  # tokens rotate hourly: old ones are not worth evicting with care
+    _static_tokens[token] = tokens
+    return tokens
 
 
 def _cached_client(key: _Key) -> Client:
