@@ -138,6 +138,13 @@ static void module_free(void *module)
     st->curl_ready = 0;
 }
 
+static PyMethodDef module_methods[] = {
+    {"new_client_request_id", gs_new_client_request_id, METH_NOARGS,
+     PyDoc_STR("new_client_request_id($module, /)\n--\n\n"
+               "A fresh random (version 4) UUID string for the client-request-id header.")},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
 #ifdef Py_mod_gil
@@ -152,6 +159,7 @@ static struct PyModuleDef module_def = {
     .m_name = "graphsend._native",
     .m_doc = "libcurl transport for graphsend: Share, Handle, Engine.",
     .m_size = sizeof(gs_state),
+    .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

@@ -39,6 +39,9 @@ extern PyType_Spec gs_share_spec;
 extern PyType_Spec gs_handle_spec;
 extern PyType_Spec gs_engine_spec;
 
+/* request_id.c: a fresh version 4 UUID string (module function). */
+PyObject *gs_new_client_request_id(PyObject *module, PyObject *unused);
+
 /* share.c: the CURLSH behind a Share object, or NULL (with an exception) if it is unusable. */
 CURLSH *gs_share_handle(PyObject *share);
 

@@ -21,6 +21,9 @@ ssl_version: Final[str]
 http2_supported: Final[bool]
 body_limit: Final[int]  # 65536
 
+def new_client_request_id() -> str:
+    """A fresh random (version 4) UUID string, for the client-request-id header."""
+
 @final
 class Share:
     """DNS cache and TLS sessions shared between Handles and Engines (never connections)."""

@@ -129,24 +129,8 @@ def check_timeout(value: object, what: str) -> int:
     return max(1, round(value * 1000))
 
 
-_getrandbits = None
-# Version 4 and the RFC 4122 variant, set over 128 random bits.
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def new_client_request_id() -> str:
-    """A random (version 4) UUID for correlation, half the cost of uuid.uuid4().
-
-    It identifies a request, it guards no secret: Python's PRNG (reseeded after fork) will do.
-    """
-    global _getrandbits
-    if _getrandbits is None:
-        from random import getrandbits  # imported on the first send, not with graphsend
-
-        _getrandbits = getrandbits
-    x = "%032x" % (_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+# A fresh version 4 UUID per request, made in C: Python's own ways cost a microsecond.
+new_client_request_id = _native.new_client_request_id
 
 
 def client_request_id_or_new(value: str | None) -> str:
