@@ -99,14 +99,17 @@ class AsyncClient:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
             engine.close()
         self._client.close()
-        # Sends still waiting learn that their transfer was abandoned mid-flight.
+        self._abandon_waiters("the AsyncClient was closed during the send")
+
+    def _abandon_waiters(self, why: str) -> None:
+        """Sends still waiting learn that their transfer was abandoned mid-flight."""
         waiters, self._waiters = self._waiters, {}
         for loop, future in waiters.values():
-            error = SendError(
-                "the AsyncClient was closed during the send; it may have been sent",
-                may_have_sent=True,
-            )
-            loop.call_soon_threadsafe(_fail, future, error)
+            error = SendError(f"{why}; it may have been sent", may_have_sent=True)
+            try:
+                loop.call_soon_threadsafe(_fail, future, error)
+            except RuntimeError:
+                pass  # that loop is closed: nobody is waiting any more
 
     async def send(
         self, message_id: str, *, user: str | None = None, client_request_id: str | None = None
@@ -215,20 +218,27 @@ class AsyncClient:
 
     def _run_engine(self, engine: _native.Engine) -> None:
         """The engine thread: wait on sockets with the GIL released, then resolve futures."""
-        while not self._closed:
-            finished = engine.perform(1.0)
-            if not finished:
-                continue
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-            for tag, result in finished:
-                waiter = self._waiters.pop(tag, None)
-                if waiter is not None:
-                    by_loop.setdefault(waiter[0], []).append((waiter[1], result))
-            for loop, batch in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_resolve, batch)
-                except RuntimeError:
-                    pass  # that loop is closed: nobody is waiting any more
+        try:
+            while not self._closed:
+                self._deliver(engine.perform(1.0))
+        except BaseException as exc:  # never leave awaiting sends hanging
+            with self._lock:
+                self._closed = True
+            self._abandon_waiters(f"the engine thread failed ({exc!r})")
+            raise
+
+    def _deliver(self, finished: list[tuple[int, _native.Result]]) -> None:
+        """Hand finished transfers to their loops: one wake-up per loop per batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for tag, result in finished:
+            waiter = self._waiters.pop(tag, None)
+            if waiter is not None:
+                by_loop.setdefault(waiter[0], []).append((waiter[1], result))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, batch)
+            except RuntimeError:
+                pass  # that loop is closed: nobody is waiting any more
 
 
 def _fail(future: asyncio.Future[Any], error: SendError) -> None:
