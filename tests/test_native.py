@@ -109,7 +109,7 @@ def tls(cert: tuple[Path, Path]) -> ssl.SSLContext:
 
 def http_handle(**options: object) -> native.Handle:
     options.setdefault("allow_http", True)
-    options.setdefault("timeout_ms", 10_000)
+    options.setdefault("timeout_ms", int(10_000 * SCALE))  # valgrind runs ~30x slower
     return native.Handle(**options)  # type: ignore[arg-type]
 
 
@@ -592,7 +592,7 @@ def drain(engine: native.Engine, count: int, limit: float = 10.0) -> dict[int, t
 
 def http_engine(**options: object) -> native.Engine:
     options.setdefault("allow_http", True)
-    options.setdefault("timeout_ms", 10_000)
+    options.setdefault("timeout_ms", int(10_000 * SCALE))
     return native.Engine(**options)  # type: ignore[arg-type]
 
 
