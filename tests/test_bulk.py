@@ -188,3 +188,10 @@ def test_memory_stays_flat_over_20000_sends(tmp_path) -> None:
         )
     growth_kb = int(out.stdout.strip())
     assert growth_kb < 4096, f"RSS grew {growth_kb} KiB over 20,000 sends"
+
+
+def test_progress_bar_on_stderr(graph: FakeGraph, capfd: pytest.CaptureFixture[str]) -> None:
+    drafts = [graph.create_draft() for _ in range(5)]
+    results = Client(graph.token, base_url=graph.base_url).send_many(drafts, progress=True)
+    assert all(isinstance(r, graphsend.Receipt) for r in results)
+    assert "5/5" in capfd.readouterr().err  # tqdm's bar or the plain counter
