@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -76,7 +77,11 @@ class AsyncClient:
         self._thread: threading.Thread | None = None
         self._waiters: dict[int, _Waiter] = {}
         self._tags = itertools.count()
-        self._mailbox_slots: dict[str, asyncio.Semaphore] = {}
+        # Per event loop: a semaphore belongs to the loop that first waits on it, and one client
+        # may serve several loops (asyncio.run() twice, a notebook's loop and a thread's).
+        self._mailbox_slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -163,9 +168,13 @@ class AsyncClient:
         return list(await asyncio.gather(*(one(u, m) for u, m in pairs)))
 
     def _slot(self, mailbox: str) -> asyncio.Semaphore:
-        slot = self._mailbox_slots.get(mailbox)
+        loop = asyncio.get_running_loop()
+        slots = self._mailbox_slots.get(loop)
+        if slots is None:
+            slots = self._mailbox_slots[loop] = {}
+        slot = slots.get(mailbox)
         if slot is None:
-            slot = self._mailbox_slots[mailbox] = asyncio.Semaphore(self.max_per_mailbox)
+            slot = slots[mailbox] = asyncio.Semaphore(self.max_per_mailbox)
         return slot
 
     async def _send_with_retries(self, url: str, crid: str) -> Outcome:

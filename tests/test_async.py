@@ -123,3 +123,16 @@ def test_import_graphsend_does_not_import_asyncio() -> None:
     code = "import sys, graphsend; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_client_serves_two_event_loops(graph: FakeGraph) -> None:
+    client = graphsend.AsyncClient(graph.token, base_url=graph.base_url)
+
+    async def burst() -> list:
+        # More sends than the mailbox cap, so its semaphore really waits in each loop.
+        return await asyncio.gather(*(client.send(graph.create_draft()) for _ in range(10)))
+
+    assert len(run(burst())) == 10
+    assert len(run(burst())) == 10
+    run(client.aclose())
+    assert len(graph.sent_items()) == 20
