@@ -13,8 +13,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-BODY_TEXT_LIMIT = 64 * 1024
-
 
 class SendError(Exception):
     """Base class of every graphsend failure."""
@@ -174,10 +172,7 @@ def error_class(status: int) -> type[GraphError]:
     return ServerError if 500 <= status < 600 else GraphError
 
 
-# CURLcodes that end a transfer before any request byte could leave: never sent.
 CURLE_OPERATION_TIMEDOUT = 28
-CURLE_ABORTED_BY_CALLBACK = 42
-_NEVER_SENT = frozenset({1, 2, 3, 4, 5, 6, 7, 35, 53, 54, 58, 59, 60, 64, 66, 77, 80, 83, 90, 91})
 _REASONS = {
     5: "could not resolve proxy",
     6: "could not resolve host",
@@ -196,8 +191,11 @@ _REASONS = {
 def transport_error(
     curl_code: int, detail: str, request_sent: bool, client_request_id: str | None
 ) -> TransportError:
-    """Map a libcurl failure to an exception; ``request_sent`` comes from the native layer."""
-    may_have_sent = request_sent and curl_code not in _NEVER_SENT
+    """Map a libcurl failure to an exception.
+
+    ``request_sent`` is the native layer's measurement (request bytes written), so it alone
+    decides ``may_have_sent``: a failure before the write (DNS, connect, TLS) proves nothing went.
+    """
     reason = _REASONS.get(curl_code, "transport failure")
     if detail:
         reason = f"{reason}: {detail}"
@@ -205,7 +203,7 @@ def transport_error(
     return cls(
         reason,
         curl_code=curl_code,
-        may_have_sent=may_have_sent,
+        may_have_sent=request_sent,
         client_request_id=client_request_id,
     )
 
@@ -216,7 +214,7 @@ def graph_error(
     """Build the exception for a non-202 answer, tolerant of any body Graph or a gateway sends."""
     from ._retry import parse_retry_after
 
-    text = body[:BODY_TEXT_LIMIT].decode("utf-8", "replace")
+    text = body.decode("utf-8", "replace")  # the native layer caps it at 64 KiB
     code, message, inner_code, body_request_id, body_date = _parse_error_body(text)
     retry_after_header = headers.get("retry-after")
     return error_class(status)(
