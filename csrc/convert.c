@@ -126,7 +126,7 @@ int gs_bind_args(const char *fname, const char *const *names, Py_ssize_t nrequir
 }
 
 /* UTF-8 of a str that may go on the wire as one line: no NUL, CR or LF (no header injection). */
-static const char *wire_line(PyObject *s, const char *what, Py_ssize_t *len)
+const char *gs_wire_line(PyObject *s, const char *what, Py_ssize_t *len)
 {
     const char *p;
     if (!PyUnicode_Check(s)) {
@@ -156,13 +156,13 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers)
                      (PyObject *)Py_TYPE(headers));
         return -1;
     }
-    u = wire_line(url, "url", &url_len);
+    u = gs_wire_line(url, "url", &url_len);
     if (u == NULL)
         return -1;
     text = (size_t)url_len + 1;
     n = PyTuple_Size(headers);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (wire_line(PyTuple_GetItem(headers, i), "each header", &len) == NULL)
+        if (gs_wire_line(PyTuple_GetItem(headers, i), "each header", &len) == NULL)
             return -1;
         text += (size_t)len + 1;
     }
@@ -180,6 +180,14 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers)
     return 0;
 }
 
+static PyObject *header_to_py(const gs_transfer *t, int i)
+{
+    if (!(t->header_present & (1u << i)))
+        return Py_NewRef(Py_None);
+    return PyUnicode_DecodeLatin1(t->header_text + t->header_off[i],
+                                  (Py_ssize_t)t->header_len[i], NULL);
+}
+
 static PyObject *headers_to_py(gs_state *st, const gs_transfer *t)
 {
     PyObject *d = PyDict_New();
@@ -188,8 +196,7 @@ static PyObject *headers_to_py(gs_state *st, const gs_transfer *t)
     for (int i = 0; i < GS_H_COUNT; i++) {
         if (!(t->header_present & (1u << i)))
             continue;
-        PyObject *v = PyUnicode_DecodeLatin1(t->header_text + t->header_off[i],
-                                             (Py_ssize_t)t->header_len[i], NULL);
+        PyObject *v = header_to_py(t, i);
         if (v == NULL || PyDict_SetItem(d, st->header_keys[i], v) < 0) {
             Py_XDECREF(v);
             Py_DECREF(d);
@@ -225,4 +232,25 @@ PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t)
     for (int i = 0; i < 7; i++)
         PyTuple_SetItem(result, i, items[i]); /* steals */
     return result;
+}
+
+PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id)
+{
+    PyObject *fields, *args, *receipt;
+
+    if (st->receipt_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "graphsend._native: set_receipt_type() was not called");
+        return NULL;
+    }
+    fields = Py_BuildValue("(lNONd)", t->status, header_to_py(t, GS_H_REQUEST_ID),
+                           client_request_id, header_to_py(t, GS_H_DATE), t->elapsed);
+    if (fields == NULL)
+        return NULL;
+    args = PyTuple_Pack(1, fields);
+    Py_DECREF(fields);
+    if (args == NULL)
+        return NULL;
+    receipt = st->tuple_new((PyTypeObject *)st->receipt_type, args, NULL);
+    Py_DECREF(args);
+    return receipt;
 }

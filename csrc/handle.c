@@ -141,41 +141,96 @@ static int handle_run(HandleObject *self, CURLMcode *mcode)
     return raised ? -1 : 0;
 }
 
+/* Sends the request in t->req: 0 when a result was recorded, -1 with an exception set. */
+static int handle_transfer(HandleObject *self)
+{
+    CURLMcode mc;
+    CURLcode rc = gs_transfer_begin(self->t, self->t->req);
+
+    if (rc != CURLE_OK) {
+        gs_setup_error("the request", rc == CURLE_OUT_OF_MEMORY, curl_easy_strerror(rc));
+        return -1;
+    }
+    if (handle_run(self, &mc) < 0)
+        return -1;
+    if (mc != CURLM_OK) {
+        gs_setup_error("the transfer loop", mc == CURLM_OUT_OF_MEMORY, curl_multi_strerror(mc));
+        return -1;
+    }
+    return 0;
+}
+
+/* handle_enter() plus: the Handle is open and belongs to this process. */
+static int handle_usable(HandleObject *self, const char *method)
+{
+    if (handle_enter(self, method) < 0)
+        return -1;
+    if (self->t == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s() on a closed Handle", method);
+        handle_leave(self);
+        return -1;
+    }
+    if (gs_check_process(self->pid, "Handle") < 0) {
+        handle_leave(self);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Handle_send(PyObject *op, PyTypeObject *cls, PyObject *const *args,
                              Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"url", "headers"};
     HandleObject *self = (HandleObject *)op;
     PyObject *argv[2], *result = NULL;
-    CURLMcode mc;
-    CURLcode rc;
 
     if (gs_bind_args("send", names, 2, 2, args, nargs, kwnames, argv) < 0)
         return NULL;
-    if (handle_enter(self, "send") < 0)
+    if (handle_usable(self, "send") < 0)
         return NULL;
-    if (self->t == NULL) {
-        PyErr_SetString(PyExc_ValueError, "send() on a closed Handle");
+    if (gs_request_from_py(&self->t->req, argv[0], argv[1]) == 0 && handle_transfer(self) == 0)
+        result = gs_result_to_py(PyType_GetModuleState(cls), self->t);
+    handle_leave(self);
+    return result;
+}
+
+/*
+ * The whole of Client.send's first attempt in one call: the request is built here from the raw
+ * arguments, and a 202 comes back as the Receipt itself. Anything else returns
+ * (path, client_request_id, Result) for the Python layer's error and retry handling.
+ */
+static PyObject *Handle_send_draft(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                                   Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[GS_DRAFT_ARGS] = {"prefix", "user", "message_id", "auth",
+                                                     "client_request_id"};
+    HandleObject *self = (HandleObject *)op;
+    gs_state *st = PyType_GetModuleState(cls);
+    PyObject *argv[GS_DRAFT_ARGS], *crid = NULL, *path = NULL, *result = NULL;
+    size_t prefix_len;
+
+    if (gs_bind_args("send_draft", names, GS_DRAFT_ARGS, GS_DRAFT_ARGS, args, nargs, kwnames,
+                     argv) < 0)
+        return NULL;
+    if (handle_usable(self, "send_draft") < 0)
+        return NULL;
+    if (gs_draft_request(&self->t->req, argv, &crid, &prefix_len) < 0 ||
+        handle_transfer(self) < 0)
+        goto done;
+    if (self->t->status == 202) {
+        result = gs_receipt_to_py(st, self->t, crid);
         goto done;
     }
-    if (gs_check_process(self->pid, "Handle") < 0)
+    path = PyUnicode_FromString(self->t->req->url + prefix_len);
+    if (path == NULL)
         goto done;
-    if (gs_request_from_py(&self->t->req, argv[0], argv[1]) < 0)
-        goto done;
-    rc = gs_transfer_begin(self->t, self->t->req);
-    if (rc != CURLE_OK) {
-        gs_setup_error("the request", rc == CURLE_OUT_OF_MEMORY, curl_easy_strerror(rc));
-        goto done;
-    }
-    if (handle_run(self, &mc) < 0)
-        goto done;
-    if (mc != CURLM_OK) {
-        gs_setup_error("the transfer loop", mc == CURLM_OUT_OF_MEMORY, curl_multi_strerror(mc));
-        goto done;
-    }
-    result = gs_result_to_py(PyType_GetModuleState(cls), self->t);
+    result = gs_result_to_py(st, self->t);
+    if (result != NULL)
+        result = Py_BuildValue("(OON)", path, crid, result);
 done:
     handle_leave(self);
+    Py_XDECREF(crid);
+    Py_XDECREF(path);
     return result;
 }
 
@@ -209,6 +264,10 @@ static PyMethodDef Handle_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Handle_send, METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("send($self, /, url, headers)\n--\n\n"
                "POST url with an empty body and the given header lines; return a Result.")},
+    {"send_draft", (PyCFunction)(void (*)(void))Handle_send_draft,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("send_draft($self, /, prefix, user, message_id, auth, client_request_id)\n--\n\n"
+               "Send a draft: a Receipt on 202, else (path, client_request_id, Result).")},
     {"close", Handle_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\nFree the easy handle and its connection.")},
     {NULL, NULL, 0, NULL},

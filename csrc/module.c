@@ -114,6 +114,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->share_type);
     Py_VISIT(st->handle_type);
     Py_VISIT(st->engine_type);
+    Py_VISIT(st->receipt_type);
     return 0;
 }
 
@@ -123,6 +124,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->share_type);
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->engine_type);
+    Py_CLEAR(st->receipt_type);
     for (int i = 0; i < GS_H_COUNT; i++)
         Py_CLEAR(st->header_keys[i]);
     return 0;
@@ -138,10 +140,35 @@ static void module_free(void *module)
     st->curl_ready = 0;
 }
 
+static PyObject *set_receipt_type(PyObject *module, PyObject *cls)
+{
+    gs_state *st = PyModule_GetState(module);
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "set_receipt_type() needs a subclass of tuple");
+        return NULL;
+    }
+    /* The tuple's own constructor: a Receipt is built without running Receipt.__new__. */
+    st->tuple_new = (newfunc)PyType_GetSlot(&PyTuple_Type, Py_tp_new);
+    if (st->tuple_new == NULL)
+        return NULL;
+    Py_XDECREF(st->receipt_type);
+    st->receipt_type = Py_NewRef(cls);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"new_client_request_id", gs_new_client_request_id, METH_NOARGS,
      PyDoc_STR("new_client_request_id($module, /)\n--\n\n"
                "A fresh random (version 4) UUID string for the client-request-id header.")},
+    {"check_text", (PyCFunction)(void (*)(void))gs_check_text_py, METH_FASTCALL,
+     PyDoc_STR("check_text($module, value, what, /)\n--\n\n"
+               "Return value if it is a non-empty printable str; else TypeError/ValueError.")},
+    {"send_path", (PyCFunction)(void (*)(void))gs_send_path_py, METH_FASTCALL,
+     PyDoc_STR("send_path($module, user, message_id, /)\n--\n\n"
+               "/me|users/{user}/messages/{id}/send, each segment checked and percent-encoded.")},
+    {"set_receipt_type", set_receipt_type, METH_O,
+     PyDoc_STR("set_receipt_type($module, cls, /)\n--\n\n"
+               "The tuple subclass that Handle.send_draft() returns on 202.")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -30,6 +30,8 @@ typedef struct {
     PyTypeObject *handle_type;
     PyTypeObject *engine_type;
     PyObject *header_keys[GS_H_COUNT]; /* interned names for result dicts */
+    PyObject *receipt_type;            /* graphsend.Receipt, a tuple subclass (set_receipt_type) */
+    newfunc tuple_new;                 /* tuple.__new__, to build a Receipt without Python code */
     pid_t pid;                         /* process that ran curl_global_init */
     int curl_ready;
 } gs_state;
@@ -39,7 +41,9 @@ extern PyType_Spec gs_share_spec;
 extern PyType_Spec gs_handle_spec;
 extern PyType_Spec gs_engine_spec;
 
-/* request_id.c: a fresh version 4 UUID string (module function). */
+/* request_id.c: a fresh version 4 UUID (36 characters, no NUL), and the module function. */
+#define GS_REQUEST_ID_LEN 36
+void gs_request_id(char text[GS_REQUEST_ID_LEN]);
 PyObject *gs_new_client_request_id(PyObject *module, PyObject *unused);
 
 /* share.c: the CURLSH behind a Share object, or NULL (with an exception) if it is unusable. */
@@ -52,8 +56,39 @@ int gs_options_from_py(gs_state *st, PyObject *args, PyObject *kwds, int *check_
 int gs_bind_args(const char *fname, const char *const *names, Py_ssize_t nrequired,
                  Py_ssize_t nmax, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                  PyObject **out);
+const char *gs_wire_line(PyObject *s, const char *what, Py_ssize_t *len);
 int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers);
 PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
+/* Receipt(202, request_id, client_request_id, date, elapsed); RuntimeError before registration. */
+PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id);
+
+/* draft.c: Python's check_text() as C; UTF-8 of value, or NULL with TypeError/ValueError. */
+const char *gs_check_text(PyObject *value, const char *what, Py_ssize_t *len);
+
+typedef struct {
+    const char *text; /* checked UTF-8 */
+    size_t len, encoded_len;
+    int keep_at;   /* "@" stays as is (user segments) */
+    int dots_only; /* "." or "..": each dot is encoded */
+} gs_segment;
+
+/* "/me|users/{user}/messages/{id}/send": checked first, then written into len bytes. */
+typedef struct {
+    gs_segment user, id;
+    int me;
+    size_t len;
+} gs_send_path;
+int gs_send_path_check(PyObject *user, PyObject *message_id, gs_send_path *p);
+void gs_send_path_write(const gs_send_path *p, char *out);
+
+/* Handle.send_draft()'s arguments, in order. */
+enum { GS_DRAFT_PREFIX, GS_DRAFT_USER, GS_DRAFT_ID, GS_DRAFT_AUTH, GS_DRAFT_CRID, GS_DRAFT_ARGS };
+/* Builds the request (URL = prefix + send path; Authorization and client-request-id lines) and
+ * returns the client-request-id sent (a new reference) and the prefix's length. -1 on error. */
+int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], PyObject **crid_out,
+                     size_t *prefix_len);
+PyObject *gs_check_text_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *gs_send_path_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Shared helpers for the three types. */
 #define GS_SIGNAL_SLICE 0.1 /* seconds between PyErr_CheckSignals() while a transfer runs */

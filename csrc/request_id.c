@@ -44,13 +44,11 @@ static uint64_t rng_next(void)
     return rng.s[1] + s0;
 }
 
-PyObject *gs_new_client_request_id(PyObject *module, PyObject *unused)
+void gs_request_id(char text[GS_REQUEST_ID_LEN])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
-    char text[36];
     uint64_t hi, lo;
-    (void)module, (void)unused;
 
     if (!rng.seeded || rng.pid != gs_pid)
         rng_seed();
@@ -68,5 +66,12 @@ PyObject *gs_new_client_request_id(PyObject *module, PyObject *unused)
         text[o++] = hex[b[i] >> 4];
         text[o++] = hex[b[i] & 0x0F];
     }
+}
+
+PyObject *gs_new_client_request_id(PyObject *module, PyObject *unused)
+{
+    char text[GS_REQUEST_ID_LEN];
+    (void)module, (void)unused;
+    gs_request_id(text);
     return PyUnicode_FromStringAndSize(text, sizeof(text));
 }

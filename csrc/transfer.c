@@ -64,22 +64,34 @@ int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_req
     return 0;
 }
 
+char *gs_request_url(gs_request_writer *w, size_t len)
+{
+    char *url = w->text;
+    url[len] = '\0';
+    w->req->url = url;
+    w->text += len + 1;
+    return url;
+}
+
+char *gs_request_header(gs_request_writer *w, size_t len)
+{
+    char *line = w->text;
+    line[len] = '\0';
+    w->node->data = line;
+    w->node->next = w->node + 1;
+    w->node++;
+    w->text += len + 1;
+    return line;
+}
+
 void gs_request_put_url(gs_request_writer *w, const char *url, size_t len)
 {
-    memcpy(w->text, url, len);
-    w->text[len] = '\0';
-    w->req->url = w->text;
-    w->text += len + 1;
+    memcpy(gs_request_url(w, len), url, len);
 }
 
 void gs_request_put_header(gs_request_writer *w, const char *line, size_t len)
 {
-    memcpy(w->text, line, len);
-    w->text[len] = '\0';
-    w->node->data = w->text;
-    w->node->next = w->node + 1;
-    w->node++;
-    w->text += len + 1;
+    memcpy(gs_request_header(w, len), line, len);
 }
 
 void gs_request_end(gs_request_writer *w)

@@ -63,6 +63,10 @@ typedef struct gs_request_writer {
 /* Sizes *reqp for nheaders caller headers and text_len bytes of their strings (each counted with
  * its NUL, the URL included), reusing the block when it is big enough. -1 when out of memory. */
 int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_request_writer *w);
+/* Take len bytes (plus a NUL written here) for the URL or the next header line; the caller fills
+ * them in. The put_ forms copy a ready string. */
+char *gs_request_url(gs_request_writer *w, size_t len);
+char *gs_request_header(gs_request_writer *w, size_t len);
 void gs_request_put_url(gs_request_writer *w, const char *url, size_t len);
 void gs_request_put_header(gs_request_writer *w, const char *line, size_t len);
 void gs_request_end(gs_request_writer *w);

@@ -17,7 +17,6 @@ from ._request import (
     check_base_url,
     check_text,
     check_timeout,
-    client_request_id_or_new,
     send_path,
 )
 from ._retry import Retry, RetryState
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     from ._errors import SendError
+    from ._native import Result
     from ._progress import ProgressArg
     from ._request import Item
     from ._tokens import TokenArg
@@ -128,20 +128,29 @@ class Client:
         client_request_id: str | None,
         tokens: TokenSource,
     ) -> Receipt:
-        path = send_path(user, message_id)
-        crid = client_request_id_or_new(client_request_id)
-        handle = self._handle()
+        # One native call checks the arguments, builds the request and, on 202, the Receipt:
+        # Python work between transfers is what separates this from the C loop (bench/).
+        got = self._handle().send_draft(
+            self._prefix, user, message_id, tokens.header(), client_request_id
+        )
+        if got.__class__ is Receipt:  # the hot path: no retry bookkeeping
+            if _log.debug_enabled():
+                path = send_path(user, message_id)
+                self._log_attempt(path, 202, got.request_id, got.client_request_id, got.elapsed, 1)
+            return got  # type: ignore[return-value]
+        path, crid, result = got  # type: ignore[misc]
+        return self._settle(path, crid, result, tokens)
+
+    def _settle(self, path: str, crid: str, result: Result, tokens: TokenSource) -> Receipt:
+        """After a first attempt other than 202: retry what the policy allows, raise the rest."""
         url = self._prefix + path
         crid_header = "client-request-id: " + crid
-        result = handle.send(url, (tokens.header(), crid_header))
-        if result[0] == 202:  # the hot path: no retry bookkeeping
-            receipt = outcome(result, crid)
-            if _log.debug_enabled():
-                self._log_attempt(path, result, crid, 1)
-            return receipt  # type: ignore[return-value]
         state = RetryState(self.retry)
         while True:
-            self._log_attempt(path, result, crid, state.attempt)
+            status = result[0] or f"curl error {result[4]}"
+            self._log_attempt(
+                path, status, result[1].get("request-id"), crid, result[3], state.attempt
+            )
             got = outcome(result, crid)
             if isinstance(got, Receipt):
                 return got
@@ -229,18 +238,24 @@ class Client:
         self._natives = weakref.WeakKeyDictionary()
 
     @staticmethod
-    def _log_attempt(path: str, result: tuple[Any, ...], crid: str, attempt: int) -> None:
+    def _log_attempt(
+        path: str,
+        status: int | str,
+        request_id: str | None,
+        crid: str,
+        elapsed: float,
+        attempt: int,
+    ) -> None:
         log = _log.debug_enabled()
         if log is None:
             return
-        status, headers = result[0], result[1]
         log.debug(
             "POST %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
             path,
-            status or f"curl error {result[4]}",
-            headers.get("request-id"),
+            status,
+            request_id,
             crid,
-            result[3],
+            elapsed,
             attempt,
         )
 

@@ -2,6 +2,8 @@
 
 from typing import Final, TypeAlias, final
 
+from ._receipt import Receipt
+
 #: (status, headers, body, elapsed, curl_code, error, request_sent)
 #:   status        HTTP status of the final response; 0 when none arrived (a status with a
 #:                 non-zero curl_code means the body was cut short after the response began)
@@ -23,6 +25,15 @@ body_limit: Final[int]  # 65536
 
 def new_client_request_id() -> str:
     """A fresh random (version 4) UUID string, for the client-request-id header."""
+
+def check_text(value: object, what: str, /) -> str:
+    """value, if it is a non-empty str without control characters; else TypeError/ValueError."""
+
+def send_path(user: str | None, message_id: str, /) -> str:
+    """/me|users/{user}/messages/{id}/send, each part checked and one percent-encoded segment."""
+
+def set_receipt_type(cls: type[tuple[object, ...]], /) -> None:
+    """The tuple subclass (graphsend.Receipt) that Handle.send_draft() returns on 202."""
 
 @final
 class Share:
@@ -51,6 +62,17 @@ class Handle:
     def closed(self) -> bool: ...
     def send(self, url: str, headers: tuple[str, ...]) -> Result:
         """POST url (empty body) with these header lines; the GIL is released meanwhile."""
+    def send_draft(
+        self,
+        prefix: str,
+        user: str | None,
+        message_id: str,
+        auth: str,
+        client_request_id: str | None,
+    ) -> Receipt | tuple[str, str, Result]:
+        """Send prefix + send_path(user, message_id) with the Authorization line ``auth`` and
+        ``client_request_id`` (None: a new one). A Receipt on 202, else
+        (path, client_request_id, Result)."""
     def close(self) -> None: ...
 
 @final

@@ -22,8 +22,6 @@ CLOUDS = {
 }
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
-# RFC 3986 unreserved characters: never percent-encoded.
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 USER_AGENT = (
     f"graphsend/{__version__} libcurl/{_native.libcurl_version} "
@@ -31,44 +29,14 @@ USER_AGENT = (
 )
 
 
-def check_text(value: object, what: str) -> str:
-    """A non-empty str without control characters (CR, LF, NUL, ...)."""
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{what} must not be empty")
-    if not value.isprintable():  # CR, LF, NUL, TAB, DEL and other non-printing characters
-        raise ValueError(f"{what} must not contain control characters")
-    return value
-
-
-def path_segment(value: object, what: str, safe: str = "") -> str:
-    """Percent-encode ``value`` as exactly one path segment (``/ ? # % + =``, spaces, non-ASCII)."""
-    data = check_text(value, what).encode()
-    keep = _UNRESERVED + safe.encode()
-    if not data.translate(None, keep + b"=/+"):
-        # The common case, Graph ids: base64 or base64url with "=" padding. C-speed replaces.
-        if not value.strip("."):
-            # "." and ".." would be dot segments that URL normalisation removes.
-            return value.replace(".", "%2E")
-        if "=" in value:
-            value = value.replace("=", "%3D")
-        if "/" in value:
-            value = value.replace("/", "%2F")
-        if "+" in value:
-            value = value.replace("+", "%2B")
-        return value
-    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in data)
-
-
-def mailbox_path(user: str | None) -> str:
-    # "@" is legal in a path segment and keeps userPrincipalNames readable in logs.
-    return "me" if user is None else "users/" + path_segment(user, "user", safe="@")
-
-
-def send_path(user: str | None, message_id: str) -> str:
-    """``/me/messages/{id}/send`` or ``/users/{user}/messages/{id}/send``, each part encoded."""
-    return f"/{mailbox_path(user)}/messages/{path_segment(message_id, 'message_id')}/send"
+# Both in C (csrc/draft.c), which Handle.send_draft() uses too: one implementation of the rules.
+#   check_text(value, what): value when it is a non-empty str without control characters (CR,
+#     LF, NUL, TAB, DEL, ...), else TypeError or ValueError.
+#   send_path(user, message_id): "/me/messages/{id}/send" or "/users/{user}/messages/{id}/send",
+#     each part one percent-encoded path segment ("/ ? # % + =", spaces, non-ASCII and "." or
+#     ".." dot segments encoded; "@" kept in user for readable logs).
+check_text = _native.check_text
+send_path = _native.send_path
 
 
 def check_token(token: object) -> str:

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import gc
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,12 +27,14 @@ import pytest
 from helpers import CountingThread, in_threads
 from loopback import SEND_PATH, ConnectProxy, Reply, Server, free_port
 
+import graphsend
 from graphsend import _native as native
 
 PATH = SEND_PATH  # what server.url() sends to unless told otherwise
 TOKEN = "Authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e30.sig"
 CRID = "client-request-id: 6f1b3c1e-7a3e-4c4e-9a55-0e8f2f3c9d11"
 STATUS, HEADERS, BODY, ELAPSED, CODE, ERROR, SENT = range(7)
+UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 CURLE_UNSUPPORTED_PROTOCOL = 1
 CURLE_COULDNT_RESOLVE_HOST = 6
@@ -183,6 +186,87 @@ def test_request_arguments_are_checked() -> None:
         handle.send("http://127.0.0.1/")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         handle.send("http://127.0.0.1/", (), bogus=1)  # type: ignore[call-arg]
+
+
+# ---- send_draft: the request built in C ---------------------------------------------------
+
+
+def test_send_draft_returns_the_receipt_on_202(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(headers=(("request-id", "rid-1"), ("Date", "D"))))
+    handle = http_handle()
+    prefix = server.base_url + "/v1.0"
+    receipt = handle.send_draft(prefix, "adele@contoso.com", "AAMkAD/x+y=", TOKEN, None)
+    assert isinstance(receipt, graphsend.Receipt)
+    assert (receipt.status, receipt.request_id, receipt.date) == (202, "rid-1", "D")
+    assert 0 < receipt.elapsed < 10 * SCALE
+    (seen,) = server.requests
+    path = "/v1.0/users/adele@contoso.com/messages/AAMkAD%2Fx%2By%3D/send"
+    assert seen.lines[0] == f"POST {path} HTTP/1.1".encode()
+    assert seen.header("authorization") == [TOKEN.split(": ", 1)[1]]
+    assert seen.header("client-request-id") == [receipt.client_request_id]
+    assert UUID4.fullmatch(receipt.client_request_id)
+    # The caller's client-request-id is sent as given, from /me when user is None.
+    again = handle.send_draft(prefix, None, "m", TOKEN, "crid-7")
+    assert isinstance(again, graphsend.Receipt) and again.client_request_id == "crid-7"
+    assert server.requests[1].lines[0] == b"POST /v1.0/me/messages/m/send HTTP/1.1"
+    assert server.requests[1].header("client-request-id") == ["crid-7"]
+
+
+def test_send_draft_returns_path_crid_and_result_otherwise(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(status=404, body=b'{"error": {}}'))
+    got = http_handle().send_draft(server.base_url + "/v1.0", None, "a=b", TOKEN, "crid-1")
+    assert not isinstance(got, graphsend.Receipt)
+    path, crid, result = got
+    assert (path, crid) == ("/me/messages/a%3Db/send", "crid-1")
+    assert (result[STATUS], result[BODY], result[SENT]) == (404, b'{"error": {}}', True)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((3, "m", TOKEN, None), TypeError, "user must be a str, not int"),
+        (("", "m", TOKEN, None), ValueError, "user must not be empty"),
+        ((None, "m\r\nX: 1", TOKEN, None), ValueError, "message_id must not contain control"),
+        ((None, "\ud800", TOKEN, None), ValueError, "message_id must not contain control"),
+        ((None, "m", TOKEN + "\r\nX: 1", None), ValueError, "CR, LF or NUL"),
+        ((None, "m", TOKEN, ""), ValueError, "client_request_id must not be empty"),
+        ((None, "m", TOKEN, "a\nb"), ValueError, "client_request_id must not contain control"),
+        ((None, "m", TOKEN, b"x"), TypeError, "client_request_id must be a str, not bytes"),
+    ],
+)
+def test_send_draft_checks_everything_before_the_wire(
+    serve: Callable[..., Server], args: tuple[object, ...], error: type, message: str
+) -> None:
+    server = serve()
+    with pytest.raises(error, match=message):
+        http_handle().send_draft(server.base_url + "/v1.0", *args)  # type: ignore[arg-type]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("user", "message_id", "path"),
+    [
+        (None, "AAMk=", "/me/messages/AAMk%3D/send"),
+        ("a.b@c.d", "x/y+z", "/users/a.b@c.d/messages/x%2Fy%2Bz/send"),
+        ("é ü", "?#%", "/users/%C3%A9%20%C3%BC/messages/%3F%23%25/send"),
+        (None, "..", "/me/messages/%2E%2E/send"),
+        (".", "a.b", "/users/%2E/messages/a.b/send"),
+        (None, "id@x", "/me/messages/id%40x/send"),  # "@" is kept in the user only
+    ],
+)
+def test_send_path_encodes_each_part_as_one_segment(
+    user: str | None, message_id: str, path: str
+) -> None:
+    assert native.send_path(user, message_id) == path
+
+
+def test_check_text() -> None:
+    assert native.check_text("x é", "what") == "x é"
+    for bad, error in [("", ValueError), ("a\tb", ValueError), ("\u2028", ValueError)]:
+        with pytest.raises(error, match=r"^what must"):
+            native.check_text(bad, "what")
+    with pytest.raises(TypeError, match="what must be a str, not NoneType"):
+        native.check_text(None, "what")
 
 
 def test_keyword_arguments_work(serve: Callable[..., Server]) -> None:
