@@ -1,19 +1,23 @@
-"""send_many(): many sends through one native Engine (libcurl multi) from the calling thread.
+"""Bulk sends over one native Engine (libcurl multi): the per-mailbox Scheduler, and send_many().
 
 Policy stays here: per-mailbox and overall caps, requeueing throttled items after Retry-After
-while the other mailboxes go on, and the same RetryState that Client.send uses.
+while the other mailboxes go on, and the same RetryState that Client.send uses. send_many drives
+a Scheduler from the calling thread; one Scheduler can serve several batches at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
 
+from . import _native
 from ._errors import SendError
 from ._outcome import Outcome, outcome
 from ._progress import reporter
-from ._request import new_client_request_id, send_path
+from ._receipt import Receipt
+from ._request import send_path
 from ._retry import RetryState
 
 TYPE_CHECKING = False
@@ -26,42 +30,225 @@ if TYPE_CHECKING:
     from ._request import Item
 
 
-class _Job:
-    __slots__ = ("crid", "index", "mailbox", "retry", "url")
+class Job:
+    """One item: its request, its place in its batch, and its retry state once it failed."""
 
-    def __init__(self, index: int, mailbox: str, url: str, crid: str) -> None:
+    __slots__ = ("batch", "crid", "index", "mailbox", "retry", "tag", "url")
+
+    def __init__(self, batch: Batch, index: int, mailbox: str, url: str, crid: str) -> None:
+        self.batch = batch
         self.index = index
         self.mailbox = mailbox
         self.url = url
         self.crid = crid
         self.retry: RetryState | None = None
+        self.tag = -1  # the Engine tag of its latest attempt
+
+
+class Batch:
+    """The items of one call (a send_many, or one AsyncClient.send) and their outcomes."""
+
+    __slots__ = (
+        "done",
+        "error",
+        "jobs",
+        "limit",
+        "results",
+        "running",
+        "stop_on_error",
+        "stopping",
+    )
+
+    def __init__(self, limit: int, stop_on_error: bool = False) -> None:
+        self.jobs: list[Job] = []
+        self.results: list[Outcome | None] = []
+        self.limit = limit  # max_concurrency: transfers of this batch in flight at once
+        self.stop_on_error = stop_on_error
+        self.running = 0
+        self.done = 0  # items with a final outcome
+        self.stopping = False  # start nothing more; queued items are dropped as they come up
+        self.error: Exception | None = None  # a token provider failed: the call raises this
+
+    def add(self, prefix: str, user: str | None, message_id: str, crid: str) -> None:
+        """Validate and append one item (bad input raises here, before anything is sent)."""
+        url = prefix + send_path(user, message_id)
+        mailbox = "me" if user is None else user.lower()
+        self.jobs.append(Job(self, len(self.jobs), mailbox, url, crid))
+
+    def add_items(self, prefix: str, items: Iterable[Item]) -> None:
+        for index, item in enumerate(items, len(self.jobs)):
+            if isinstance(item, tuple):
+                if len(item) != 2:
+                    raise ValueError(
+                        f"item {index}: expected (user, message_id), got {len(item)} values"
+                    )
+                user, message_id = item
+            else:
+                user, message_id = None, item
+            self.add(prefix, user, message_id, _native.new_client_request_id())
+
+    def finished(self) -> bool:
+        return self.running == 0 and (self.stopping or self.done == len(self.results))
+
+    def settle(
+        self,
+        in_flight: dict[int, Job],
+        interrupted: str = "interrupted while in flight; the message may have been sent",
+    ) -> list[Outcome]:
+        """Every item gets an outcome: one in flight when stopped may have been sent."""
+        results = self.results
+        if len(results) < len(self.jobs):  # never handed to a Scheduler
+            results.extend([None] * (len(self.jobs) - len(results)))
+        for job in self.jobs:
+            if results[job.index] is None:
+                sent = in_flight.get(job.tag) is job
+                results[job.index] = SendError(
+                    interrupted if sent else "not sent: the batch stopped before this item",
+                    may_have_sent=sent,
+                    client_request_id=job.crid,
+                )
+        self.jobs = []  # each Job points back here: break the cycle, so no gc pass is needed
+        return results  # type: ignore[return-value]
 
 
 class _Mailbox:
-    __slots__ = ("in_flight", "paused_until", "queue")
+    __slots__ = ("in_flight", "name", "paused_until", "queue")
 
-    def __init__(self) -> None:
-        self.queue: deque[_Job] = deque()
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: deque[Job] = deque()
         self.in_flight = 0
         self.paused_until = 0.0
 
 
-def parse_items(client: Client, items: Iterable[Item]) -> list[_Job]:
-    """Validate every item before anything is sent: bad input raises, nothing goes out."""
-    jobs = []
-    for index, item in enumerate(items):
-        if isinstance(item, tuple):
-            if len(item) != 2:
-                raise ValueError(
-                    f"item {index}: expected (user, message_id), got {len(item)} values"
-                )
-            user, message_id = item
+class Scheduler:
+    """Per-mailbox queues over one Engine: starts what the caps allow, requeues after Retry-After.
+
+    Not thread-safe: one thread drives it (send_many's caller, or AsyncClient's engine thread).
+    Items of several batches may share a mailbox; its cap covers them all, first come first served.
+    """
+
+    def __init__(self, client: Client, engine: _native.Engine, max_per_mailbox: int) -> None:
+        self.client = client
+        self.engine = engine
+        self.tokens = client._tokens
+        self.max_per_mailbox = max_per_mailbox
+        self.mailboxes: dict[str, _Mailbox] = {}
+        self.in_flight: dict[int, Job] = {}
+        # Only mailboxes where something changed are looked at on each wake-up, so the cost of
+        # one does not grow with the number of mailboxes.
+        self.ready: dict[str, _Mailbox] = {}
+        self.paused: dict[str, _Mailbox] = {}
+        self.blocked: dict[str, _Mailbox] = {}  # the next item's batch is at its max_concurrency
+        self.touched: dict[Batch, None] = {}  # batches with news since the driver last looked
+        self._tags = itertools.count()
+
+    def add(self, batch: Batch) -> None:
+        batch.results = [None] * len(batch.jobs)
+        if not batch.jobs:
+            self.touched[batch] = None
+        for job in batch.jobs:
+            box = self.mailboxes.get(job.mailbox)
+            if box is None:
+                box = self.mailboxes[job.mailbox] = _Mailbox(job.mailbox)
+            box.queue.append(job)
+            self.ready[job.mailbox] = box
+
+    def start_ready(self, now: float) -> float | None:
+        """Submit what the caps allow; return when the next paused mailbox wakes, if any."""
+        next_wake = None
+        if self.paused:
+            for name, box in list(self.paused.items()):
+                if box.paused_until <= now:
+                    del self.paused[name]
+                    self.ready[name] = box
+                elif next_wake is None or box.paused_until < next_wake:
+                    next_wake = box.paused_until
+        ready, self.ready = self.ready, {}
+        cap = self.max_per_mailbox
+        for name, box in ready.items():
+            if box.paused_until > now:
+                self.paused[name] = box
+                if next_wake is None or box.paused_until < next_wake:
+                    next_wake = box.paused_until
+                continue
+            queue = box.queue
+            while queue and box.in_flight < cap:
+                batch = queue[0].batch
+                if batch.stopping:
+                    queue.popleft()  # dropped: settle() reports it as not sent
+                elif batch.running >= batch.limit:
+                    self.blocked[name] = box
+                    break
+                else:
+                    self._submit(queue.popleft(), box)
+            if not queue and not box.in_flight:
+                # Idle: forget it, so a long-lived AsyncClient keeps no state per mailbox.
+                del self.mailboxes[name]
+                self.blocked.pop(name, None)
+        return next_wake
+
+    def _submit(self, job: Job, box: _Mailbox) -> None:
+        try:
+            auth = self.tokens.header()
+        except Exception as exc:  # the token provider's own error ends the whole batch
+            self.fail(job.batch, exc)
+            return
+        crid = "client-request-id: " + job.crid
+        if job.retry is None:
+            headers: tuple[str, ...] = (auth, crid)
         else:
-            user, message_id = None, item
-        url = client._prefix + send_path(user, message_id)
-        mailbox = "me" if user is None else user.lower()
-        jobs.append(_Job(index, mailbox, url, new_client_request_id()))
-    return jobs
+            headers = (auth, crid, f"Retry-Attempt: {job.retry.attempt - 1}")
+        tag = job.tag = next(self._tags)
+        self.engine.submit(tag, job.url, headers)
+        self.in_flight[tag] = job
+        box.in_flight += 1
+        job.batch.running += 1
+
+    def finish(self, tag: int, result: Result) -> Job | None:
+        """Record a finished transfer; returns its job when that outcome is final."""
+        job = self.in_flight.pop(tag, None)
+        if job is None:
+            return None
+        box = self.mailboxes[job.mailbox]
+        box.in_flight -= 1
+        self.ready[job.mailbox] = box
+        batch = job.batch
+        batch.running -= 1
+        if self.blocked:  # a batch got room under its max_concurrency
+            self.ready.update(self.blocked)
+            self.blocked.clear()
+        got = outcome(result, job.crid)
+        if got.__class__ is not Receipt:
+            assert isinstance(got, SendError)
+            if job.retry is None:
+                job.retry = RetryState(self.client.retry)
+            wait = job.retry.next_wait(got, self.tokens)
+            if wait is not None and not batch.stopping:
+                self.client._log_retry(job.url, got, wait, job.retry.attempt)
+                # The mailbox pauses (Graph throttles per mailbox); the others go on.
+                box.paused_until = max(box.paused_until, time.monotonic() + wait)
+                box.queue.appendleft(job)
+                return None
+            if batch.stop_on_error:
+                batch.stopping = True
+        batch.results[job.index] = got
+        batch.done += 1
+        self.touched[batch] = None
+        return job
+
+    def cancel(self, batch: Batch) -> None:
+        """Stop the batch and abort its transfers; their results still come back to finish()."""
+        batch.stopping = True
+        for job in batch.jobs:
+            if self.in_flight.get(job.tag) is job:
+                self.engine.cancel(job.tag)
+
+    def fail(self, batch: Batch, error: Exception) -> None:
+        if batch.error is None:
+            batch.error = error
+        self.cancel(batch)
+        self.touched[batch] = None
 
 
 def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:
@@ -70,85 +257,6 @@ def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:
             raise TypeError(f"{name} must be an int")
         if value < 1:
             raise ValueError(f"{name} must be at least 1")
-
-
-class _Batch:
-    """One send_many call: the queues, the caps, and the outcome of every item."""
-
-    def __init__(
-        self, client: Client, jobs: list[_Job], max_concurrency: int, max_per_mailbox: int
-    ) -> None:
-        self.client = client
-        self.jobs = jobs
-        self.max_concurrency = max_concurrency
-        self.max_per_mailbox = max_per_mailbox
-        self.engine = client._engine()
-        self.tokens = client._tokens
-        self.mailboxes: dict[str, _Mailbox] = {}
-        for job in jobs:
-            self.mailboxes.setdefault(job.mailbox, _Mailbox()).queue.append(job)
-        self.in_flight: dict[int, _Job] = {}
-        self.results: list[Outcome | None] = [None] * len(jobs)
-        self.stopping = False
-
-    def start_ready(self, now: float) -> float | None:
-        """Submit what the caps allow; return when the next paused mailbox wakes, if any."""
-        next_wake = None
-        for box in self.mailboxes.values():
-            if not box.queue or self.stopping:
-                continue
-            if box.paused_until > now:
-                if next_wake is None or box.paused_until < next_wake:
-                    next_wake = box.paused_until
-                continue
-            while (
-                box.queue
-                and box.in_flight < self.max_per_mailbox
-                and len(self.in_flight) < self.max_concurrency
-            ):
-                self.submit(box.queue.popleft())
-        return next_wake
-
-    def submit(self, job: _Job) -> None:
-        headers = [self.tokens.header(), "client-request-id: " + job.crid]
-        if job.retry is not None:
-            headers.append(f"Retry-Attempt: {job.retry.attempt - 1}")
-        self.engine.submit(job.index, job.url, tuple(headers))
-        self.in_flight[job.index] = job
-        self.mailboxes[job.mailbox].in_flight += 1
-
-    def complete(self, tag: int, result: Result) -> Outcome | None:
-        """Record a finished transfer; returns its final outcome, or None when requeued."""
-        job = self.in_flight.pop(tag)
-        box = self.mailboxes[job.mailbox]
-        box.in_flight -= 1
-        got = outcome(result, job.crid)
-        if isinstance(got, SendError):
-            if job.retry is None:
-                job.retry = RetryState(self.client.retry)
-            wait = job.retry.next_wait(got, self.tokens)
-            if wait is not None and not self.stopping:
-                self.client._log_retry(job.url, got, wait, job.retry.attempt)
-                # The mailbox pauses (Graph throttles per mailbox); the others go on.
-                box.paused_until = max(box.paused_until, time.monotonic() + wait)
-                box.queue.appendleft(job)
-                return None
-        self.results[job.index] = got
-        return got
-
-    def settle(self) -> list[Outcome]:
-        """Every item gets an outcome: one in flight when stopped may have been sent."""
-        for job in self.jobs:
-            if self.results[job.index] is None:
-                sent = job.index in self.in_flight
-                self.results[job.index] = SendError(
-                    "interrupted while in flight; the message may have been sent"
-                    if sent
-                    else "not sent: the batch stopped before this item",
-                    may_have_sent=sent,
-                    client_request_id=job.crid,
-                )
-        return self.results  # type: ignore[return-value]
 
 
 def send_many(
@@ -161,33 +269,35 @@ def send_many(
     stop_on_error: bool,
 ) -> list[Outcome]:
     check_limits(max_concurrency, max_per_mailbox)
-    batch = _Batch(client, parse_items(client, items), max_concurrency, max_per_mailbox)
+    batch = Batch(max_concurrency, stop_on_error)
+    batch.add_items(client._prefix, items)
+    engine = client._engine()
+    scheduler = Scheduler(client, engine, max_per_mailbox)
+    scheduler.add(batch)
     total = len(batch.jobs)
     report = reporter(progress, total)
     check_signals = threading.current_thread() is threading.main_thread()
-    done = 0
     try:
         while True:
             now = time.monotonic()
-            next_wake = batch.start_ready(now)
-            if not batch.in_flight and next_wake is None:
+            next_wake = scheduler.start_ready(now)
+            if batch.finished():
                 break
             timeout = 1.0 if next_wake is None else max(0.0, min(next_wake - now, 1.0))
-            for tag, result in batch.engine.perform(timeout, check_signals):
-                final = batch.complete(tag, result)
-                if final is None:
-                    continue
-                done += 1
-                if report is not None:
-                    report(done, total)
-                if stop_on_error and isinstance(final, SendError):
-                    batch.stopping = True
+            for tag, result in engine.perform(timeout, check_signals):
+                if scheduler.finish(tag, result) is not None and report is not None:
+                    report(batch.done, total)
     except BaseException as exc:
-        # Ctrl-C (or any failure): the engine aborted what was in flight; collect those
-        # results (each says whether its request had been written) and keep the whole record.
-        batch.stopping = True
-        for tag, result in batch.engine.perform(0.0):
-            batch.complete(tag, result)
-        exc.results = batch.settle()  # type: ignore[attr-defined]
+        # Ctrl-C (or any failure): abort what is in flight (the engine already has, after a
+        # signal), collect those results (each says whether its request had been written) and
+        # keep the whole record.
+        scheduler.cancel(batch)
+        for tag, result in engine.perform(0.0):
+            scheduler.finish(tag, result)
+        exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
         raise
-    return batch.settle()
+    results = batch.settle(scheduler.in_flight)
+    if batch.error is not None:
+        batch.error.results = results  # type: ignore[attr-defined]
+        raise batch.error
+    return results
