@@ -15,9 +15,9 @@ int main(int argc, char **argv) {
     parse_options(argc, argv, &o);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 1;
     CURL *e = curl_easy_init();
-    char errbuf[CURL_ERROR_SIZE] = "", rid[64] = "", url[512], auth[1024];
+    char errbuf[CURL_ERROR_SIZE] = "", rid[64] = "", url[512];
     set_static_options(e, &o, errbuf, rid);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", o.token);
+    char *auth = auth_line(o.token);
 
     long next_id = 0;
     char line[64];
@@ -44,5 +44,6 @@ int main(int argc, char **argv) {
     }
     curl_easy_cleanup(e);
     curl_global_cleanup();
+    free(auth);
     return 0;
 }

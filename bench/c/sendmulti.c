@@ -32,7 +32,7 @@ static CURLM *multi;
 static slot_t **free_slots;
 static int n_free, running, *next_send;
 static char (*names)[64];
-static char auth[1024];
+static char *auth;
 static long id_counter, ok;
 static int epfd = -1;
 static long timer_ms = -1; /* socket API: libcurl's requested timeout, -1 for none */
@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
     next_send = calloc((size_t)o.mailboxes, sizeof *next_send);
     names = calloc((size_t)o.mailboxes, sizeof *names);
     for (int m = 0; m < o.mailboxes; m++) mailbox_name(names[m], sizeof names[m], m);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", o.token);
+    auth = auth_line(o.token);
 
     char line[64];
     while (fgets(line, sizeof line, stdin)) {
