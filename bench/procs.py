@@ -143,16 +143,21 @@ def python_worker(
     return Proc(f"{kind}-{name}-{threads or ''}", argv, python=True, cpus=cpus)
 
 
-def c_program(name: str, program: str, target: Target, extra: list[str] | None = None) -> Proc:
-    exe = BIN_DIR / program
-    argv = [str(exe), "--base", target.base_url, "--token", target.token]
+def c_argv(program: str, target: Target) -> list[str]:
+    """The command line of a bench/c program sending to target."""
+    argv = [str(BIN_DIR / program), "--base", target.base_url, "--token", target.token]
     if target.user:
         argv += ["--user", target.user]
     if target.cafile:
         argv += ["--cainfo", target.cafile]
     if target.http2:
         argv.append("--http2")
-    argv += extra or []
+    return argv
+
+
+def c_program(name: str, program: str, target: Target, extra: list[str] | None = None) -> Proc:
+    exe = BIN_DIR / program
+    argv = c_argv(program, target) + (extra or [])
     if not exe.exists():
         return Proc.unavailable(name, f"{exe.name} not built (make -C bench programs)")
     return Proc(name, argv, python=False)
