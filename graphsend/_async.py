@@ -1,43 +1,62 @@
 """AsyncClient: asyncio on the same native engine, without blocking the event loop.
 
-One engine thread per client runs a libcurl multi handle (GIL released while it waits) and hands
-finished transfers back with ``call_soon_threadsafe``: 1,000 concurrent sends cost one OS thread,
-not a thread or executor job each. Retry policy and error mapping are the ones Client uses.
+One engine thread per client drives a libcurl multi handle (GIL released while it waits) with the
+per-mailbox Scheduler that Client.send_many uses: it submits, retries and requeues on its own,
+and wakes a loop only when a call awaited there has news, once per batch of finished transfers.
+1,000 concurrent sends cost one OS thread; a send_many costs no task or future per item.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import threading
-import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
 from . import _native
-from ._bulk import check_limits
+from ._bulk import Batch, Scheduler, check_limits
 from ._client import DEFAULT_RETRY, Client
 from ._errors import SendError
-from ._outcome import Outcome, outcome
 from ._progress import reporter
 from ._receipt import Receipt
-from ._request import client_request_id_or_new, send_path
-from ._retry import Retry, RetryState
+from ._request import client_request_id_or_new
+from ._retry import Retry
 
 if TYPE_CHECKING:
     from ._progress import ProgressArg
     from ._request import Item
     from ._tokens import TokenArg
 
-_Waiter: TypeAlias = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+class _Call(Batch):
+    """A Batch awaited in an event loop. The engine thread fills the Batch fields; the seen_*
+    fields and the waiter are only touched in the loop."""
+
+    __slots__ = ("loop", "progress", "seen_done", "seen_finished", "waiter")
+
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future[None]
+
+    def __init__(self, limit: int, stop_on_error: bool = False) -> None:
+        super().__init__(limit, stop_on_error)
+        self.progress = False  # wake the loop on every batch of results, not just at the end
+        self.seen_done = 0
+        self.seen_finished = False
+
+
+# (call, items done, finished) as the engine thread saw them.
+_News: TypeAlias = list[tuple[_Call, int, bool]]
 
 
 class AsyncClient:
     """The asyncio twin of :class:`Client`; same constructor arguments.
 
     ``max_per_mailbox`` (default 4, Outlook's concurrency limit per app per mailbox) caps
-    concurrent ``send()`` calls to one mailbox as well as ``send_many``.
+    concurrent ``send()`` calls to one mailbox as well as ``send_many``, whichever event loop
+    they come from.
     """
 
     def __init__(
@@ -74,14 +93,12 @@ class AsyncClient:
         self.base_url = self._client.base_url
         self.max_per_mailbox = max_per_mailbox
         self._engine: _native.Engine | None = None
+        self._scheduler: Scheduler | None = None
         self._thread: threading.Thread | None = None
-        self._waiters: dict[int, _Waiter] = {}
-        self._tags = itertools.count()
-        # Per event loop: a semaphore belongs to the loop that first waits on it, and one client
-        # may serve several loops (asyncio.run() twice, a notebook's loop and a thread's).
-        self._mailbox_slots: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
-        ] = weakref.WeakKeyDictionary()
+        # Work for the engine thread, which alone touches the scheduler: loops append, it pops.
+        self._inbox: deque[tuple[Callable[[Batch], None], Batch]] = deque()
+        self._wake_pending = False  # a wakeup() is on its way, so more posts need none
+        self._calls: dict[_Call, None] = {}  # awaited now: answered even if the engine dies
         self._lock = threading.Lock()
         self._closed = False
 
@@ -104,27 +121,19 @@ class AsyncClient:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
             engine.close()
         self._client.close()
-        self._abandon_waiters("the AsyncClient was closed during the send")
-
-    def _abandon_waiters(self, why: str) -> None:
-        """Sends still waiting learn that their transfer was abandoned mid-flight."""
-        waiters, self._waiters = self._waiters, {}
-        for loop, future in waiters.values():
-            error = SendError(f"{why}; it may have been sent", may_have_sent=True)
-            try:
-                loop.call_soon_threadsafe(_fail, future, error)
-            except RuntimeError:
-                pass  # that loop is closed: nobody is waiting any more
+        self._abandon("the AsyncClient was closed during the send")
 
     async def send(
         self, message_id: str, *, user: str | None = None, client_request_id: str | None = None
     ) -> Receipt:
         """Send one draft; raises a SendError subclass as ``Client.send`` would."""
-        url = self._client._prefix + send_path(user, message_id)
+        call = _Call(1)
         crid = client_request_id_or_new(client_request_id)
-        mailbox = "me" if user is None else user.lower()
-        async with self._slot(mailbox):
-            got = await self._send_with_retries(url, crid)
+        call.add(self._client._prefix, user, message_id, crid)
+        await self._run(call)
+        got = call.settle({})[0]
+        if call.error is not None:
+            raise call.error
         if isinstance(got, SendError):
             raise got
         return got
@@ -139,123 +148,124 @@ class AsyncClient:
     ) -> list[Receipt | SendError]:
         """Like ``Client.send_many``; results in input order, Receipt or SendError each."""
         check_limits(max_concurrency, 1)
-        pairs = [item if isinstance(item, tuple) else (None, item) for item in items]
-        for user, message_id in pairs:  # bad input raises before anything is sent
-            send_path(user, message_id)
-        report = reporter(progress, len(pairs))
-        overall = asyncio.Semaphore(max_concurrency)
-        stop = asyncio.Event()
-        done = 0
+        call = _Call(max_concurrency, stop_on_error)
+        call.add_items(self._client._prefix, items)  # bad input raises before anything is sent
+        total = len(call.jobs)
+        report = reporter(progress, total)
+        call.progress = report is not None
+        shown = 0
 
-        async def one(user: str | None, message_id: str) -> Receipt | SendError:
-            nonlocal done
-            async with overall:
-                if stop.is_set():
-                    return SendError(
-                        "not sent: the batch stopped before this item", may_have_sent=False
-                    )
-                try:
-                    result: Receipt | SendError = await self.send(message_id, user=user)
-                except SendError as exc:
-                    result = exc
-                    if stop_on_error:
-                        stop.set()
-            done += 1
+        def show(done: int) -> None:
+            nonlocal shown
             if report is not None:
-                report(done, len(pairs))
-            return result
+                while shown < done:
+                    shown += 1
+                    report(shown, total)
 
-        return list(await asyncio.gather(*(one(u, m) for u, m in pairs)))
+        if total:
+            await self._run(call, show)
+        show(call.seen_done)
+        results = call.settle({})  # finished: nothing of it is in flight
+        if call.error is not None:
+            call.error.results = results  # type: ignore[attr-defined]
+            raise call.error
+        return results
 
-    def _slot(self, mailbox: str) -> asyncio.Semaphore:
+    async def _run(self, call: _Call, progress: Callable[[int], None] | None = None) -> None:
+        """Hand the call to the engine thread and wait until it has finished."""
         loop = asyncio.get_running_loop()
-        slots = self._mailbox_slots.get(loop)
-        if slots is None:
-            slots = self._mailbox_slots[loop] = {}
-        slot = slots.get(mailbox)
-        if slot is None:
-            slot = slots[mailbox] = asyncio.Semaphore(self.max_per_mailbox)
-        return slot
-
-    async def _send_with_retries(self, url: str, crid: str) -> Outcome:
-        tokens = self._client._tokens
-        crid_header = "client-request-id: " + crid
-        headers = (tokens.header(), crid_header)
-        state: RetryState | None = None
-        while True:
-            got = outcome(await self._transfer(url, headers), crid)
-            if isinstance(got, Receipt):
-                return got
-            if state is None:
-                state = RetryState(self._client.retry)
-            wait = state.next_wait(got, tokens)
-            if wait is None:
-                return got
-            self._client._log_retry(url, got, wait, state.attempt)
-            await asyncio.sleep(wait)
-            headers = (tokens.header(), crid_header, f"Retry-Attempt: {state.attempt - 1}")
-
-    async def _transfer(self, url: str, headers: tuple[str, ...]) -> _native.Result:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_native.Result] = loop.create_future()
-        tag = next(self._tags)
-        self._waiters[tag] = (loop, future)
-        engine = self._running_engine()
-        engine.submit(tag, url, headers)
+        call.loop = loop
+        call.waiter = loop.create_future()
+        self._calls[call] = None
         try:
-            return await future
+            self._post(call)
+            while True:
+                await call.waiter
+                if call.seen_finished:
+                    return
+                if progress is not None:
+                    progress(call.seen_done)
+                call.waiter = loop.create_future()
         except asyncio.CancelledError:
-            # Cancelling the task cancels the transfer; its late result is dropped.
-            self._waiters.pop(tag, None)
-            engine.cancel(tag)
+            # Cancelling the awaiting task cancels the transfers; their late results are dropped.
+            self._post(call, cancel=True)
             raise
+        finally:
+            self._calls.pop(call, None)
 
-    def _running_engine(self) -> _native.Engine:
+    def _post(self, call: _Call, cancel: bool = False) -> None:
         with self._lock:
-            if self._closed:
-                raise ValueError("this AsyncClient is closed")
-            if self._engine is None:
-                self._engine = _native.Engine(share=_native.Share(), **self._client._options)
-                self._thread = threading.Thread(
-                    target=self._run_engine,
-                    args=(self._engine,),
-                    name="graphsend-engine",
-                    daemon=True,
-                )
-                self._thread.start()
-            return self._engine
+            if self._closed or self._scheduler is None:
+                if cancel:
+                    return  # nothing runs any more, or never did
+                if self._closed:
+                    raise ValueError("this AsyncClient is closed")
+                self._start_engine()
+            scheduler, engine = self._scheduler, self._engine
+            assert scheduler is not None and engine is not None
+            self._inbox.append((scheduler.cancel if cancel else scheduler.add, call))
+            # Sends posted in one go (a gather) wake the engine thread once.
+            if not self._wake_pending:
+                self._wake_pending = True
+                engine.wakeup()
 
-    def _run_engine(self, engine: _native.Engine) -> None:
-        """The engine thread: wait on sockets with the GIL released, then resolve futures."""
+    def _start_engine(self) -> None:
+        engine = self._engine = _native.Engine(share=_native.Share(), **self._client._options)
+        scheduler = self._scheduler = Scheduler(self._client, engine, self.max_per_mailbox)
+        self._thread = threading.Thread(
+            target=self._run_engine, args=(engine, scheduler), name="graphsend-engine", daemon=True
+        )
+        self._thread.start()
+
+    def _run_engine(self, engine: _native.Engine, scheduler: Scheduler) -> None:
+        """The engine thread: wait on sockets with the GIL released, schedule, tell the loops."""
+        inbox = self._inbox
         try:
             while not self._closed:
-                self._deliver(engine.perform(1.0))
-        except BaseException as exc:  # never leave awaiting sends hanging
+                self._wake_pending = False  # before draining: a post after this wakes us again
+                while inbox:
+                    op, call = inbox.popleft()
+                    op(call)
+                now = time.monotonic()
+                next_wake = scheduler.start_ready(now)
+                timeout = 1.0 if next_wake is None else max(0.0, min(next_wake - now, 1.0))
+                for tag, result in engine.perform(timeout):
+                    scheduler.finish(tag, result)
+                if scheduler.touched:
+                    touched, scheduler.touched = scheduler.touched, {}
+                    news = [(c, c.done, c.finished()) for c in touched]  # type: ignore[attr-defined]
+                    _tell([n for n in news if n[2] or n[0].progress])  # type: ignore[misc]
+        except BaseException as exc:  # never leave awaiting calls hanging
             with self._lock:
                 self._closed = True
-            self._abandon_waiters(f"the engine thread failed ({exc!r})")
+            self._abandon(f"the engine thread failed ({exc!r})")
             raise
 
-    def _deliver(self, finished: list[tuple[int, _native.Result]]) -> None:
-        """Hand finished transfers to their loops: one wake-up per loop per batch."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for tag, result in finished:
-            waiter = self._waiters.pop(tag, None)
-            if waiter is not None:
-                by_loop.setdefault(waiter[0], []).append((waiter[1], result))
-        for loop, batch in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, batch)
-            except RuntimeError:
-                pass  # that loop is closed: nobody is waiting any more
+    def _abandon(self, why: str) -> None:
+        """Calls still awaited learn that their transfers were abandoned mid-flight."""
+        in_flight = {} if self._scheduler is None else self._scheduler.in_flight
+        calls = list(self._calls)
+        for call in calls:
+            call.settle(in_flight, f"{why}; it may have been sent")
+        _tell([(call, call.done, True) for call in calls])
 
 
-def _fail(future: asyncio.Future[Any], error: SendError) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _tell(news: _News) -> None:
+    """Wake each loop once for all its calls with news."""
+    by_loop: dict[asyncio.AbstractEventLoop, _News] = {}
+    for item in news:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_wake, items)
+        except RuntimeError:
+            pass  # that loop is closed: nobody is waiting any more
 
 
-def _resolve(batch: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for future, result in batch:
-        if not future.done():
-            future.set_result(result)
+def _wake(news: _News) -> None:
+    """In the loop: record what the engine thread saw and wake the awaiting coroutines."""
+    for call, done, finished in news:
+        call.seen_done = max(call.seen_done, done)
+        call.seen_finished = call.seen_finished or finished
+        if not call.waiter.done():
+            call.waiter.set_result(None)

@@ -2,7 +2,7 @@
 
 Policy stays here: per-mailbox and overall caps, requeueing throttled items after Retry-After
 while the other mailboxes go on, and the same RetryState that Client.send uses. send_many drives
-a Scheduler from the calling thread; one Scheduler can serve several batches at once.
+a Scheduler from the calling thread; AsyncClient drives one from its engine thread.
 """
 
 from __future__ import annotations

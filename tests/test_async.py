@@ -136,3 +136,87 @@ def test_one_client_serves_two_event_loops(graph: FakeGraph) -> None:
     assert len(run(burst())) == 10
     run(client.aclose())
     assert len(graph.sent_items()) == 20
+
+
+def test_send_many_and_concurrent_sends_share_the_mailbox_cap() -> None:
+    with FakeGraph(latency=0.05, mailbox_concurrency_limit=4) as graph:
+        batch = [graph.create_draft() for _ in range(12)]
+        singles = [graph.create_draft() for _ in range(8)]
+
+        async def main() -> tuple[list, list]:
+            async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+                many = asyncio.create_task(client.send_many(batch, max_concurrency=50))
+                await asyncio.sleep(0)  # the batch is queued first: the sends wait behind it
+                sent = await asyncio.gather(*(client.send(d) for d in singles))
+                return await many, sent
+
+        many, sent = run(main())
+        assert all(r.status == 202 for r in many + sent)
+        assert graph.peak_in_flight("me") == 4
+
+
+def test_async_send_many_progress_and_stop_on_error(graph: FakeGraph) -> None:
+    seen: list[tuple[int, int]] = []
+    drafts = [graph.create_draft() for _ in range(5)]
+
+    async def main() -> tuple[list, list]:
+        client = graphsend.AsyncClient(
+            graph.token, base_url=graph.base_url, retry=graphsend.Retry(max_attempts=1)
+        )
+        async with client:
+            all_sent = await client.send_many(drafts, progress=lambda d, t: seen.append((d, t)))
+            graph.fail_next(403, "ErrorAccessDenied")
+            stopped = await client.send_many(
+                [graph.create_draft() for _ in range(6)], stop_on_error=True
+            )
+        return all_sent, stopped
+
+    graph.set_latency(graph.default_user, 0.05)  # the first failure comes back before the rest
+    all_sent, stopped = run(main())
+    assert all(isinstance(r, graphsend.Receipt) for r in all_sent)
+    assert seen == [(i, 5) for i in range(1, 6)]
+    assert isinstance(stopped[0], graphsend.PermissionDeniedError)
+    # Four went out at once (the mailbox cap); the two behind them never started.
+    assert all(type(r) is graphsend.SendError and not r.may_have_sent for r in stopped[4:])
+    assert len(graph.requests) == 5 + 4
+
+
+def test_async_throttled_mailbox_pauses_while_the_others_go_on() -> None:
+    with FakeGraph(latency=0.05) as graph:
+        slow = "slow@contoso.com"
+        users = [slow] * 4 + [f"user{i % 8}@contoso.com" for i in range(32)]
+        items = [(user, graph.create_draft(user)) for user in users]
+        graph.fail_next(429, "ApplicationThrottled", retry_after=1, count=4, user=slow)
+
+        async def main() -> list:
+            async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+                return await client.send_many(items)
+
+        start = time.monotonic()
+        assert all(isinstance(r, graphsend.Receipt) for r in run(main()))
+        answered = [(r.user, r.answered_at - start) for r in graph.requests if r.status == 202]
+        assert max(t for user, t in answered if user != slow) < 0.8
+        assert 0.95 < min(t for user, t in answered if user == slow) < 1.6
+
+
+def test_cancelling_send_many_cancels_its_transfers(graph: FakeGraph) -> None:
+    graph.stall_next(2)
+    drafts = [graph.create_draft() for _ in range(6)]
+
+    async def main() -> None:
+        async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+            task = asyncio.create_task(client.send_many(drafts, max_concurrency=2))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # Nothing of the cancelled batch is started later, and the client goes on working.
+            assert (await client.send(graph.create_draft())).status == 202
+            await asyncio.sleep(0.2)
+
+    run(main())
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(r.outcome == "stalled" for r in graph.requests):
+        time.sleep(0.02)
+    assert [r.outcome for r in graph.requests[:2]] == ["disconnected"] * 2
+    assert len(graph.requests) == 3
