@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import textwrap
 import threading
 import time
 
 import pytest
+from helpers import interrupt_subprocess
 
 import graphsend
 from graphsend.testing import FakeGraph
@@ -203,20 +205,56 @@ def test_cancelling_send_many_cancels_its_transfers(graph: FakeGraph) -> None:
     graph.stall_next(2)
     drafts = [graph.create_draft() for _ in range(6)]
 
-    async def main() -> None:
+    async def main() -> list[str]:
         async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
             task = asyncio.create_task(client.send_many(drafts, max_concurrency=2))
             await asyncio.sleep(0.3)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            # Nothing of the cancelled batch is started later, and the client goes on working.
+            # Dropped now, not when the client closes.
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and any(
+                r.outcome == "stalled" for r in graph.requests
+            ):
+                await asyncio.sleep(0.02)
+            outcomes = [r.outcome for r in graph.requests]
             assert (await client.send(graph.create_draft())).status == 202
-            await asyncio.sleep(0.2)
+            return outcomes
 
-    run(main())
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and any(r.outcome == "stalled" for r in graph.requests):
-        time.sleep(0.02)
-    assert [r.outcome for r in graph.requests[:2]] == ["disconnected"] * 2
-    assert len(graph.requests) == 3
+    assert run(main()) == ["disconnected"] * 2
+    assert len(graph.requests) == 3  # nothing of the cancelled batch started later
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, time
+    import graphsend
+    from graphsend.testing import FakeGraph
+    with FakeGraph() as graph:
+        drafts = [graph.create_draft() for _ in range(6)]
+        graph.stall_next(4)  # the first four never get an answer; the other two wait behind them
+
+        async def main():
+            async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+                await client.send_many(drafts)
+
+        print("ready", flush=True)
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and any(
+                r.outcome == "stalled" for r in graph.requests
+            ):
+                time.sleep(0.02)
+            print(" ".join(r.outcome for r in graph.requests), flush=True)
+    """
+)
+
+
+def test_ctrl_c_during_send_many_drops_its_transfers() -> None:
+    returncode, output, seconds = interrupt_subprocess(CTRL_C_SCRIPT, after=0.7)
+    assert returncode == 0
+    assert seconds < 3.0  # includes the script's wait for the server to see the disconnects
+    assert output.split() == ["disconnected"] * 4  # the two queued ones never went out
