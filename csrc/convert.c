@@ -144,10 +144,10 @@ const char *gs_wire_line(PyObject *s, const char *what, Py_ssize_t *len)
     return p;
 }
 
-int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers)
+int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers, PyObject *crid)
 {
-    Py_ssize_t url_len, n, len;
-    const char *u, *line;
+    Py_ssize_t url_len, n, len, crid_len = 0;
+    const char *u, *line, *crid_text = NULL;
     size_t text;
     gs_request_writer w;
 
@@ -166,6 +166,12 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers)
             return -1;
         text += (size_t)len + 1;
     }
+    if (crid != NULL && crid != Py_None) {
+        crid_text = gs_check_text(crid, "client_request_id", &crid_len);
+        if (crid_text == NULL)
+            return -1;
+        text += (size_t)crid_len + 1;
+    }
     if (gs_request_begin(reqp, (size_t)n, text, &w) < 0) {
         PyErr_NoMemory();
         return -1;
@@ -176,6 +182,8 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers)
         line = PyUnicode_AsUTF8AndSize(PyTuple_GetItem(headers, i), &len);
         gs_request_put_header(&w, line, (size_t)len);
     }
+    if (crid_text != NULL)
+        gs_request_put_crid(&w, crid_text, (size_t)crid_len);
     gs_request_end(&w);
     return 0;
 }

@@ -3,16 +3,21 @@
  *
  * submit(), cancel() and wakeup() may come from any thread, also while another thread is inside
  * perform(): they only touch a mutex-protected queue of malloc'd requests and cancelled tags, and
- * curl_multi_wakeup() (thread-safe by design) to cut a poll short. Everything libcurl is owned by
- * the one thread in perform() (the busy flag), which runs with the GIL released and drains the
- * queue, so no libcurl handle is ever used from two threads.
+ * an eventfd (events.c) to cut a wait short. Everything libcurl is owned by the one thread in
+ * perform() (the busy flag), which runs with the GIL released and drains the queue, so no
+ * libcurl handle is ever used from two threads. The waiting itself is libcurl's socket API over
+ * epoll (events.c): a wake-up costs the ready sockets, not every transfer in flight.
  */
 #include "native.h"
 
+#include "events.h"
+
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef struct {
@@ -22,6 +27,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     CURLM *multi; /* NULL once closed */
+    gs_events ev; /* its sockets, timer and wake-up fd */
     gs_options opts;
     PyObject *share;
     pid_t pid;
@@ -198,7 +204,7 @@ typedef struct {
     double timeout;
     int check_signals;
     int raised;
-    CURLMcode mc;
+    gs_step step; /* what failed, if the event loop did */
 } perform_state;
 
 static void engine_run(EngineObject *self, perform_state *ps)
@@ -206,7 +212,7 @@ static void engine_run(EngineObject *self, perform_state *ps)
     double now = gs_now();
     double deadline = now + ps->timeout;
     double next_check = now + GS_SIGNAL_SLICE;
-    int first = 1, running;
+    int first = 1;
     PyThreadState *ts = PyEval_SaveThread();
 
     for (;;) {
@@ -234,24 +240,24 @@ static void engine_run(EngineObject *self, perform_state *ps)
         start_requests(self, reqs);
         apply_cancels(self, cancels, ncancels);
         free(cancels);
-
-        ps->mc = curl_multi_perform(self->multi, &running);
-        if (ps->mc != CURLM_OK)
+        /* New transfers are due at once (libcurl's timer): start them before anything returns. */
+        if (reqs != NULL && gs_events_step(&self->ev, self->multi, 0.0, &ps->step) < 0)
             break;
+
         collect_finished(self);
         if (self->done.head != NULL || woken || self->out_of_memory)
             break;
         now = gs_now();
-        if (now >= deadline)
-            break;
-        double wait = deadline - now;
+        if (!first && now >= deadline)
+            break; /* the first round always lets libcurl run, so perform(0) makes progress */
+        double wait = deadline > now ? deadline - now : 0.0;
         if (wait > 60.0)
             wait = 60.0; /* keeps the int milliseconds in range; the loop waits again */
         if (ps->check_signals && wait > GS_SIGNAL_SLICE)
             wait = GS_SIGNAL_SLICE;
-        /* Sleeps until a socket, a libcurl timer or curl_multi_wakeup(), even with no transfer. */
-        ps->mc = curl_multi_poll(self->multi, NULL, 0, (int)(wait * 1000) + 1, NULL);
-        if (ps->mc != CURLM_OK)
+        /* Runs libcurl for a due timer at once, else sleeps until a socket, the timer or a
+         * wake-up, even with no transfer. */
+        if (gs_events_step(&self->ev, self->multi, wait, &ps->step) < 0)
             break;
         if (ps->check_signals && gs_now() >= next_check) {
             PyEval_RestoreThread(ts);
@@ -302,6 +308,7 @@ static void engine_release(EngineObject *self)
          * streams must not see a close_notify from us, so all of it is leaked on purpose. */
         self->closed = 1;
         self->multi = NULL;
+        gs_events_close(&self->ev); /* our copies of the fds only */
         gs_options_clear(&self->opts);
         Py_CLEAR(self->share);
         return;
@@ -338,6 +345,7 @@ static void engine_release(EngineObject *self)
         curl_multi_cleanup(self->multi); /* after its easy handles left it */
         self->multi = NULL;
     }
+    gs_events_close(&self->ev); /* after the multi, which still reports sockets to remove */
     gs_options_clear(&self->opts);
     Py_CLEAR(self->share);
 }
@@ -359,6 +367,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_XDECREF(share);
         return NULL;
     }
+    self->ev.epoll_fd = self->ev.wake_fd = -1; /* not 0, which dealloc would close */
     if (pthread_mutex_init(&self->lock, NULL) != 0) {
         gs_options_clear(&o);
         Py_XDECREF(share);
@@ -382,6 +391,11 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return gs_setup_error("CURLMOPT_PIPELINING", mc == CURLM_OUT_OF_MEMORY,
                               curl_multi_strerror(mc));
     }
+    if (gs_events_open(&self->ev, self->multi) < 0) {
+        int err = errno;
+        Py_DECREF(self);
+        return gs_setup_error("the event loop (epoll, eventfd)", err == ENOMEM, strerror(err));
+    }
     return (PyObject *)self;
 }
 
@@ -399,7 +413,7 @@ static void Engine_dealloc(PyObject *op)
     gs_dealloc_object(op);
 }
 
-/* Queues under the lock; curl_multi_wakeup() stays under it so close() cannot free the multi. */
+/* Queues under the lock; the wake-up stays under it so close() cannot close the eventfd. */
 static int engine_post(EngineObject *self, gs_request *req, const long long *cancel_tag,
                        int wake, const char *method)
 {
@@ -436,9 +450,8 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
      * failed wakeup only delays a running perform() to its next poll slice, so only an explicit
      * wakeup() reports it. */
     if (rc == 0 && (wake || atomic_load(&self->busy))) {
-        CURLMcode mc = curl_multi_wakeup(self->multi);
-        if (mc != CURLM_OK && wake) {
-            gs_setup_error("curl_multi_wakeup", 0, curl_multi_strerror(mc));
+        if (gs_events_wake(&self->ev) < 0 && wake) {
+            gs_setup_error("write(eventfd)", 0, strerror(errno));
             rc = -1;
         }
     }
@@ -450,19 +463,19 @@ out:
 static PyObject *Engine_submit(PyObject *op, PyTypeObject *cls, PyObject *const *args,
                                Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"tag", "url", "headers"};
+    static const char *const names[] = {"tag", "url", "headers", "client_request_id"};
     EngineObject *self = (EngineObject *)op;
-    PyObject *argv[3];
+    PyObject *argv[4];
     gs_request *req = NULL;
     long long tag;
     (void)cls;
 
-    if (gs_bind_args("submit", names, 3, 3, args, nargs, kwnames, argv) < 0)
+    if (gs_bind_args("submit", names, 3, 4, args, nargs, kwnames, argv) < 0)
         return NULL;
     tag = PyLong_AsLongLong(argv[0]);
     if (tag == -1 && PyErr_Occurred())
         return NULL;
-    if (gs_request_from_py(&req, argv[1], argv[2]) < 0) {
+    if (gs_request_from_py(&req, argv[1], argv[2], argv[3]) < 0) {
         free(req);
         return NULL;
     }
@@ -501,14 +514,29 @@ static PyObject *Engine_wakeup(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* [(tag, Result)] for everything finished; the records are recycled only once all converted. */
+/* A Receipt for a 202 submitted with a client_request_id, else the Result tuple. */
+static PyObject *outcome_to_py(gs_state *st, const gs_transfer *t)
+{
+    PyObject *crid, *receipt;
+    if (t->status != 202 || t->req == NULL || t->req->crid == NULL)
+        return gs_result_to_py(st, t);
+    crid = PyUnicode_DecodeUTF8(t->req->crid, (Py_ssize_t)t->req->crid_len, NULL);
+    if (crid == NULL)
+        return NULL;
+    receipt = gs_receipt_to_py(st, t, crid);
+    Py_DECREF(crid);
+    return receipt;
+}
+
+/* [(tag, Receipt | Result)] for everything finished; the records are recycled only once all
+ * converted. */
 static PyObject *finished_to_py(EngineObject *self, gs_state *st)
 {
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
     for (gs_transfer *t = self->done.head; t != NULL; t = t->next) {
-        PyObject *result = gs_result_to_py(st, t);
+        PyObject *result = outcome_to_py(st, t);
         PyObject *tag = result != NULL ? PyLong_FromLongLong(t->tag) : NULL;
         PyObject *pair = tag != NULL ? PyTuple_New(2) : NULL;
         if (pair == NULL) {
@@ -569,9 +597,13 @@ static PyObject *Engine_perform(PyObject *op, PyTypeObject *cls, PyObject *const
     engine_run(self, &ps);
     if (ps.raised)
         goto done; /* results stay queued for the next perform() */
-    if (ps.mc != CURLM_OK) {
-        gs_setup_error("curl_multi_perform", ps.mc == CURLM_OUT_OF_MEMORY,
-                       curl_multi_strerror(ps.mc));
+    if (ps.step.failed != NULL) {
+        gs_setup_error(ps.step.failed, ps.step.sys_errno == ENOMEM, strerror(ps.step.sys_errno));
+        goto done;
+    }
+    if (ps.step.mc != CURLM_OK) {
+        gs_setup_error("curl_multi_socket_action", ps.step.mc == CURLM_OUT_OF_MEMORY,
+                       curl_multi_strerror(ps.step.mc));
         goto done;
     }
     if (self->out_of_memory && self->done.head == NULL) {
@@ -609,8 +641,9 @@ static PyObject *Engine_get_closed(PyObject *op, void *closure)
 
 static PyMethodDef Engine_methods[] = {
     {"submit", FASTCALL_METHOD(Engine_submit), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
-     PyDoc_STR("submit($self, /, tag, url, headers)\n--\n\n"
-               "Queue a send; safe from any thread.")},
+     PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None)\n--\n\n"
+               "Queue a send; safe from any thread. With client_request_id, a 202 comes back "
+               "from perform() as a Receipt carrying it.")},
     {"cancel", FASTCALL_METHOD(Engine_cancel), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("cancel($self, /, tag)\n--\n\n"
                "Abort the transfers with this tag (curl_code 42); safe from any thread.")},

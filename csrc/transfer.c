@@ -55,6 +55,8 @@ int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_req
     req->next = NULL;
     req->tag = 0;
     req->url = NULL;
+    req->crid = NULL;
+    req->crid_len = 0;
     req->headers = (struct curl_slist *)(req + 1);
     w->req = req;
     w->node = req->headers;
@@ -82,6 +84,15 @@ char *gs_request_header(gs_request_writer *w, size_t len)
     w->node++;
     w->text += len + 1;
     return line;
+}
+
+void gs_request_put_crid(gs_request_writer *w, const char *crid, size_t len)
+{
+    memcpy(w->text, crid, len);
+    w->text[len] = '\0';
+    w->req->crid = w->text;
+    w->req->crid_len = len;
+    w->text += len + 1;
 }
 
 void gs_request_put_url(gs_request_writer *w, const char *url, size_t len)

@@ -52,6 +52,8 @@ typedef struct gs_request {
     size_t size; /* bytes allocated */
     char *url;
     struct curl_slist *headers;
+    const char *crid; /* Engine: a 202 comes back as a Receipt with this client-request-id */
+    size_t crid_len;
 } gs_request;
 
 typedef struct gs_request_writer {
@@ -67,6 +69,7 @@ int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_req
  * them in. The put_ forms copy a ready string. */
 char *gs_request_url(gs_request_writer *w, size_t len);
 char *gs_request_header(gs_request_writer *w, size_t len);
+void gs_request_put_crid(gs_request_writer *w, const char *crid, size_t len);
 void gs_request_put_url(gs_request_writer *w, const char *url, size_t len);
 void gs_request_put_header(gs_request_writer *w, const char *line, size_t len);
 void gs_request_end(gs_request_writer *w);

@@ -200,12 +200,12 @@ class Scheduler:
         else:
             headers = (auth, crid, f"Retry-Attempt: {job.retry.attempt - 1}")
         tag = job.tag = next(self._tags)
-        self.engine.submit(tag, job.url, headers)
+        self.engine.submit(tag, job.url, headers, job.crid)  # a 202 comes back as a Receipt
         self.in_flight[tag] = job
         box.in_flight += 1
         job.batch.running += 1
 
-    def finish(self, tag: int, result: Result) -> Job | None:
+    def finish(self, tag: int, result: Receipt | Result) -> Job | None:
         """Record a finished transfer; returns its job when that outcome is final."""
         job = self.in_flight.pop(tag, None)
         if job is None:
@@ -218,9 +218,10 @@ class Scheduler:
         if self.blocked:  # a batch got room under its max_concurrency
             self.ready.update(self.blocked)
             self.blocked.clear()
-        got = outcome(result, job.crid)
-        if got.__class__ is not Receipt:
-            assert isinstance(got, SendError)
+        got: Outcome = result  # type: ignore[assignment]  # a 202: the engine built the Receipt
+        if result.__class__ is not Receipt:
+            got = outcome(result, job.crid)  # type: ignore[arg-type]
+        if isinstance(got, SendError):
             if job.retry is None:
                 job.retry = RetryState(self.client.retry)
             wait = job.retry.next_wait(got, self.tokens)

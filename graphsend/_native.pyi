@@ -93,13 +93,22 @@ class Engine:
     ) -> Engine: ...
     @property
     def closed(self) -> bool: ...
-    def submit(self, tag: int, url: str, headers: tuple[str, ...]) -> None:
-        """Queue a send; any thread."""
+    def submit(
+        self,
+        tag: int,
+        url: str,
+        headers: tuple[str, ...],
+        client_request_id: str | None = None,
+    ) -> None:
+        """Queue a send; any thread. With client_request_id, perform() returns a 202 as a
+        Receipt carrying it (no Result tuple to convert)."""
     def cancel(self, tag: int) -> None:
         """Abort the sends with this tag (curl_code 42); any thread; unknown tags are ignored."""
     def wakeup(self) -> None:
         """Make the running perform() return, or the next one if none runs; any thread."""
-    def perform(self, timeout: float, check_signals: bool = False) -> list[tuple[int, Result]]:
+    def perform(
+        self, timeout: float, check_signals: bool = False
+    ) -> list[tuple[int, Receipt | Result]]:
         """Run sends until one finishes, timeout passes or another thread hands over work.
 
         On an exception from a signal handler every queued and running send is aborted and

@@ -703,6 +703,34 @@ def test_engine_runs_fifty_sends_and_cancels_some(serve: Callable[..., Server]) 
     assert served == set(range(50)) - cancelled
 
 
+def test_engine_returns_a_receipt_for_a_202_submitted_with_its_crid(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(
+        lambda seen: Reply(
+            status=202 if b"/ok" in seen.head else 429,
+            headers=(("request-id", "rid-" + seen.header("client-request-id")[0]),),
+        )
+    )
+    engine = http_engine()
+    engine.submit(1, server.url("/ok"), (TOKEN, "client-request-id: c-1"), "c-1")
+    engine.submit(2, server.url("/ok"), (TOKEN, CRID))  # no crid: the Result tuple, as ever
+    engine.submit(3, server.url("/no"), (TOKEN, "client-request-id: c-3"), "c-3")
+    with pytest.raises(ValueError, match="client_request_id must not contain control"):
+        engine.submit(4, server.url("/ok"), (TOKEN,), "c\n4")
+    results = drain(engine, 3)
+    receipt = results[1]
+    assert isinstance(receipt, graphsend.Receipt)
+    assert (receipt.status, receipt.request_id, receipt.client_request_id) == (
+        202,
+        "rid-c-1",
+        "c-1",
+    )
+    assert not isinstance(results[2], graphsend.Receipt) and results[2][STATUS] == 202
+    assert not isinstance(results[3], graphsend.Receipt) and results[3][STATUS] == 429
+    assert len(server.requests) == 3  # the bad one never reached the queue
+
+
 def test_engine_http2_option_does_not_hold_back_plain_http(serve: Callable[..., Server]) -> None:
     """PIPEWAIT applies to https only: on http it would wait for a connection that never
     multiplexes, and the transfers would run in two rounds instead of one."""
@@ -815,6 +843,31 @@ def test_engine_transport_failures_are_results(refused_url: str) -> None:
     results = drain(engine, 2)
     assert (results[1][CODE], results[1][SENT]) == (CURLE_COULDNT_CONNECT, False)
     assert (results[2][CODE], results[2][SENT]) == (CURLE_UNSUPPORTED_PROTOCOL, False)
+
+
+def test_engine_timeouts_fire_from_libcurls_timer(serve: Callable[..., Server]) -> None:
+    """No socket activity at all: only libcurl's timer can end the transfer."""
+    server = serve(lambda seen: Reply(action="stall"))
+    engine = http_engine(timeout_ms=int(300 * SCALE))
+    start = time.monotonic()
+    engine.submit(1, server.url(), ())
+    result = drain(engine, 1)[1]
+    assert (result[CODE], result[SENT]) == (CURLE_OPERATION_TIMEDOUT, True)
+    assert 0.25 * SCALE < time.monotonic() - start < 2 * SCALE
+
+
+def test_perform_with_no_wait_still_drives_transfers(serve: Callable[..., Server]) -> None:
+    server = serve(lambda seen: Reply(delay=0.05))
+    engine = http_engine()
+    for tag in range(5):
+        engine.submit(tag, server.url(), ())
+    results: dict[int, tuple] = {}
+    deadline = time.monotonic() + 5 * SCALE
+    while len(results) < 5 and time.monotonic() < deadline:
+        results.update(engine.perform(0.0))  # never waits, so only perform(0) can progress
+        time.sleep(0.005)
+    assert sorted(results) == list(range(5))
+    assert all(r[STATUS] == 202 for r in results.values())
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")

@@ -1,0 +1,148 @@
+/* The Engine's event loop under libcurl's socket API (see events.h). */
+#define _GNU_SOURCE
+
+#include "events.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "transfer.h"
+
+#define MAX_EVENTS 64
+#define REGISTERED ((void *)1) /* curl_multi_assign() mark: the socket is in the epoll set */
+
+/* CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what libcurl waits for. */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    gs_events *ev = userp;
+    struct epoll_event e = {0};
+    (void)easy;
+
+    if (what == CURL_POLL_REMOVE) {
+        /* libcurl may already have closed it, which removed it from the set: nothing to undo. */
+        (void)epoll_ctl(ev->epoll_fd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    e.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    e.data.fd = s;
+    if (socketp == REGISTERED) {
+        if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_MOD, s, &e) == 0)
+            return 0;
+        if (errno != ENOENT) /* ENOENT: closed and reopened under the same number */
+            return -1;
+    }
+    if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_ADD, s, &e) != 0 &&
+        (errno != EEXIST || epoll_ctl(ev->epoll_fd, EPOLL_CTL_MOD, s, &e) != 0))
+        return -1;
+    /* Remembered so later changes are one MOD. If it cannot be, the next change finds the
+     * socket registered (EEXIST) and falls back to MOD: correct, one syscall dearer. */
+    (void)curl_multi_assign(ev->multi, s, REGISTERED);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: libcurl wants a call with CURL_SOCKET_TIMEOUT after timeout_ms. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    gs_events *ev = userp;
+    (void)multi;
+    ev->timer_at = timeout_ms < 0 ? -1.0 : gs_now() + (double)timeout_ms / 1000.0;
+    return 0;
+}
+
+int gs_events_open(gs_events *ev, CURLM *multi)
+{
+    struct epoll_event e = {.events = EPOLLIN};
+
+    ev->multi = multi;
+    ev->timer_at = -1.0;
+    ev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    ev->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ev->epoll_fd < 0 || ev->wake_fd < 0)
+        return -1;
+    e.data.fd = ev->wake_fd;
+    if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_ADD, ev->wake_fd, &e) != 0)
+        return -1;
+    if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, ev) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERDATA, ev) != CURLM_OK) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+void gs_events_close(gs_events *ev)
+{
+    if (ev->epoll_fd >= 0)
+        close(ev->epoll_fd);
+    if (ev->wake_fd >= 0)
+        close(ev->wake_fd);
+    ev->epoll_fd = ev->wake_fd = -1;
+}
+
+int gs_events_wake(gs_events *ev)
+{
+    uint64_t one = 1;
+    /* EAGAIN: the counter is full, so the loop is woken already. */
+    if (write(ev->wake_fd, &one, sizeof(one)) != (ssize_t)sizeof(one) && errno != EAGAIN)
+        return -1;
+    return 0;
+}
+
+static int fail(gs_step *st, const char *call)
+{
+    st->failed = call;
+    st->sys_errno = errno;
+    return -1;
+}
+
+static int run_timer(gs_events *ev, CURLM *multi, gs_step *st)
+{
+    int running;
+    ev->timer_at = -1.0; /* libcurl sets the next one from inside the call */
+    st->mc = curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    return st->mc == CURLM_OK ? 0 : -1;
+}
+
+int gs_events_step(gs_events *ev, CURLM *multi, double wait, gs_step *st)
+{
+    struct epoll_event events[MAX_EVENTS];
+    double now = gs_now();
+    int n, running;
+
+    st->mc = CURLM_OK;
+    st->failed = NULL;
+    if (ev->timer_at >= 0.0 && ev->timer_at <= now)
+        return run_timer(ev, multi, st);
+    if (ev->timer_at >= 0.0 && ev->timer_at - now < wait)
+        wait = ev->timer_at - now;
+    /* Rounded up: waking a fraction of a millisecond early would spin until the timer is due. */
+    n = epoll_wait(ev->epoll_fd, events, MAX_EVENTS, (int)(wait * 1000.0 + 0.999));
+    if (n < 0)
+        return errno == EINTR ? 0 : fail(st, "epoll_wait");
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd, flags = 0;
+        if (fd == ev->wake_fd) {
+            uint64_t count;
+            if (read(ev->wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+                return fail(st, "read(eventfd)");
+            continue;
+        }
+        if (events[i].events & EPOLLIN)
+            flags |= CURL_CSELECT_IN;
+        if (events[i].events & EPOLLOUT)
+            flags |= CURL_CSELECT_OUT;
+        if (events[i].events & (EPOLLERR | EPOLLHUP))
+            flags |= CURL_CSELECT_ERR;
+        st->mc = curl_multi_socket_action(multi, fd, flags, &running);
+        if (st->mc != CURLM_OK)
+            return -1;
+    }
+    if (ev->timer_at >= 0.0 && ev->timer_at <= gs_now())
+        return run_timer(ev, multi, st);
+    return 0;
+}
