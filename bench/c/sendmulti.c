@@ -7,9 +7,10 @@
  * cache) are kept across rounds, as a long-lived client would.
  *
  * Two ways to drive the multi handle:
- *   --api poll    curl_multi_perform + curl_multi_poll, as graphsend's Engine thread does.  Each
+ *   --api poll    curl_multi_perform + curl_multi_poll (graphsend's Engine did until c3b1f44). Each
  *                 call walks every transfer and polls every socket: O(transfers) per wakeup.
- *   --api socket  curl_multi_socket_action over epoll: only the sockets that are ready.
+ *   --api socket  curl_multi_socket_action over epoll: only the sockets that are ready (as the
+ *                 Engine, csrc/events.c).
  *
  *   sendmulti --base URL [--api poll|socket] [--token T] [--mailboxes 100] [--per-mailbox 20]
  *             [--cap 4]

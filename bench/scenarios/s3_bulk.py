@@ -19,8 +19,8 @@ from . import Settings, median, shuffled
 
 LATENCY = 0.020
 PLAN = BulkPlan(mailboxes=100, per_mailbox=20, cap=4)
-C_POLL = "C libcurl multi (poll, as Engine)"
-C_SOCKET = "C libcurl multi (socket_action)"
+C_POLL = "C libcurl multi (poll)"
+C_SOCKET = "C libcurl multi (socket_action, as Engine)"
 PEERS = ("threads + requests", "asyncio + httpx", "asyncio + aiohttp", "msgraph-sdk + gather")
 
 
