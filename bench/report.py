@@ -34,6 +34,43 @@ def _na(row: dict[str, Any]) -> str:
 # ---- targets ---------------------------------------------------------------------------------
 
 
+def _reading_the_misses(r: dict[str, Any]) -> list[str]:
+    """What limits the targets on this machine, from this run's own figures."""
+    lines = []
+    for proto, rows in r.get("s1", {}).items():
+        c, gs = rows.get(C_CLIENT, {}), rows.get(GS_CLIENT, {})
+        if not c.get("rounds_us") or not gs.get("rounds_us"):
+            continue
+        lo, hi = min(c["rounds_us"]), max(c["rounds_us"])
+        best = min(gs["rounds_us"]) / lo
+        lines.append(
+            f"- S1 {proto}: the C program's own rounds ranged {_num(lo)}-{_num(hi)} us per send "
+            f"in this run, a spread far wider than the 10% target; fastest round against "
+            f"fastest round, Client.send is {best:.2f}x C."
+        )
+    if lines:
+        lines.append(
+            "- S1, without the noise: instructions per send under callgrind are deterministic. "
+            "`make -C bench profile` counts them for each layer ([breakdown.md](breakdown.md))."
+        )
+    s3 = r.get("s3", {})
+    c_multi = s3.get("rows", {}).get("C libcurl multi (socket_action, as Engine)", {})
+    c_ratio = c_multi.get("ratio_to_ideal")
+    if c_ratio:
+        cpu = _num(c_multi.get("median_cpu_ms"), 0)
+        for who, target in (("send_many", 1.2), ("AsyncClient", 1.3)):
+            if c_ratio > target:
+                verdict = "so no client on libcurl can meet it on this machine"
+            else:
+                verdict = f"leaving {target - c_ratio:.2f}x of the ideal for all that is above C"
+            lines.append(
+                f"- S3 {who}: the target is {target}x the ideal; libcurl driven from C with the "
+                f"same engine design takes {c_ratio:.2f}x here ({cpu} ms of CPU for 2,000 "
+                f"transfers on the client's one CPU), {verdict}."
+            )
+    return ["", "Reading the misses:", "", *lines, ""] if lines else []
+
+
 def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, pass/miss) rows; "n/a" when the figure is missing."""
     out: list[tuple[str, str, str]] = []
@@ -146,6 +183,7 @@ def markdown(r: dict[str, Any]) -> str:
     if tg:
         md += ["## Targets", ""]
         md += _table(["target", "measured", "result"], [list(t) for t in tg])
+        md += _reading_the_misses(r)
     if "s1" in r:
         md += _s1(r["s1"])
     if "s2" in r:
