@@ -6,6 +6,8 @@ authors. Not part of the suite's results; run it when changing the send path.
 Against nginx over HTTP/1.1, in interleaved rounds, it times the same sends peeled layer by
 layer, wall and CPU per send (each step's CPU is relative to the row above):
   C sendloop                     c/sendloop.c, one easy handle (the floor)
+  C sendloop inside this process the same loop as a library called through ctypes: what the
+                                 Python process costs, apart from Python code per send
   Handle.send, fixed URL ...     graphsend's native Handle in a Python loop, one prebuilt URL and
                                  header tuple: the C layer and the call, without and with the
                                  Share and signal checks that Client's main-thread handle has
@@ -22,6 +24,7 @@ canned Receipt (the Python layer alone), with each of its steps timed on its own
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import shutil
@@ -37,7 +40,7 @@ from typing import Any
 
 from .common import RESULTS_DIR, TOKEN, Target, cpus_for, draft_id
 from .machine import describe
-from .procs import c_argv, c_program
+from .procs import BIN_DIR, c_argv, c_program
 from .servers import Nginx
 
 
@@ -95,8 +98,29 @@ def python_layer() -> list[tuple[str, float]]:
 C_FLOOR = "C sendloop (floor)"
 
 
+_KEEP: list[Any] = []  # argv strings the in-process C loop points into
+
+
+def in_process_c(base_url: str) -> Callable[[list[str]], None]:
+    """c/sendloop.c's loop run inside this Python process (libsendloop.so through ctypes): the
+    cost of the process itself, apart from the Python code per send."""
+    lib = ctypes.CDLL(str(BIN_DIR / "libsendloop.so"))
+    args = [a.encode() for a in c_argv("sendloop", Target(base_url))]
+    argv = (ctypes.c_char_p * len(args))(*args)
+    _KEEP.extend([args, argv])
+    lib.sendloop_run.restype = ctypes.c_long
+    lib.sendloop_run.argtypes = [ctypes.c_long]
+    if lib.sendloop_init(len(args), argv) != 0:
+        raise RuntimeError("sendloop_init failed")
+
+    def run(ids: list[str]) -> None:
+        lib.sendloop_run(len(ids))
+
+    return run
+
+
 def loops(base_url: str) -> dict[str, Callable[[list[str]], None]]:
-    """The graphsend rows, each a loop that sends once per draft id it is given."""
+    """The rows run in this process, each a loop that sends once per draft id it is given."""
     import graphsend
     from graphsend import _native
 
@@ -128,6 +152,7 @@ def loops(base_url: str) -> dict[str, Callable[[list[str]], None]]:
             graphsend.send_message(mid, token=TOKEN, base_url=base_url)
 
     return {
+        "C sendloop inside this Python process (ctypes)": in_process_c(base_url),
         "Handle.send, fixed URL, no Share/signals": fixed(bare),
         "Handle.send, fixed URL (as Client's handle)": fixed(handle),
         "Handle.send_draft (request and Receipt built in C)": send_draft,
