@@ -17,7 +17,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"
 RESULTS_DIR = BENCH_DIR / "results"
-C_DIR = BENCH_DIR / "c"
 
 TOKEN = "bench-token-" + "x" * 1200  # real Graph tokens are JWTs of 1-2 KB
 USER_AGENT = "graphsend-bench/1"

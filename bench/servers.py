@@ -117,7 +117,6 @@ class Nginx:
     def __init__(self, work: Path = WORK_DIR / "nginx") -> None:
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
-        self.endpoints: NginxEndpoints | None = None
 
     @staticmethod
     def binary() -> str | None:
@@ -148,14 +147,13 @@ class Nginx:
         )
         for port in ports.values():
             wait_for_port(port)
-        self.endpoints = NginxEndpoints(
+        return NginxEndpoints(
             http=f"http://127.0.0.1:{ports['http']}",
             https=f"https://127.0.0.1:{ports['https']}",
             h2=f"https://127.0.0.1:{ports['h2']}",
             cafile=str(cert),
             server=self,
         )
-        return self.endpoints
 
     def move_to(self, role: str) -> None:
         """Re-pin nginx (master and workers) to the "server" or the "client" CPUs."""

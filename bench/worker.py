@@ -1,4 +1,4 @@
-"""One client in its own process, driven over stdin/stdout by the harness (see runner.py).
+"""One client in its own process, driven over stdin/stdout by the harness (procs.py).
 
     python -m bench.worker '<json spec>'
 

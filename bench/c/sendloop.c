@@ -6,7 +6,7 @@
  * URL, build the header list with a fresh client-request-id, perform, read the status.
  *
  *   sendloop --base URL [--user U] [--token T] [--cainfo F] [--http2]
- * then reads counts on stdin and answers "<elapsed_ns> <ok>" per count (see common.h).
+ * then reads counts on stdin and answers "<elapsed_ns> <ok> <cpu_ns>" per count (see common.h).
  *
  * Built with -DSENDLOOP_LIBRARY it is a shared library instead (sendloop_init(argc, argv) with the
  * same arguments, then sendloop_run(n)), so bench/breakdown.py can run the very same loop inside

@@ -14,7 +14,7 @@
  *
  *   sendmulti --base URL [--api poll|socket] [--token T] [--mailboxes 100] [--per-mailbox 20]
  *             [--cap 4]
- * then reads counts on stdin: N bulk rounds, answered "<elapsed_ns> <ok>" (see common.h).
+ * then reads counts on stdin: N bulk rounds, answered "<elapsed_ns> <ok> <cpu_ns>" (see common.h).
  */
 #include <sys/epoll.h>
 

@@ -45,8 +45,6 @@ THREADED: dict[str, str] = {
     "requests (Session per thread)": "sync_peers:requests_threads",
 }
 
-ASYNC_FAMILIES = ("async_peers", "msgraph_peer")
-
 
 def load(spec: str) -> Callable[..., Any]:
     """Import "module:factory" from this package; ImportError means the client is not built."""
