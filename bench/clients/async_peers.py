@@ -44,8 +44,7 @@ async def httpx_async_runner(target: Target, loop: asyncio.AbstractEventLoop) ->
 
 async def httpx_bulk(target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop) -> AsyncBulk:
     client = _httpx_client(target, plan.max_in_flight)
-    send = _httpx_send(client, target)
-    return AsyncBulk(loop, plan, lambda user, mid: send(mid, user), client.aclose)
+    return AsyncBulk(loop, plan, _httpx_send(client, target), client.aclose)
 
 
 def _aiohttp_session(target: Target, connections: int):  # -> aiohttp.ClientSession
@@ -86,5 +85,4 @@ async def aiohttp_bulk(
     target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop
 ) -> AsyncBulk:
     session = _aiohttp_session(target, plan.max_in_flight)
-    send = _aiohttp_send(session, target)
-    return AsyncBulk(loop, plan, lambda user, mid: send(mid, user), session.close)
+    return AsyncBulk(loop, plan, _aiohttp_send(session, target), session.close)

@@ -92,7 +92,8 @@ class AsyncSequential:
 class AsyncBulk:
     """S3 for an asyncio client: every item a task, a Semaphore(cap) per mailbox, one gather.
 
-    This is the shape the peers' documentation suggests for bounded concurrency.
+    This is the shape the peers' documentation suggests for bounded concurrency. `send` is
+    `await send(message_id, user)`, as the async peers' senders take it.
     """
 
     def __init__(
@@ -108,21 +109,19 @@ class AsyncBulk:
         self._round = 0
 
     async def _bulk(self, items: Iterable[tuple[str, str]]) -> int:
-        limits: dict[str, asyncio.Semaphore] = {}
-        if not self._caller_limits:  # the client caps mailboxes itself
-            done = await asyncio.gather(
-                *(self._send(u, m) for u, m in items), return_exceptions=True
-            )
-            return sum(1 for d in done if d is True)
+        send = self._send  # as is when the client caps mailboxes itself
+        if self._caller_limits:
+            limits: dict[str, asyncio.Semaphore] = {}
 
-        async def one(user: str, message_id: str) -> bool:
-            sem = limits.get(user)
-            if sem is None:
-                sem = limits[user] = asyncio.Semaphore(self._plan.cap)
-            async with sem:
-                return await self._send(user, message_id)
+            async def limited(message_id: str, user: str) -> bool:
+                sem = limits.get(user)
+                if sem is None:
+                    sem = limits[user] = asyncio.Semaphore(self._plan.cap)
+                async with sem:
+                    return await self._send(message_id, user)
 
-        done = await asyncio.gather(*(one(u, m) for u, m in items), return_exceptions=True)
+            send = limited
+        done = await asyncio.gather(*(send(m, u) for u, m in items), return_exceptions=True)
         return sum(1 for d in done if d is True)
 
     def run(self, n: int) -> int:

@@ -128,7 +128,7 @@ async def async_gather(
     # call is a plain gather, with no semaphores of the caller's own.
     client = await _async_client(target, max_per_mailbox=plan.cap)
 
-    async def send(user: str, mid: str) -> bool:
+    async def send(mid: str, user: str) -> bool:
         return (await client.send(mid, user=user)).status == 202  # type: ignore[no-any-return]
 
     return AsyncBulk(loop, plan, send, _async_close(client), caller_limits=False)

@@ -71,5 +71,4 @@ async def sequential_runner(target: Target, loop: asyncio.AbstractEventLoop) -> 
 
 async def bulk_runner(target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop) -> AsyncBulk:
     client, http = _graph_client(target, plan.max_in_flight)
-    send = _sender(client, target)
-    return AsyncBulk(loop, plan, lambda user, mid: send(mid, user), http.aclose)
+    return AsyncBulk(loop, plan, _sender(client, target), http.aclose)
