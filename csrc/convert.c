@@ -170,9 +170,9 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers, PyOb
         crid_text = gs_check_text(crid, "client_request_id", &crid_len);
         if (crid_text == NULL)
             return -1;
-        text += (size_t)crid_len + 1;
+        text += GS_CRID_LINE((size_t)crid_len);
     }
-    if (gs_request_begin(reqp, (size_t)n, text, &w) < 0) {
+    if (gs_request_begin(reqp, (size_t)n + (crid_text != NULL), text, &w) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -183,7 +183,7 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers, PyOb
         gs_request_put_header(&w, line, (size_t)len);
     }
     if (crid_text != NULL)
-        gs_request_put_crid(&w, crid_text, (size_t)crid_len);
+        gs_request_put_crid_header(&w, crid_text, (size_t)crid_len);
     gs_request_end(&w);
     return 0;
 }

@@ -142,8 +142,6 @@ void gs_send_path_write(const gs_send_path *p, char *out)
     PUT(out, "/send");
 }
 
-#define CRID_PREFIX "client-request-id: "
-
 int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], PyObject **crid_out,
                      size_t *prefix_len)
 {
@@ -152,7 +150,7 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
     Py_ssize_t prefix_n, auth_n, crid_n = GS_REQUEST_ID_LEN;
     char fresh[GS_REQUEST_ID_LEN];
     gs_request_writer w;
-    char *url, *line;
+    char *url;
 
     *crid_out = NULL;
     prefix = gs_wire_line(draft[GS_DRAFT_PREFIX], "prefix", &prefix_n);
@@ -171,7 +169,7 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
     }
     if (gs_request_begin(reqp, 2,
                          (size_t)prefix_n + path.len + 1 + (size_t)auth_n + 1 +
-                             sizeof(CRID_PREFIX) - 1 + (size_t)crid_n + 1,
+                             GS_CRID_LINE((size_t)crid_n),
                          &w) < 0) {
         PyErr_NoMemory();
         return -1;
@@ -179,8 +177,7 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
     url = gs_request_url(&w, (size_t)prefix_n + path.len);
     gs_send_path_write(&path, put(url, prefix, (size_t)prefix_n));
     gs_request_put_header(&w, auth, (size_t)auth_n);
-    line = gs_request_header(&w, sizeof(CRID_PREFIX) - 1 + (size_t)crid_n);
-    put(PUT(line, CRID_PREFIX), crid, (size_t)crid_n);
+    gs_request_put_crid_header(&w, crid, (size_t)crid_n);
     gs_request_end(&w);
 
     if (crid == fresh)

@@ -642,8 +642,8 @@ static PyObject *Engine_get_closed(PyObject *op, void *closure)
 static PyMethodDef Engine_methods[] = {
     {"submit", FASTCALL_METHOD(Engine_submit), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None)\n--\n\n"
-               "Queue a send; safe from any thread. With client_request_id, a 202 comes back "
-               "from perform() as a Receipt carrying it.")},
+               "Queue a send; safe from any thread. With client_request_id, it is sent as its "
+               "own header line and a 202 comes back from perform() as a Receipt carrying it.")},
     {"cancel", FASTCALL_METHOD(Engine_cancel), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("cancel($self, /, tag)\n--\n\n"
                "Abort the transfers with this tag (curl_code 42); safe from any thread.")},

@@ -188,7 +188,8 @@ static PyObject *Handle_send(PyObject *op, PyTypeObject *cls, PyObject *const *a
         return NULL;
     if (handle_usable(self, "send") < 0)
         return NULL;
-    if (gs_request_from_py(&self->t->req, argv[0], argv[1], NULL) == 0 && handle_transfer(self) == 0)
+    if (gs_request_from_py(&self->t->req, argv[0], argv[1], NULL) == 0 &&
+        handle_transfer(self) == 0)
         result = gs_result_to_py(PyType_GetModuleState(cls), self->t);
     handle_leave(self);
     return result;

@@ -149,8 +149,11 @@ static PyObject *set_receipt_type(PyObject *module, PyObject *cls)
     }
     /* The tuple's own constructor: a Receipt is built without running Receipt.__new__. */
     st->tuple_new = (newfunc)PyType_GetSlot(&PyTuple_Type, Py_tp_new);
-    if (st->tuple_new == NULL)
+    if (st->tuple_new == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "tuple has no tp_new slot");
         return NULL;
+    }
     Py_XDECREF(st->receipt_type);
     st->receipt_type = Py_NewRef(cls);
     Py_RETURN_NONE;

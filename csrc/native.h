@@ -57,7 +57,8 @@ int gs_bind_args(const char *fname, const char *const *names, Py_ssize_t nrequir
                  Py_ssize_t nmax, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                  PyObject **out);
 const char *gs_wire_line(PyObject *s, const char *what, Py_ssize_t *len);
-/* crid: NULL or None, or the client-request-id a 202 Receipt should carry (Engine). */
+/* crid: NULL or None, or a client-request-id: sent as its own header line, and carried by the
+ * Receipt of a 202 (Engine). */
 int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers, PyObject *crid);
 PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
 /* Receipt(202, request_id, client_request_id, date, elapsed); RuntimeError before registration. */

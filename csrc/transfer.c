@@ -86,13 +86,13 @@ char *gs_request_header(gs_request_writer *w, size_t len)
     return line;
 }
 
-void gs_request_put_crid(gs_request_writer *w, const char *crid, size_t len)
+void gs_request_put_crid_header(gs_request_writer *w, const char *crid, size_t len)
 {
-    memcpy(w->text, crid, len);
-    w->text[len] = '\0';
-    w->req->crid = w->text;
+    char *line = gs_request_header(w, sizeof(GS_CRID_PREFIX) - 1 + len);
+    memcpy(line, GS_CRID_PREFIX, sizeof(GS_CRID_PREFIX) - 1);
+    memcpy(line + sizeof(GS_CRID_PREFIX) - 1, crid, len);
+    w->req->crid = line + sizeof(GS_CRID_PREFIX) - 1;
     w->req->crid_len = len;
-    w->text += len + 1;
 }
 
 void gs_request_put_url(gs_request_writer *w, const char *url, size_t len)

@@ -52,7 +52,7 @@ typedef struct gs_request {
     size_t size; /* bytes allocated */
     char *url;
     struct curl_slist *headers;
-    const char *crid; /* Engine: a 202 comes back as a Receipt with this client-request-id */
+    const char *crid; /* the client-request-id sent, when the block wrote it; else NULL */
     size_t crid_len;
 } gs_request;
 
@@ -69,7 +69,11 @@ int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_req
  * them in. The put_ forms copy a ready string. */
 char *gs_request_url(gs_request_writer *w, size_t len);
 char *gs_request_header(gs_request_writer *w, size_t len);
-void gs_request_put_crid(gs_request_writer *w, const char *crid, size_t len);
+/* "client-request-id: <crid>" as the next header line (GS_CRID_LINE(len) bytes of text); the
+ * request remembers the id (crid) so that a 202 can come back as a Receipt carrying it. */
+#define GS_CRID_PREFIX "client-request-id: "
+#define GS_CRID_LINE(len) (sizeof(GS_CRID_PREFIX) - 1 + (len) + 1)
+void gs_request_put_crid_header(gs_request_writer *w, const char *crid, size_t len);
 void gs_request_put_url(gs_request_writer *w, const char *url, size_t len);
 void gs_request_put_header(gs_request_writer *w, const char *line, size_t len);
 void gs_request_end(gs_request_writer *w);

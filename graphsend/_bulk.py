@@ -194,13 +194,13 @@ class Scheduler:
         except Exception as exc:  # the token provider's own error ends the whole batch
             self.fail(job.batch, exc)
             return
-        crid = "client-request-id: " + job.crid
         if job.retry is None:
-            headers: tuple[str, ...] = (auth, crid)
+            headers: tuple[str, ...] = (auth,)
         else:
-            headers = (auth, crid, f"Retry-Attempt: {job.retry.attempt - 1}")
+            headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}")
         tag = job.tag = next(self._tags)
-        self.engine.submit(tag, job.url, headers, job.crid)  # a 202 comes back as a Receipt
+        # The engine writes the client-request-id line, and returns a 202 as the Receipt.
+        self.engine.submit(tag, job.url, headers, job.crid)
         self.in_flight[tag] = job
         box.in_flight += 1
         job.batch.running += 1

@@ -100,8 +100,8 @@ class Engine:
         headers: tuple[str, ...],
         client_request_id: str | None = None,
     ) -> None:
-        """Queue a send; any thread. With client_request_id, perform() returns a 202 as a
-        Receipt carrying it (no Result tuple to convert)."""
+        """Queue a send; any thread. With client_request_id, the id goes out as its own header
+        line and perform() returns a 202 as a Receipt carrying it (no Result to convert)."""
     def cancel(self, tag: int) -> None:
         """Abort the sends with this tag (curl_code 42); any thread; unknown tags are ignored."""
     def wakeup(self) -> None:

@@ -713,9 +713,9 @@ def test_engine_returns_a_receipt_for_a_202_submitted_with_its_crid(
         )
     )
     engine = http_engine()
-    engine.submit(1, server.url("/ok"), (TOKEN, "client-request-id: c-1"), "c-1")
+    engine.submit(1, server.url("/ok"), (TOKEN,), "c-1")  # the engine writes the crid line
     engine.submit(2, server.url("/ok"), (TOKEN, CRID))  # no crid: the Result tuple, as ever
-    engine.submit(3, server.url("/no"), (TOKEN, "client-request-id: c-3"), "c-3")
+    engine.submit(3, server.url("/no"), (TOKEN,), "c-3")
     with pytest.raises(ValueError, match="client_request_id must not contain control"):
         engine.submit(4, server.url("/ok"), (TOKEN,), "c\n4")
     results = drain(engine, 3)
@@ -729,6 +729,8 @@ def test_engine_returns_a_receipt_for_a_202_submitted_with_its_crid(
     assert not isinstance(results[2], graphsend.Receipt) and results[2][STATUS] == 202
     assert not isinstance(results[3], graphsend.Receipt) and results[3][STATUS] == 429
     assert len(server.requests) == 3  # the bad one never reached the queue
+    for seen in server.requests:  # exactly one client-request-id line each
+        assert len(seen.header("client-request-id")) == 1
 
 
 def test_engine_http2_option_does_not_hold_back_plain_http(serve: Callable[..., Server]) -> None:
