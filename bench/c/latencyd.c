@@ -290,6 +290,10 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     int epfd = epoll_create1(0);
+    if (epfd < 0) {
+        perror("latencyd: epoll_create1");
+        return 1;
+    }
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)-1};
     epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev);
     ev.data.u64 = (uint64_t)-2;
@@ -325,6 +329,10 @@ int main(int argc, char **argv) {
                     }
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     if (!conns[fd]) conns[fd] = calloc(1, sizeof(conn_t));
+                    if (!conns[fd]) {
+                        close(fd);
+                        continue;
+                    }
                     conns[fd]->fd = fd;
                     conns[fd]->len = 0;
                     struct epoll_event cev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)fd};

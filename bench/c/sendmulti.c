@@ -145,23 +145,33 @@ int main(int argc, char **argv) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 1;
     int total_slots = o.mailboxes * o.cap;
     multi = curl_multi_init();
+    if (!multi) return 1;
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)total_slots);
     if (use_socket) {
         epfd = epoll_create1(0);
+        if (epfd < 0) {
+            perror("sendmulti: epoll_create1");
+            return 1;
+        }
         curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
         curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
     }
 
     slot_t *slots = calloc((size_t)total_slots, sizeof *slots);
     free_slots = calloc((size_t)total_slots, sizeof *free_slots);
+    next_send = calloc((size_t)o.mailboxes, sizeof *next_send);
+    names = calloc((size_t)o.mailboxes, sizeof *names);
+    if (!slots || !free_slots || !next_send || !names) {
+        fprintf(stderr, "sendmulti: out of memory\n");
+        return 1;
+    }
     for (int i = 0; i < total_slots; i++) {
         slots[i].easy = curl_easy_init();
+        if (!slots[i].easy) return 1;
         set_static_options(slots[i].easy, &o, slots[i].errbuf, slots[i].rid);
         curl_easy_setopt(slots[i].easy, CURLOPT_PRIVATE, &slots[i]);
         free_slots[n_free++] = &slots[i];
     }
-    next_send = calloc((size_t)o.mailboxes, sizeof *next_send);
-    names = calloc((size_t)o.mailboxes, sizeof *names);
     for (int m = 0; m < o.mailboxes; m++) mailbox_name(names[m], sizeof names[m], m);
     auth = auth_line(o.token);
 
