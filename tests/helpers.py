@@ -1,7 +1,9 @@
-"""Helpers the tests share: threads run side by side, a GIL probe, Ctrl-C in a subprocess."""
+"""Helpers the tests share: threads run side by side, a GIL probe, Ctrl-C in a subprocess, and
+the shape of a client-request-id."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# A lower-case UUID version 4, as graphsend makes client-request-ids and FakeGraph request-ids.
+UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def in_threads(function: Callable[[T], object], args: Iterable[T]) -> float:

@@ -21,10 +21,6 @@ def client_for(graph: FakeGraph, **kwargs: object) -> Client:
     return Client(base_url=graph.base_url, **kwargs)  # type: ignore[arg-type]
 
 
-def send_paths(graph: FakeGraph) -> list[str]:
-    return [r.path for r in graph.requests]
-
-
 # Connections ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from helpers import in_threads
 
 import graphsend.testing
 from graphsend.testing import FakeGraph, Message
@@ -99,24 +101,18 @@ def concurrent(graph: FakeGraph, paths: list[str]) -> list[Reply]:
     for c in conns:
         c.connect()
     barrier = threading.Barrier(len(paths))
-    replies: list[Reply | BaseException | None] = [None] * len(paths)
+    replies: dict[int, Reply] = {}
 
     def run(i: int) -> None:
         barrier.wait()
-        try:
-            replies[i] = request(graph, paths[i], conn=conns[i])
-        except BaseException as exc:
-            replies[i] = exc
+        replies[i] = request(graph, paths[i], conn=conns[i])
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(paths))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    for c in conns:
-        c.close()
-    assert all(isinstance(r, Reply) for r in replies), replies
-    return replies  # type: ignore[return-value]
+    try:
+        in_threads(run, range(len(paths)))  # raises what a request raised
+    finally:
+        for c in conns:
+            c.close()
+    return [replies[i] for i in range(len(paths))]
 
 
 @pytest.fixture
@@ -125,8 +121,9 @@ def server() -> Iterator[FakeGraph]:
         yield g
 
 
+HAS_CRYPTOGRAPHY = importlib.util.find_spec("cryptography") is not None
 needs_cryptography = pytest.mark.skipif(
-    __import__("importlib.util").util.find_spec("cryptography") is None,
+    not HAS_CRYPTOGRAPHY,
     reason="HTTPS mode needs cryptography (graphsend[testing])",
 )
 
@@ -1013,8 +1010,6 @@ def test_https_reset_and_keep_alive() -> None:
 
 
 def test_https_without_cryptography_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "cryptography" else real(name)
@@ -1060,8 +1055,9 @@ def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PLUGIN_TESTS)
     # Load the plugin by module name; block the entry point (if installed) so it loads once.
     result = pytester.runpytest("-p", "no:graphsend", "-p", "graphsend.pytest_plugin")
-    has_crypto = __import__("importlib.util").util.find_spec("cryptography") is not None
-    result.assert_outcomes(passed=4 if has_crypto else 3, skipped=0 if has_crypto else 1)
+    result.assert_outcomes(
+        passed=4 if HAS_CRYPTOGRAPHY else 3, skipped=0 if HAS_CRYPTOGRAPHY else 1
+    )
 
 
 def test_pytest_entry_point_when_installed(pytester: pytest.Pytester) -> None:

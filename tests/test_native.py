@@ -8,10 +8,8 @@ when an answer comes, or that none does.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
 import os
-import re
 import shutil
 import signal
 import socket
@@ -24,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import CountingThread, in_threads
+from helpers import UUID4, CountingThread, in_threads
 from loopback import SEND_PATH, ConnectProxy, Reply, Server, free_port
 
 import graphsend
@@ -34,7 +32,6 @@ PATH = SEND_PATH  # what server.url() sends to unless told otherwise
 TOKEN = "Authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e30.sig"
 CRID = "client-request-id: 6f1b3c1e-7a3e-4c4e-9a55-0e8f2f3c9d11"
 STATUS, HEADERS, BODY, ELAPSED, CODE, ERROR, SENT = range(7)
-UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 CURLE_UNSUPPORTED_PROTOCOL = 1
 CURLE_COULDNT_RESOLVE_HOST = 6
@@ -61,52 +58,18 @@ def wait_until(condition: Callable[[], object], seconds: float = 2.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1: (cert.pem, key.pem)."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """A CA and a certificate it signed for localhost and 127.0.0.1: (ca, cert, key) paths."""
+    pytest.importorskip("cryptography")
+    from graphsend.testing._certificates import write_certificates
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return write_certificates(str(tmp_path_factory.mktemp("tls")), "127.0.0.1")
 
 
 @pytest.fixture
-def tls(cert: tuple[Path, Path]) -> ssl.SSLContext:
+def tls(cert: tuple[str, str, str]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*cert)
+    context.load_cert_chain(cert[1], cert[2])
     return context
 
 
@@ -492,10 +455,10 @@ def test_untrusted_certificate_was_not_sent(
 
 
 def test_https_with_ca_bundle(
-    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[str, str, str]
 ) -> None:
     server = serve(tls=tls)
-    handle = native.Handle(ca_bundle=str(cert[0]))
+    handle = native.Handle(ca_bundle=cert[0])
     for _ in range(3):
         assert handle.send(server.url(host="localhost"), (TOKEN,))[STATUS] == 202
     assert server.connections == 1
@@ -528,9 +491,9 @@ def test_reused_connection_that_dies_is_not_resent(serve: Callable[..., Server])
     assert handle.send(server.url(), ())[STATUS] == 202  # and the handle goes on
 
 
-def test_proxy_refusing_connect_was_not_sent(cert: tuple[Path, Path]) -> None:
+def test_proxy_refusing_connect_was_not_sent(cert: tuple[str, str, str]) -> None:
     with ConnectProxy(deny=True) as proxy:
-        handle = native.Handle(proxy=proxy.url, ca_bundle=str(cert[0]))
+        handle = native.Handle(proxy=proxy.url, ca_bundle=cert[0])
         result = handle.send(f"https://localhost:9{PATH}", (TOKEN,))
     assert result[STATUS] == 0  # the proxy's 403 is not Graph's answer
     assert result[CODE] != 0
@@ -538,11 +501,11 @@ def test_proxy_refusing_connect_was_not_sent(cert: tuple[Path, Path]) -> None:
 
 
 def test_https_through_proxy_keeps_headers_from_the_proxy(
-    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[str, str, str]
 ) -> None:
     server = serve(tls=tls)
     with ConnectProxy() as proxy:
-        handle = native.Handle(proxy=proxy.url, ca_bundle=str(cert[0]))
+        handle = native.Handle(proxy=proxy.url, ca_bundle=cert[0])
         result = handle.send(server.url(host="localhost"), (TOKEN, CRID))
     assert result[STATUS] == 202
     (connect,) = proxy.heads
@@ -602,14 +565,14 @@ def test_close_makes_the_handle_unusable(serve: Callable[..., Server]) -> None:
 
 
 def test_share_between_threads(
-    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[str, str, str]
 ) -> None:
     server = serve(tls=tls)
     share = native.Share()
     statuses: list[int] = []
 
     def worker(_i: int) -> None:
-        handle = native.Handle(share=share, ca_bundle=str(cert[0]))
+        handle = native.Handle(share=share, ca_bundle=cert[0])
         statuses.extend(handle.send(server.url(host="localhost"), ())[STATUS] for _ in range(10))
         handle.close()
 
@@ -621,12 +584,12 @@ def test_share_between_threads(
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_leaves_the_parents_connection_alone(
-    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[Path, Path]
+    serve: Callable[..., Server], tls: ssl.SSLContext, cert: tuple[str, str, str]
 ) -> None:
     server = serve(tls=tls)
     share = native.Share()
-    handle = native.Handle(share=share, ca_bundle=str(cert[0]))
-    engine = native.Engine(share=share, ca_bundle=str(cert[0]))
+    handle = native.Handle(share=share, ca_bundle=cert[0])
+    engine = native.Engine(share=share, ca_bundle=cert[0])
     assert handle.send(server.url(host="localhost"), ())[STATUS] == 202
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -915,7 +878,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 
 @pytest.mark.skipif(not native.http2_supported or NGINX is None, reason="needs HTTP/2 and nginx")
 def test_engine_multiplexes_http2_on_one_connection(
-    tmp_path: Path, cert: tuple[Path, Path], serve: Callable[..., Server]
+    tmp_path: Path, cert: tuple[str, str, str], serve: Callable[..., Server]
 ) -> None:
     stall = serve(lambda seen: Reply(action="stall"))
     port = free_port()
@@ -931,7 +894,7 @@ def test_engine_multiplexes_http2_on_one_connection(
             access_log off; {temp}
             server {{
                 listen 127.0.0.1:{port} ssl http2;
-                ssl_certificate {cert[0]}; ssl_certificate_key {cert[1]};
+                ssl_certificate {cert[1]}; ssl_certificate_key {cert[2]};
                 location /stall {{ proxy_pass http://127.0.0.1:{stall.port}; }}
                 location / {{ add_header request-id $connection always; return 202; }}
             }}
@@ -941,7 +904,7 @@ def test_engine_multiplexes_http2_on_one_connection(
     nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
     try:
         assert wait_until(lambda: _connects(port), 5)
-        engine = native.Engine(http2=True, ca_bundle=str(cert[0]), timeout_ms=int(1500 * SCALE))
+        engine = native.Engine(http2=True, ca_bundle=cert[0], timeout_ms=int(1500 * SCALE))
         for tag in range(20):
             engine.submit(tag, f"https://localhost:{port}/{tag}", (TOKEN,))
         engine.submit(99, f"https://localhost:{port}/stall", (TOKEN,))

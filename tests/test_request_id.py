@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 
-from graphsend import _native
+from helpers import UUID4
 
-UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+from graphsend import _native
 
 
 def test_shape_and_uniqueness() -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import builtins
-import re
 import time
 
 import pytest
-from helpers import CountingThread, in_threads
+from helpers import UUID4, CountingThread, in_threads
 from loopback import Server
 
 import graphsend
 from graphsend import send_message
 from graphsend.testing import FakeGraph
-
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def send(graph: FakeGraph, message_id: str, **kwargs: object) -> graphsend.Receipt:
@@ -25,9 +22,9 @@ def test_202_returns_a_receipt_and_moves_the_draft(graph: FakeGraph) -> None:
     draft = graph.create_draft(subject="hello")
     receipt = send(graph, draft)
     assert receipt.status == 202
-    assert receipt.request_id and UUID.fullmatch(receipt.request_id)
+    assert receipt.request_id and UUID4.fullmatch(receipt.request_id)
     assert receipt.date and receipt.date.endswith("GMT")
-    assert UUID.fullmatch(receipt.client_request_id)
+    assert UUID4.fullmatch(receipt.client_request_id)
     assert 0 < receipt.elapsed < 5
     assert [m.subject for m in graph.sent_items()] == ["hello"]
     with pytest.raises(AttributeError):
@@ -206,7 +203,7 @@ def test_refused_connection_is_a_transport_error_with_nothing_sent(refused_url: 
     assert not isinstance(err, graphsend.TimeoutError)
     assert err.curl_code == 7
     assert err.may_have_sent is False
-    assert UUID.fullmatch(err.client_request_id or "")
+    assert UUID4.fullmatch(err.client_request_id or "")
 
 
 def test_tls_with_the_fake_graph_ca(graph_https: FakeGraph) -> None:
