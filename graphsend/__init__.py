@@ -25,6 +25,8 @@ from ._retry import Retry
 from ._send import send_message
 from ._version import __version__
 
+# graphsend.TimeoutError is public but left out of __all__: `from graphsend import *` must not
+# shadow the builtin (it subclasses the builtin, so `except TimeoutError` catches it anyway).
 __all__ = [
     "AsyncClient",
     "AuthenticationError",
@@ -40,7 +42,6 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "ThrottledError",
-    "TimeoutError",
     "TransportError",
     "__version__",
     "send_message",
