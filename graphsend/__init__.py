@@ -5,7 +5,7 @@
 Receipt(status=202, ...)
 """
 
-from ._client import Client
+from ._client import Client, interrupted_results
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -17,8 +17,10 @@ from ._errors import (
     ServerError,
     ServiceUnavailableError,
     ThrottledError,
-    TimeoutError,
     TransportError,
+)
+from ._errors import (
+    TimeoutError as TimeoutError,  # public, not in __all__ (see below)
 )
 from ._receipt import Receipt
 from ._retry import Retry
@@ -44,6 +46,7 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "__version__",
+    "interrupted_results",
     "send_message",
 ]
 

@@ -198,8 +198,11 @@ class Client:
         result is a Receipt or the SendError that ``send()`` would have raised for that item.
         One native call per wait drives every transfer (libcurl multi, GIL released), with at
         most ``max_per_mailbox`` requests in flight per mailbox and ``max_concurrency`` in all.
-        A throttled mailbox pauses for its Retry-After while the others go on. On Ctrl-C the
-        KeyboardInterrupt carries ``.results``: what is known of every item.
+        A throttled mailbox pauses for its Retry-After while the others go on.
+
+        On Ctrl-C the KeyboardInterrupt carries ``.results`` (a list like the return value:
+        what is known of every item; an item whose request may have reached Graph says
+        ``may_have_sent=True``). Read it typed with :func:`graphsend.interrupted_results`.
         """
         from . import _bulk  # only bulk users pay for importing it
 
@@ -332,3 +335,20 @@ def _flag(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be a bool")
     return value
+
+
+def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:
+    """The ``.results`` that ``send_many`` attached to ``exc`` when it stopped early.
+
+    On Ctrl-C, ``Client.send_many`` (and ``AsyncClient.send_many``) re-raise the
+    KeyboardInterrupt with a ``results`` attribute: one Receipt or SendError per item, in input
+    order. Returns None when ``exc`` carries none::
+
+        try:
+            results = client.send_many(items)
+        except KeyboardInterrupt as exc:
+            results = graphsend.interrupted_results(exc)
+            raise
+    """
+    results = getattr(exc, "results", None)
+    return results if isinstance(results, list) else None
