@@ -72,6 +72,8 @@ def check_base_url(base_url: object) -> tuple[str, bool]:
     # urlsplit drops an empty "?" or "#": look at the raw text.
     if "?" in base_url or "#" in base_url:
         raise ValueError("base_url must not have a query or fragment")
+    if " " in base_url or not base_url.isascii():
+        raise ValueError("base_url must be ASCII without spaces (percent-encode its path)")
     _check_host_port(parts.netloc, "base_url")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("plain http:// is only allowed for loopback hosts; use https://")

@@ -88,6 +88,8 @@ def test_i9_03_close_during_a_retry_wait_raises_the_last_error(graph: FakeGraph)
         "https://gra<ph.example",
         "http://127.0.0.1:0",
         "https://[::1",
+        "https://graph.example/a b",
+        "https://gräph.example",
     ],
 )
 def test_i9_16_bad_base_url_is_a_value_error(base_url: str) -> None:

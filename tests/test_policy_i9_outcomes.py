@@ -220,7 +220,7 @@ _headers = st.dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     status=st.integers(min_value=0, max_value=999),
     headers=_headers,
