@@ -173,9 +173,8 @@ class Client:
                 raise got
             try:
                 auth = tokens.header()
-            except (
-                SendError
-            ) as exc:  # the provider failed: say what the earlier attempts may have done
+            except SendError as exc:
+                # The provider failed: the error must still say what earlier attempts may have done.
                 exc.may_have_sent = exc.may_have_sent or state.ambiguous
                 exc.attempts = state.attempt - 1
                 exc.client_request_id = crid

@@ -73,6 +73,8 @@ class CallableToken(TokenSource):
     def header(self) -> str:
         try:
             result = self._provider()
+        except AuthenticationError:
+            raise
         except Exception as exc:
             raise provider_failed(exc) from exc
         return "Authorization: Bearer " + token_from_result(result)
@@ -96,6 +98,8 @@ class CredentialToken(TokenSource):
             if self._header is None or time.time() >= self._refresh_at:
                 try:
                     access = self._credential.get_token(self._scope)
+                except AuthenticationError:
+                    raise
                 except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
                     raise provider_failed(exc) from exc
                 try:
@@ -135,8 +139,6 @@ def token_from_result(result: object) -> str:
 
 def provider_failed(exc: Exception, what: str = "failed") -> AuthenticationError:
     """The AuthenticationError for a provider that raised (the caller chains ``exc``)."""
-    if isinstance(exc, AuthenticationError):
-        return exc
     text = str(exc).strip() or "no message"
     err = AuthenticationError(0, code=type(exc).__name__, message=text, may_have_sent=False)
     err.args = (f"the token provider {what}: {type(exc).__name__}: {text}",)
