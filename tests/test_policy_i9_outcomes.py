@@ -255,3 +255,82 @@ def test_i9_01_outcome_never_raises_fuzz(
         assert got.status == status
         assert got.may_have_sent is status_may_have_sent(status)
         assert got.retry_after is None or got.retry_after >= 0
+
+
+# The same over the wire: random status lines, header lines and bodies written by a loopback
+# server, read by libcurl, settled by Client.send. Only SendErrors (or a Receipt) come out.
+
+_token_chars = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":"),
+    min_size=1,
+    max_size=20,
+)
+_value_chars = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+    max_size=60,
+)
+_wire_headers = st.lists(
+    st.tuples(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "Retry-After",
+                    "request-id",
+                    "client-request-id",
+                    "Date",
+                    "Content-Type",
+                    "x-ms-ags-diagnostic",
+                ]
+            ),
+            _token_chars,
+        ),
+        st.one_of(_value_chars, _retry_after.filter(lambda v: "\r" not in v and "\n" not in v)),
+    ),
+    max_size=6,
+)
+
+
+@pytest.fixture(scope="module")
+def wire() -> object:
+    from loopback import Reply, Server
+
+    state: dict[str, bytes] = {"raw": b""}
+    server = Server(lambda seen: Reply(action="raw", raw=state["raw"]))
+    client = graphsend.Client(
+        "t0ken", base_url=server.base_url, retry=NO_RETRY, timeout=2, http2=False
+    )
+    yield state, server, client
+    client.close()
+    server.close()
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(
+    status=st.one_of(st.integers(min_value=200, max_value=999), st.just(202)),  # 1xx: interim
+    reason=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
+    headers=_wire_headers,
+    body=_bodies.filter(lambda b: len(b) < 50_000),
+)
+def test_i9_01_client_send_fuzzed_wire_answers(
+    wire: tuple[dict[str, bytes], object, graphsend.Client],
+    status: int,
+    reason: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> None:
+    state, _, client = wire
+    head = f"HTTP/1.1 {status} {reason}\r\n".encode()
+    for name, value in headers:
+        if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+            head += name.encode() + b": " + value.encode("latin-1", "replace") + b"\r\n"
+    if status in (204, 304):
+        body = b""  # no body allowed: libcurl would wait for the next answer
+    state["raw"] = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    try:
+        receipt = client.send("AAMk")
+    except graphsend.SendError as err:
+        str(err)
+        if isinstance(err, graphsend.GraphError):
+            assert err.may_have_sent is status_may_have_sent(err.status)
+    else:
+        assert receipt.status == 202
