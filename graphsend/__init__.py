@@ -5,7 +5,7 @@
 Receipt(status=202, ...)
 """
 
-from ._client import Client
+from ._client import Client, interrupted_results
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -17,14 +17,18 @@ from ._errors import (
     ServerError,
     ServiceUnavailableError,
     ThrottledError,
-    TimeoutError,
     TransportError,
+)
+from ._errors import (
+    TimeoutError as TimeoutError,  # public, not in __all__ (see below)
 )
 from ._receipt import Receipt
 from ._retry import Retry
 from ._send import send_message
 from ._version import __version__
 
+# graphsend.TimeoutError is public but left out of __all__: `from graphsend import *` must not
+# shadow the builtin (it subclasses the builtin, so `except TimeoutError` catches it anyway).
 __all__ = [
     "AsyncClient",
     "AuthenticationError",
@@ -40,9 +44,9 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "ThrottledError",
-    "TimeoutError",
     "TransportError",
     "__version__",
+    "interrupted_results",
     "send_message",
 ]
 

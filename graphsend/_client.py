@@ -8,6 +8,7 @@ import time
 import weakref
 
 from . import _fork, _log, _native
+from ._errors import SendError
 from ._outcome import outcome
 from ._receipt import Receipt
 from ._request import (
@@ -15,8 +16,10 @@ from ._request import (
     USER_AGENT,
     check_api_version,
     check_base_url,
+    check_proxy,
     check_text,
     check_timeout,
+    is_loopback,
     send_path,
 )
 from ._retry import Retry, RetryState
@@ -27,7 +30,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, TypeVar
 
-    from ._errors import SendError
     from ._native import Result
     from ._progress import ProgressArg
     from ._request import Item
@@ -73,12 +75,17 @@ class Client:
         scope = CLOUDS[cloud] + "/.default"
         self._tokens = token if isinstance(token, TokenSource) else token_source(token, scope)
         self._prefix = f"{self.base_url}/{self.api_version}"
+        # A loopback base never goes through a proxy: with plain http, the request (the bearer
+        # token included) would reach the proxy in clear text, and the proxy could not reach
+        # this machine's loopback anyway.
+        loopback = is_loopback(_host(self.base_url))
+        proxy_option = _proxy(proxy)  # checked even when unused
         self._options: dict[str, Any] = {
             "connect_timeout_ms": check_timeout(connect_timeout, "connect_timeout"),
             "timeout_ms": check_timeout(timeout, "timeout"),
             "allow_http": allow_http,
             "ca_bundle": _ca_bundle(ca_bundle),
-            "proxy": _proxy(proxy),
+            "proxy": "" if loopback else proxy_option,
             "user_agent": USER_AGENT
             if user_agent is None
             else check_text(user_agent, "user_agent"),
@@ -101,7 +108,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close every thread's connections. Sends after close raise ValueError."""
+        """Close every thread's connections. Sends after close raise ValueError in every thread
+        (a send already under way finishes; its retries are not made)."""
         with self._lock:
             self._closed = True
             owned = [obj for objs in self._natives.values() for obj in objs]
@@ -160,7 +168,18 @@ class Client:
             self._log_retry(path, got, wait, state.attempt)
             if wait:
                 time.sleep(wait)
-            headers = (tokens.header(), crid_header, f"Retry-Attempt: {state.attempt - 1}")
+            if self._closed:
+                got.args = (f"{got.args[0]}; not retried: the Client was closed",)
+                raise got
+            try:
+                auth = tokens.header()
+            except SendError as exc:
+                # The provider failed: the error must still say what earlier attempts may have done.
+                exc.may_have_sent = exc.may_have_sent or state.ambiguous
+                exc.attempts = state.attempt - 1
+                exc.client_request_id = crid
+                raise
+            headers = (auth, crid_header, f"Retry-Attempt: {state.attempt - 1}")
             result = self._handle().send(url, headers)
 
     def send_many(
@@ -178,8 +197,11 @@ class Client:
         result is a Receipt or the SendError that ``send()`` would have raised for that item.
         One native call per wait drives every transfer (libcurl multi, GIL released), with at
         most ``max_per_mailbox`` requests in flight per mailbox and ``max_concurrency`` in all.
-        A throttled mailbox pauses for its Retry-After while the others go on. On Ctrl-C the
-        KeyboardInterrupt carries ``.results``: what is known of every item.
+        A throttled mailbox pauses for its Retry-After while the others go on.
+
+        On Ctrl-C the KeyboardInterrupt carries ``.results`` (a list like the return value:
+        what is known of every item; an item whose request may have reached Graph says
+        ``may_have_sent=True``). Read it typed with :func:`graphsend.interrupted_results`.
         """
         from . import _bulk  # only bulk users pay for importing it
 
@@ -195,6 +217,8 @@ class Client:
         )
 
     def _handle(self) -> _native.Handle:
+        if self._closed:  # one attribute test: a thread's cached handle must not outlive close()
+            raise ValueError("this Client is closed")
         if self._generation != _fork.generation:
             self._reset_handles()
         handle = getattr(self._local, "handle", None)
@@ -267,14 +291,25 @@ class Client:
 
 
 def _ca_bundle(value: str | os.PathLike[str] | None) -> str | None:
+    """A PEM file of CA certificates: missing is FileNotFoundError, anything else wrong with it
+    a ValueError that says what."""
     if value is None:
         return None
     path = os.fspath(value)
     if not isinstance(path, str):
         raise TypeError("ca_bundle must be a str path")
     check_text(path, "ca_bundle")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"ca_bundle not found: {path}")
+    if not os.path.isfile(path):
+        raise ValueError(f"ca_bundle is not a regular file: {path}")
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(4 << 20)
+    except OSError as exc:
+        raise ValueError(f"ca_bundle cannot be read: {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"ca_bundle is not a PEM bundle of CA certificates: {path}")
     return path
 
 
@@ -286,10 +321,33 @@ def _proxy(value: str | bool | None) -> str | None:
         return ""
     if value is True:
         raise TypeError("proxy must be a URL, None or False")
-    return check_text(value, "proxy")
+    return check_proxy(value)
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or ""
 
 
 def _flag(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be a bool")
     return value
+
+
+def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:
+    """The ``.results`` that ``send_many`` attached to ``exc`` when it stopped early.
+
+    On Ctrl-C, ``Client.send_many`` (and ``AsyncClient.send_many``) re-raise the
+    KeyboardInterrupt with a ``results`` attribute: one Receipt or SendError per item, in input
+    order. Returns None when ``exc`` carries none::
+
+        try:
+            results = client.send_many(items)
+        except KeyboardInterrupt as exc:
+            results = graphsend.interrupted_results(exc)
+            raise
+    """
+    results = getattr(exc, "results", None)
+    return results if isinstance(results, list) else None

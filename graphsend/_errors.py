@@ -173,19 +173,37 @@ def error_class(status: int) -> type[GraphError]:
 
 
 CURLE_OPERATION_TIMEDOUT = 28
+CURLE_COULDNT_RESOLVE_PROXY = 5
+CURLE_COULDNT_RESOLVE_HOST = 6
 _REASONS = {
+    1: "unsupported protocol (a proxy scheme this libcurl lacks?): check the proxy URL",
+    3: "malformed URL: check base_url and the proxy URL",
+    4: "this libcurl lacks a feature the request needs: check proxy and TLS settings",
     5: "could not resolve proxy",
     6: "could not resolve host",
     7: "could not connect",
+    27: "out of memory: a part of the request (user, message id, token) is far too large",
     28: "timed out",
     35: "TLS handshake failed",
     42: "transfer cancelled",
     52: "server closed the connection without answering",
     55: "failed sending the request",
     56: "connection reset while receiving",
-    60: "TLS certificate verification failed",
-    77: "could not read the CA bundle",
+    58: "the client certificate could not be used",
+    59: "the TLS cipher list could not be used",
+    60: (
+        "the server's certificate is not trusted: pass ca_bundle= a PEM file of the CAs to "
+        "trust, or fix the system CA store"
+    ),
+    77: "the CA bundle could not be read: pass ca_bundle= a readable PEM file of CAs",
+    83: "the server's certificate issuer check failed: check ca_bundle",
+    90: "the server's public key does not match the pinned one",
+    91: "the server's certificate status is invalid",
 }
+
+#: CURLcodes that no retry can cure: the same request fails the same way until the caller
+#: changes something (CA bundle, URL, proxy, libcurl build, request size).
+PERMANENT_CURL_CODES = frozenset({1, 2, 3, 4, 27, 43, 48, 53, 58, 59, 60, 66, 77, 83, 90, 91})
 
 
 def transport_error(
@@ -196,14 +214,21 @@ def transport_error(
     ``request_sent`` is the native layer's measurement (request bytes written), so it alone
     decides ``may_have_sent``: a failure before the write (DNS, connect, TLS) proves nothing went.
     """
-    reason = _REASONS.get(curl_code, "transport failure")
+    # "what happened: what to fix"; libcurl's text goes after what happened.
+    reason, _, advice = _REASONS.get(curl_code, "transport failure").partition(": ")
     if detail:
-        reason = f"{reason}: {detail}"
+        if detail[: len(reason)].lower() == reason.lower():
+            # libcurl often says the same ("Could not resolve host: h"): say it once.
+            reason += detail[len(reason) :]
+        else:
+            reason = f"{reason}: {detail}"
+    if advice:
+        reason = f"{reason}; {advice}"
     cls = TimeoutError if curl_code == CURLE_OPERATION_TIMEDOUT else TransportError
     return cls(
         reason,
         curl_code=curl_code,
-        may_have_sent=request_sent,
+        may_have_sent=bool(request_sent),
         client_request_id=client_request_id,
     )
 
@@ -211,23 +236,59 @@ def transport_error(
 def graph_error(
     status: int, headers: Mapping[str, str], body: bytes, client_request_id: str | None
 ) -> GraphError:
-    """Build the exception for a non-202 answer, tolerant of any body Graph or a gateway sends."""
+    """Build the exception for a non-202 answer, tolerant of any body Graph or a gateway sends.
+
+    Never raises: whatever the body or headers hold, the result is a GraphError whose
+    ``may_have_sent`` follows from the status alone; a part that could not be read is named in
+    its message.
+    """
     from ._retry import parse_retry_after
 
-    text = body.decode("utf-8", "replace")  # the native layer caps it at 64 KiB
-    code, message, inner_code, body_request_id, body_date = _parse_error_body(text)
-    retry_after_header = headers.get("retry-after")
-    return error_class(status)(
+    problems: list[str] = []
+    text = ""
+    code = message = inner_code = body_request_id = body_date = None
+    try:
+        text = body.decode("utf-8", "replace")  # the native layer caps it at 64 KiB
+        code, message, inner_code, body_request_id, body_date = _parse_error_body(text)
+    except Exception as exc:  # RecursionError (deep nesting), MemoryError, ...
+        problems.append(f"the error body could not be read: {type(exc).__name__}")
+    retry_after = None
+    try:
+        header = headers.get("retry-after")
+        if header:
+            retry_after = parse_retry_after(header)
+            if retry_after is None:
+                problems.append(f"the Retry-After header could not be read: {header[:64]!r}")
+        err = error_class(status)(
+            status,
+            code=code,
+            message=message,
+            inner_code=inner_code,
+            request_id=headers.get("request-id") or body_request_id,
+            client_request_id=headers.get("client-request-id") or client_request_id,
+            date=headers.get("date") or body_date,
+            retry_after=retry_after,
+            headers=headers,
+            body=text,
+        )
+    except Exception as exc:
+        problems.append(f"the response could not be read: {type(exc).__name__}")
+        err = unreadable_response(status, client_request_id)
+    if problems:
+        err.args = (f"{err.args[0]}; {'; '.join(problems)}",)
+    return err
+
+
+def unreadable_response(status: int, client_request_id: str | None) -> GraphError:
+    """The last resort for an answer nothing could be read from: its status alone decides."""
+    try:
+        cls = error_class(status)
+    except Exception:
+        cls = GraphError
+    return cls(
         status,
-        code=code,
-        message=message,
-        inner_code=inner_code,
-        request_id=headers.get("request-id") or body_request_id,
-        client_request_id=headers.get("client-request-id") or client_request_id,
-        date=headers.get("date") or body_date,
-        retry_after=parse_retry_after(retry_after_header) if retry_after_header else None,
-        headers=headers,
-        body=text,
+        client_request_id=client_request_id,
+        may_have_sent=status_may_have_sent(status),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._errors import SendError, graph_error, transport_error
+from ._errors import SendError, graph_error, transport_error, unreadable_response
 from ._receipt import Receipt
 
 TYPE_CHECKING = False
@@ -13,11 +13,20 @@ Outcome = Receipt | SendError
 
 
 def outcome(result: Result, client_request_id: str) -> Outcome:
+    """Never raises: a response nothing can be read from still becomes a SendError whose
+    ``may_have_sent`` follows from its status (callers rely on this to settle every send)."""
     status, headers, body, elapsed, curl_code, error, request_sent = result
-    if status == 202:
-        return Receipt(
-            202, headers.get("request-id"), client_request_id, headers.get("date"), elapsed
-        )
-    if status == 0:
-        return transport_error(curl_code, error, request_sent, client_request_id)
-    return graph_error(status, headers, body, client_request_id)
+    try:
+        if status == 202:
+            return Receipt(
+                202, headers.get("request-id"), client_request_id, headers.get("date"), elapsed
+            )
+        if status == 0:
+            return transport_error(curl_code, error, request_sent, client_request_id)
+        return graph_error(status, headers, body, client_request_id)
+    except Exception as exc:
+        if status == 0:
+            return transport_error(curl_code, "", request_sent, client_request_id)
+        err = unreadable_response(status, client_request_id)
+        err.args = (f"{err.args[0]}; the response could not be read: {type(exc).__name__}",)
+        return err

@@ -67,13 +67,69 @@ def check_base_url(base_url: object) -> tuple[str, bool]:
     parts = urlsplit(base_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("base_url must be an https:// URL with a host")
-    if parts.username is not None or parts.password is not None:
+    if "@" in parts.netloc:
         raise ValueError("base_url must not carry credentials")
-    if parts.query or parts.fragment:
+    # urlsplit drops an empty "?" or "#": look at the raw text.
+    if "?" in base_url or "#" in base_url:
         raise ValueError("base_url must not have a query or fragment")
+    if " " in base_url or not base_url.isascii():
+        raise ValueError("base_url must be ASCII without spaces (percent-encode its path)")
+    _check_host_port(parts.netloc, "base_url")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("plain http:// is only allowed for loopback hosts; use https://")
     return base_url, parts.scheme == "http"
+
+
+# A DNS name or an IPv4 address; IPv6 goes in brackets. Non-ASCII names must be given in their
+# ASCII (punycode) form, as libcurl sends them.
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+
+
+def _check_host_port(netloc: str, what: str) -> None:
+    """The host[:port] part (after any userinfo): a valid host, a port in 1..65535."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, bracket, rest = hostport[1:].partition("]")
+        if not bracket or not host or not set(host) <= _IPV6_CHARS or ":" not in host:
+            raise ValueError(f"{what} has an invalid IPv6 host")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{what} has an invalid host")
+        port = rest[1:] if rest else None
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+        if not host or not set(host) <= _HOST_CHARS or ".." in host:
+            raise ValueError(
+                f"{what} has an invalid host name (letters, digits, '.', '-' only; "
+                "write international names in punycode)"
+            )
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{what} must have a port from 1 to 65535")
+
+
+#: Proxy schemes libcurl understands.
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def check_proxy(proxy: object) -> str:
+    """An explicit proxy URL, checked before libcurl sees it. Errors never quote the URL: it
+    may carry a password."""
+    proxy = check_text(proxy, "proxy")
+    scheme, sep, rest = proxy.partition("://")
+    if not sep or scheme.lower() not in PROXY_SCHEMES:
+        raise ValueError(
+            "proxy must be a URL of the form scheme://[user:password@]host[:port] with scheme "
+            + ", ".join(PROXY_SCHEMES)
+        )
+    netloc = rest.split("/", 1)[0]
+    if "?" in netloc or "#" in netloc or " " in rest:
+        raise ValueError("proxy URL is malformed")
+    userinfo, at, _ = netloc.rpartition("@")
+    if at and "@" in userinfo:
+        raise ValueError("proxy URL is malformed: percent-encode '@' in its user or password (%40)")
+    _check_host_port(netloc, "proxy URL")
+    return proxy
 
 
 def is_loopback(host: str) -> bool:
@@ -88,12 +144,18 @@ def is_loopback(host: str) -> bool:
     )
 
 
+#: The longest timeout: libcurl takes milliseconds in a C long, 32 bits on some platforms.
+MAX_TIMEOUT = (2**31 - 1) / 1000  # about 24.8 days
+
+
 def check_timeout(value: object, what: str) -> int:
-    """Seconds (int or float, > 0) to whole milliseconds for libcurl."""
+    """Seconds (int or float, > 0, at most MAX_TIMEOUT) to whole milliseconds for libcurl."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{what} must be a positive, finite number of seconds")
+    if not 0 < value <= MAX_TIMEOUT:
+        raise ValueError(
+            f"{what} must be a positive number of seconds, at most {MAX_TIMEOUT:.0f} (24.8 days)"
+        )
     return max(1, round(value * 1000))
 
 

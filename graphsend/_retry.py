@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 import time
 
-from ._errors import SendError, ServiceUnavailableError, ThrottledError, TransportError
+from ._errors import (
+    CURLE_COULDNT_RESOLVE_HOST,
+    CURLE_COULDNT_RESOLVE_PROXY,
+    PERMANENT_CURL_CODES,
+    GraphError,
+    SendError,
+    ServiceUnavailableError,
+    ThrottledError,
+    TransportError,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,7 +27,12 @@ class Retry:
     Only outcomes that prove nothing was sent are retried: 429, 503, and transport failures
     before the request was written. 500/502/504 and timeouts or resets after the request was
     written may have delivered the message; they are retried only with ``retry_ambiguous=True``.
-    ``Retry(max_attempts=1)`` turns retries off.
+    Never retried: any 2xx or 3xx answer, and transport failures no retry can cure (an
+    untrusted certificate, an unreadable CA bundle, a malformed URL, an unsupported proxy
+    scheme, a request too large). A failed DNS lookup is retried once at most.
+    ``Retry(max_attempts=1)`` turns retries off: exactly one request, even after a 401.
+
+    ``retry_ambiguous`` must be a bool; the numbers must be finite and not negative.
     """
 
     __slots__ = ("backoff_base", "backoff_max", "max_attempts", "max_total_wait", "retry_ambiguous")
@@ -42,13 +56,15 @@ class Retry:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number")
-            if not value >= 0 or math.isnan(value):
-                raise ValueError(f"{name} must be >= 0")
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0")
+        if not isinstance(retry_ambiguous, bool):
+            raise TypeError("retry_ambiguous must be a bool")
         self.max_attempts = max_attempts
         self.max_total_wait = float(max_total_wait)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
-        self.retry_ambiguous = bool(retry_ambiguous)
+        self.retry_ambiguous = retry_ambiguous
 
     def __repr__(self) -> str:
         return (
@@ -60,6 +76,10 @@ class Retry:
     def is_retryable(self, error: SendError) -> bool:
         if isinstance(error, (ThrottledError, ServiceUnavailableError)):
             return True
+        if isinstance(error, GraphError) and error.status < 400:
+            return False  # Graph answered: a 2xx/3xx other than 202 is no failure to retry
+        if isinstance(error, TransportError) and error.curl_code in PERMANENT_CURL_CODES:
+            return False
         if isinstance(error, TransportError) and not error.may_have_sent:
             return True
         return self.retry_ambiguous and error.may_have_sent
@@ -72,6 +92,8 @@ class Retry:
         """
         if attempt >= self.max_attempts or not self.is_retryable(error):
             return None
+        if attempt >= 2 and getattr(error, "curl_code", None) in _DNS_FAILURES:
+            return None  # one more lookup may catch a resolver hiccup; more are wasted time
         wait = getattr(error, "retry_after", None)
         if wait is None:
             wait = self.backoff(attempt)
@@ -89,8 +111,15 @@ class Retry:
 def parse_retry_after(value: str, now: float | None = None) -> float | None:
     """Seconds from a Retry-After value: integer, fractional ("0.249") or an HTTP-date.
 
-    Returns None when the value is unreadable; never a negative number.
+    Returns None when the value is unreadable (never raises); never a negative number.
     """
+    try:
+        return _parse_retry_after(value, now)
+    except Exception:  # a hostile date (a huge zone field: OverflowError), odd types, ...
+        return None
+
+
+def _parse_retry_after(value: str, now: float | None) -> float | None:
     value = value.strip()
     try:
         seconds = float(value)
@@ -100,13 +129,13 @@ def parse_retry_after(value: str, now: float | None = None) -> float | None:
         return max(0.0, seconds) if math.isfinite(seconds) else None
     from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
+    when = parsedate_to_datetime(value)
     if when is None or when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+_DNS_FAILURES = (CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY)
 
 
 class RetryState:
@@ -124,18 +153,30 @@ class RetryState:
     def next_wait(self, error: SendError, tokens: TokenSource) -> float | None:
         """Seconds to wait before the next attempt, or None: then ``error`` is final and raised.
 
-        A 401 with a token provider is retried once, at once, with a freshly fetched token.
+        A 401 with a token provider is retried once, at once, with a freshly fetched token
+        (when the policy allows another attempt).
         """
         from ._errors import AuthenticationError, NotFoundError
 
         error.attempts = self.attempt
-        if isinstance(error, AuthenticationError) and tokens.refreshable and not self.refreshed:
+        if (
+            isinstance(error, AuthenticationError)
+            and error.status == 401
+            and tokens.refreshable
+            and not self.refreshed
+            and self.attempt < self.policy.max_attempts
+        ):
             tokens.invalidate()
             self.refreshed = True
             self.attempt += 1
             return 0.0
-        if self.ambiguous and isinstance(error, NotFoundError):
-            # The draft is gone: most likely an earlier, ambiguous attempt sent it.
+        if (
+            self.ambiguous
+            and isinstance(error, NotFoundError)
+            and error.code == "ErrorItemNotFound"
+        ):
+            # The draft is gone: most likely an earlier, ambiguous attempt sent it. (Another 404,
+            # such as ErrorInvalidUser, says nothing about the earlier attempt.)
             error.may_have_sent = True
             error.args = (
                 f"{error.args[0]}; an earlier attempt ended ambiguously and may have delivered it",

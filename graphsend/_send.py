@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 
 from ._client import Client
 from ._receipt import Receipt
 from ._tokens import StaticToken, TokenSource
 
 _Key = tuple[str, str, float, float, "str | None"]
-_clients: dict[_Key, Client] = {}
+# A small LRU: each Client keeps a Share, and per thread a handle with its connections. An
+# evicted Client is dropped, not closed (another thread may be about to send with it): its
+# handles and sockets go when the last send using it returns.
+_CLIENTS_KEPT = 8
+_clients: OrderedDict[_Key, Client] = OrderedDict()
 _clients_lock = threading.Lock()
 _STATIC_TOKENS_KEPT = 8
 _static_tokens: dict[str, StaticToken] = {}
@@ -34,24 +40,27 @@ def send_message(
     timeout: float = 100.0,
     connect_timeout: float = 30.0,
     client_request_id: str | None = None,
-    ca_bundle: str | None = None,
+    ca_bundle: str | os.PathLike[str] | None = None,
 ) -> Receipt:
     """Send the draft ``message_id`` (from ``user``'s mailbox, ``/me`` when None).
 
     Returns a Receipt on 202, raises a SendError subclass otherwise. Calls with the same
-    base_url, api_version and timeouts share a Client, so a thread's sends reuse one connection
-    and follow the default Retry policy. ``ca_bundle`` names a PEM file of CAs to trust instead
-    of the system's.
+    base_url, api_version, timeouts and ca_bundle share a Client, so a thread's sends reuse one
+    connection and follow the default Retry policy; the 8 configurations used last are kept
+    (older ones are dropped with their connections). ``ca_bundle`` names a PEM file of CAs to
+    trust instead of the system's.
     """
     if not isinstance(token, str):
         raise TypeError("token must be a str; use graphsend.Client for token providers")
     tokens = _static_tokens.get(token)
     if tokens is None:
         tokens = _static_token(token)
+    if ca_bundle is not None:
+        ca_bundle = os.fspath(ca_bundle)
     key = (base_url, api_version, timeout, connect_timeout, ca_bundle)
     client = _clients.get(key)
     if client is None:
-        client = _cached_client(key)
+        client = _cached_client(key)  # type: ignore[arg-type]
     return client._send(message_id, user, client_request_id, tokens)
 
 
@@ -78,4 +87,8 @@ def _cached_client(key: _Key) -> Client:
                 ca_bundle=ca_bundle,
             )
             _clients[key] = client
+            while len(_clients) > _CLIENTS_KEPT:
+                _clients.popitem(last=False)
+        else:
+            _clients.move_to_end(key)
         return client

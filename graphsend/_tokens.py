@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from typing import Any, Protocol, TypeAlias
 
     class AccessTokenLike(Protocol):
-        token: str
-        expires_on: int
+        # Read-only: azure-identity's AccessToken is a NamedTuple.
+        @property
+        def token(self) -> str: ...
+        @property
+        def expires_on(self) -> int: ...
 
     class CredentialLike(Protocol):
         def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
@@ -31,7 +34,11 @@ EXPIRY_MARGIN = 300.0
 
 
 class TokenSource:
-    """Base: ``header()`` returns the Authorization header line; ``invalidate()`` drops a cache."""
+    """Base: ``header()`` returns the Authorization header line; ``invalidate()`` drops a cache.
+
+    ``header()`` raises only :class:`AuthenticationError` (status 0, ``may_have_sent=False``,
+    the provider's own exception as ``__cause__``): a failing provider sent nothing.
+    """
 
     refreshable = True
 
@@ -64,7 +71,13 @@ class CallableToken(TokenSource):
         self._provider = provider
 
     def header(self) -> str:
-        return "Authorization: Bearer " + token_from_result(self._provider())
+        try:
+            result = self._provider()
+        except AuthenticationError:
+            raise
+        except Exception as exc:
+            raise provider_failed(exc) from exc
+        return "Authorization: Bearer " + token_from_result(result)
 
 
 class CredentialToken(TokenSource):
@@ -83,9 +96,18 @@ class CredentialToken(TokenSource):
             return header
         with self._lock:
             if self._header is None or time.time() >= self._refresh_at:
-                access = self._credential.get_token(self._scope)
-                self._header = "Authorization: Bearer " + check_token(access.token)
-                self._refresh_at = float(access.expires_on) - EXPIRY_MARGIN
+                try:
+                    access = self._credential.get_token(self._scope)
+                except AuthenticationError:
+                    raise
+                except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
+                    raise provider_failed(exc) from exc
+                try:
+                    header = "Authorization: Bearer " + check_token(access.token)
+                    refresh_at = float(access.expires_on) - EXPIRY_MARGIN
+                except Exception as exc:
+                    raise provider_failed(exc, "returned an unusable token") from exc
+                self._header, self._refresh_at = header, refresh_at
             return self._header
 
     def invalidate(self) -> None:
@@ -95,18 +117,32 @@ class CredentialToken(TokenSource):
 
 def token_from_result(result: object) -> str:
     """A provider's answer: a token str, or an MSAL result dict."""
-    if isinstance(result, dict):
-        if "access_token" in result:
-            return check_token(result["access_token"])
-        # An MSAL error dict: report it without sending anything.
-        code = result.get("error")
-        raise AuthenticationError(
-            0,
-            code=code if isinstance(code, str) else "token_provider_error",
-            message=str(result.get("error_description") or "the token provider returned no token"),
-            may_have_sent=False,
-        )
-    return check_token(result)
+    try:
+        if isinstance(result, dict):
+            if "access_token" in result:
+                return check_token(result["access_token"])
+        else:
+            return check_token(result)
+    except (TypeError, ValueError) as exc:
+        raise provider_failed(exc, "returned an unusable token") from exc
+    # An MSAL error dict: report it for a person, without sending anything.
+    code = result.get("error")
+    code = code if isinstance(code, str) and code else "token_provider_error"
+    message = str(result.get("error_description") or "no token and no description")
+    correlation = result.get("correlation_id")
+    if isinstance(correlation, str) and correlation and correlation not in message:
+        message = f"{message} (correlation_id {correlation})"
+    err = AuthenticationError(0, code=code, message=message, may_have_sent=False)
+    err.args = (f"the token provider returned an error: {code}: {message}",)
+    raise err
+
+
+def provider_failed(exc: Exception, what: str = "failed") -> AuthenticationError:
+    """The AuthenticationError for a provider that raised (the caller chains ``exc``)."""
+    text = str(exc).strip() or "no message"
+    err = AuthenticationError(0, code=type(exc).__name__, message=text, may_have_sent=False)
+    err.args = (f"the token provider {what}: {type(exc).__name__}: {text}",)
+    return err
 
 
 def token_source(token: object, scope: str) -> TokenSource:
