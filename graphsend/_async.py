@@ -127,6 +127,15 @@ def _provider_error(error: BaseException) -> SendError:
     return token_error(error)  # type: ignore[arg-type]
 
 
+def _refresh_at(expires_on: float) -> float:
+    """When to fetch again: 5 minutes before expiry, but a short-lived token serves half its
+    remaining life, and a fresh one at least a second (a 401 then says if it is bad), so that
+    an expired or short-lived token never makes every item fetch again."""
+    now = time.time()
+    left = expires_on - now
+    return max(expires_on - min(EXPIRY_MARGIN, left / 2), now + 1.0)
+
+
 def _async_token(token: object, scope: str) -> _AsyncToken | None:
     """An _AsyncToken for an async credential or async callable; None for anything else."""
     get_token = getattr(token, "get_token", None)
@@ -137,7 +146,7 @@ def _async_token(token: object, scope: str) -> _AsyncToken | None:
         async def from_credential() -> tuple[str, float]:
             access = await get_token(scope)
             header = "Authorization: Bearer " + token_from_result(access.token)
-            return header, float(access.expires_on) - EXPIRY_MARGIN
+            return header, _refresh_at(float(access.expires_on))
 
         return _AsyncToken(from_credential, per_call=False)
     call = getattr(type(token), "__call__", None)  # noqa: B004  # an object's async __call__
