@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from . import _log, _native
 from ._bulk import Batch, Scheduler, TokenPending, check_limits, token_error
@@ -34,10 +34,19 @@ from ._retry import Retry
 from ._tokens import EXPIRY_MARGIN, TokenSource, token_from_result
 
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from ._outcome import Outcome
     from ._progress import ProgressArg
     from ._request import Item
-    from ._tokens import TokenArg
+    from ._tokens import AccessTokenLike, TokenArg
+
+    class AsyncCredentialLike(Protocol):
+        """azure.identity.aio style: ``get_token`` is a coroutine function."""
+
+        async def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+
+    AsyncTokenArg: TypeAlias = Callable[[], Awaitable[str | dict[str, Any]]] | AsyncCredentialLike
 
 
 class _Call(Batch):
@@ -304,7 +313,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        token: TokenArg | Any,
+        token: TokenArg | AsyncTokenArg,
         *,
         cloud: str = "global",
         base_url: str | None = None,
