@@ -18,6 +18,7 @@ from collections import namedtuple
 import pytest
 
 import graphsend
+from graphsend._async import _async_token
 from graphsend.testing import FakeGraph
 
 SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
@@ -358,23 +359,34 @@ def test_i9_18_async_provider_fails_during_refresh_of_a_batch(graph: FakeGraph) 
     assert [r.status for r in graph.requests] == [202, 401]
 
 
-def test_i9_18_real_azure_identity_aio_credential(graph: FakeGraph) -> None:
+def test_i9_18_real_azure_identity_aio_credential(graph: FakeGraph, refused_url: str) -> None:
+    """A real azure.identity.aio credential, offline: its token endpoint refuses connections, so
+    its own error (an AzureError) must come back at once as an AuthenticationError."""
     aio = pytest.importorskip("azure.identity.aio")
-    from azure.core.credentials import AccessToken as AzureAccessToken
-
-    class StaticAio(aio.ClientSecretCredential):  # a real azure.identity.aio class
-        def __init__(self) -> None:
-            super().__init__("tenant", "client", "secret")
-
-        async def get_token(self, *scopes: str, **kwargs: object) -> AzureAccessToken:
-            return AzureAccessToken(graph.token, int(time.time()) + 3600)
+    pytest.importorskip("requests")  # the transport below; aiohttp may not be installed
+    from azure.core.exceptions import AzureError
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
 
     async def main() -> None:
-        credential = StaticAio()
+        credential = aio.ClientSecretCredential(
+            "tenant",
+            "client",
+            "secret",
+            authority=refused_url.replace("http://", "https://"),
+            transport=AsyncioRequestsTransport(),
+            retry_total=0,
+        )
+        assert _async_token(credential, "scope") is not None  # detected as async
         async with credential, client_for(graph, credential) as client:
-            assert (await client.send(graph.create_draft())).status == 202
+            start = time.monotonic()
+            with pytest.raises(graphsend.AuthenticationError) as info:
+                await client.send(graph.create_draft())
+            assert time.monotonic() - start < 5 * SCALE
+            assert info.value.may_have_sent is False
+            assert isinstance(info.value.__cause__, AzureError), repr(info.value.__cause__)
 
     run(main())
+    assert graph.requests == []
 
 
 # ---------------------------------------------------------------- item 21
@@ -403,3 +415,22 @@ def test_i9_21_async_debug_record_per_attempt(
         assert "elapsed=" in message
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
+
+
+def test_i9_21_async_long_pause_shows_on_the_progress_counter(
+    graph: FakeGraph, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the plain counter, tqdm or not
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    user = "slow@contoso.com"
+    graph.fail_next(429, "ApplicationThrottled", retry_after=1, user=user)
+    items = [(user, graph.create_draft(user)), graph.create_draft()]
+
+    async def main() -> list:
+        async with client_for(graph) as client:
+            return await client.send_many(items, progress=True)
+
+    assert all(isinstance(r, graphsend.Receipt) for r in run(main()))
+    err = capfd.readouterr().err
+    assert f"mailbox {user} throttled, resuming in 1 s" in err
+    assert err.splitlines()[-1] == "graphsend: sent 2/2"
