@@ -187,6 +187,7 @@ class _EngineState:
         self.closed = False  # set once; the thread leaves its loop and libcurl for good
         self.why = "the AsyncClient was closed during the send"
         self.token_requested = False
+        self.forsaken = False  # exit did not wait for this thread: it must not touch libcurl
         self.thread = threading.Thread(
             target=_run_engine, args=(self,), name="graphsend-engine", daemon=True
         )
@@ -249,6 +250,8 @@ def _stop_all_at_exit() -> None:
     deadline = time.monotonic() + 5.0
     for state in states:
         state.thread.join(max(0.0, deadline - time.monotonic()))
+        if state.thread.is_alive():  # stuck in a token provider, say: leave its engine alone
+            state.forsaken = True
 
 
 def _run_engine(state: _EngineState) -> None:
@@ -286,7 +289,8 @@ def _run_engine(state: _EngineState) -> None:
     finally:
         _live.discard(state)
         try:
-            engine.close()
+            if not state.forsaken:
+                engine.close()
         finally:
             _abandon(state)
 
