@@ -128,7 +128,11 @@ def test_i9_07_exit_with_https_sends_in_flight_never_crashes(
         if len(procs) >= 4:  # a few at a time: the server shares the machine with them
             p = procs[-4]
             p.wait(timeout=60)
-    outcomes = [(p.wait(timeout=60), *p.communicate()) for p in procs]
+    try:
+        outcomes = [(p.wait(timeout=60), *p.communicate()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     elapsed = time.monotonic() - start
     for returncode, out, err in outcomes:
         assert returncode == 0, (returncode, err[-2000:])
