@@ -12,8 +12,8 @@ import threading
 import time
 from collections import deque
 
-from . import _native
-from ._errors import SendError
+from . import _log, _native
+from ._errors import AuthenticationError, SendError
 from ._outcome import Outcome, outcome
 from ._progress import reporter
 from ._receipt import Receipt
@@ -45,14 +45,34 @@ class Job:
         self.tag = -1  # the Engine tag of its latest attempt
 
 
+class TokenPending(Exception):
+    """Raised by an AsyncClient's async token source in the engine thread: no valid token now.
+
+    The Scheduler then starts nothing and asks the event loop to fetch one (the engine thread
+    never runs a coroutine)."""
+
+
+def token_error(exc: Exception) -> SendError:
+    """A token provider's failure as the outcome of one item (never sent)."""
+    # The policy branch makes TokenSource.header() raise AuthenticationError itself; this
+    # only wraps what is not already a SendError, so the two never wrap twice.
+    if isinstance(exc, SendError):
+        return exc
+    error = AuthenticationError(
+        0, code="token_provider_error", message=str(exc) or type(exc).__name__, may_have_sent=False
+    )
+    error.__cause__ = exc
+    return error
+
+
 class Batch:
     """The items of one call (a send_many, or one AsyncClient.send) and their outcomes."""
 
     __slots__ = (
         "done",
-        "error",
         "jobs",
         "limit",
+        "notice",
         "results",
         "running",
         "stop_on_error",
@@ -67,7 +87,7 @@ class Batch:
         self.running = 0
         self.done = 0  # items with a final outcome
         self.stopping = False  # start nothing more; queued items are dropped as they come up
-        self.error: Exception | None = None  # a token provider failed: the call raises this
+        self.notice: str | None = None  # a long pause began: shown on the progress bar
 
     def add(self, prefix: str, user: str | None, message_id: str, crid: str) -> None:
         """Validate and append one item (bad input raises here, before anything is sent)."""
@@ -94,6 +114,7 @@ class Batch:
         self,
         in_flight: dict[int, Job],
         interrupted: str = "interrupted while in flight; the message may have been sent",
+        keep_jobs: bool = False,
     ) -> list[Outcome]:
         """Every item gets an outcome: one in flight when stopped may have been sent."""
         results = self.results
@@ -107,7 +128,8 @@ class Batch:
                     may_have_sent=sent,
                     client_request_id=job.crid,
                 )
-        self.jobs = []  # each Job points back here: break the cycle, so no gc pass is needed
+        if not keep_jobs:  # (kept while another thread may still cancel them)
+            self.jobs = []  # each Job points back here: break the cycle, so no gc pass is needed
         return results  # type: ignore[return-value]
 
 
@@ -132,6 +154,7 @@ class Scheduler:
         self.client = client
         self.engine = engine
         self.tokens = client._tokens
+        self.prefix_len = len(client._prefix)  # job.url[prefix_len:] is the path logs show
         self.max_per_mailbox = max_per_mailbox
         self.mailboxes: dict[str, _Mailbox] = {}
         self.in_flight: dict[int, Job] = {}
@@ -141,6 +164,7 @@ class Scheduler:
         self.paused: dict[str, _Mailbox] = {}
         self.blocked: dict[str, _Mailbox] = {}  # the next item's batch is at its max_concurrency
         self.touched: dict[Batch, None] = {}  # batches with news since the driver last looked
+        self.token_wanted = False  # an async token source has no valid token (AsyncClient)
         self._tags = itertools.count()
 
     def add(self, batch: Batch) -> None:
@@ -166,33 +190,44 @@ class Scheduler:
                     next_wake = box.paused_until
         ready, self.ready = self.ready, {}
         cap = self.max_per_mailbox
-        for name, box in ready.items():
-            if box.paused_until > now:
-                self.paused[name] = box
-                if next_wake is None or box.paused_until < next_wake:
-                    next_wake = box.paused_until
-                continue
-            queue = box.queue
-            while queue and box.in_flight < cap:
-                batch = queue[0].batch
-                if batch.stopping:
-                    queue.popleft()  # dropped: settle() reports it as not sent
-                elif batch.running >= batch.limit:
-                    self.blocked[name] = box
-                    break
-                else:
-                    self._submit(queue.popleft(), box)
-            if not queue and not box.in_flight:
-                # Idle: forget it, so a long-lived AsyncClient keeps no state per mailbox.
-                del self.mailboxes[name]
-                self.blocked.pop(name, None)
+        try:
+            for name, box in ready.items():
+                if box.paused_until > now:
+                    self.paused[name] = box
+                    if next_wake is None or box.paused_until < next_wake:
+                        next_wake = box.paused_until
+                    continue
+                queue = box.queue
+                while queue and box.in_flight < cap:
+                    job = queue[0]
+                    batch = job.batch
+                    if batch.stopping:
+                        queue.popleft()  # dropped: settle() reports it as not sent
+                    elif batch.running >= batch.limit:
+                        self.blocked[name] = box
+                        break
+                    else:
+                        self._submit(job, box)  # TokenPending leaves the job at the head
+                        queue.popleft()
+                if not queue and not box.in_flight:
+                    # Idle: forget it, so a long-lived AsyncClient keeps no state per mailbox.
+                    del self.mailboxes[name]
+                    self.blocked.pop(name, None)
+        except TokenPending:
+            # Start nothing until the event loop has fetched a token; look at these again then.
+            self.token_wanted = True
+            for name, box in ready.items():
+                if box.queue and self.mailboxes.get(name) is box:
+                    self.ready[name] = box
         return next_wake
 
     def _submit(self, job: Job, box: _Mailbox) -> None:
         try:
             auth = self.tokens.header()
-        except Exception as exc:  # the token provider's own error ends the whole batch
-            self.fail(job.batch, exc)
+        except TokenPending:
+            raise
+        except Exception as exc:  # the provider failed: this item's outcome, the others go on
+            self._record(job, token_error(exc))
             return
         if job.retry is None:
             headers: tuple[str, ...] = (auth,)
@@ -205,8 +240,11 @@ class Scheduler:
         box.in_flight += 1
         job.batch.running += 1
 
-    def finish(self, tag: int, result: Receipt | Result) -> Job | None:
-        """Record a finished transfer; returns its job when that outcome is final."""
+    def finish(self, tag: int, result: Receipt | Result, log: bool = False) -> Job | None:
+        """Record a finished transfer; returns its job when that outcome is final.
+
+        ``log``: the driver found DEBUG enabled (checked once per batch of results).
+        """
         job = self.in_flight.pop(tag, None)
         if job is None:
             return None
@@ -221,35 +259,59 @@ class Scheduler:
         got: Outcome = result  # type: ignore[assignment]  # a 202: the engine built the Receipt
         if result.__class__ is not Receipt:
             got = outcome(result, job.crid)  # type: ignore[arg-type]
+        if log:
+            self._log_attempt(job, got, result)
         if isinstance(got, SendError):
             if job.retry is None:
                 job.retry = RetryState(self.client.retry)
             wait = job.retry.next_wait(got, self.tokens)
             if wait is not None and not batch.stopping:
-                self.client._log_retry(job.url, got, wait, job.retry.attempt)
+                self.client._log_retry(job.url[self.prefix_len :], got, wait, job.retry.attempt)
                 # The mailbox pauses (Graph throttles per mailbox); the others go on.
-                box.paused_until = max(box.paused_until, time.monotonic() + wait)
+                until = time.monotonic() + wait
+                if until > box.paused_until:
+                    box.paused_until = until
+                    if wait >= 1.0:  # long enough that a progress bar should say why it waits
+                        batch.notice = f"mailbox {box.name} throttled, resuming in {wait:.0f} s"
+                        self.touched[batch] = None
                 box.queue.appendleft(job)
                 return None
-            if batch.stop_on_error:
-                batch.stopping = True
+        self._record(job, got)
+        return job
+
+    def _record(self, job: Job, got: Outcome) -> None:
+        batch = job.batch
         batch.results[job.index] = got
         batch.done += 1
         self.touched[batch] = None
-        return job
+        if batch.stop_on_error and isinstance(got, SendError):
+            batch.stopping = True
+
+    def _log_attempt(self, job: Job, got: Outcome, result: Receipt | Result) -> None:
+        attempt = 1 if job.retry is None else job.retry.attempt
+        path = job.url[self.prefix_len :]
+        if isinstance(got, Receipt):
+            self.client._log_attempt(
+                path, got.status, got.request_id, job.crid, got.elapsed, attempt
+            )
+        else:
+            status, headers, _, elapsed, curl_code = result[:5]  # type: ignore[misc]
+            self.client._log_attempt(
+                path,
+                status or f"curl error {curl_code}",
+                headers.get("request-id"),
+                job.crid,
+                elapsed,
+                attempt,
+            )
 
     def cancel(self, batch: Batch) -> None:
         """Stop the batch and abort its transfers; their results still come back to finish()."""
         batch.stopping = True
+        self.touched[batch] = None  # the driver learns it has finished even if nothing ran
         for job in batch.jobs:
             if self.in_flight.get(job.tag) is job:
                 self.engine.cancel(job.tag)
-
-    def fail(self, batch: Batch, error: Exception) -> None:
-        if batch.error is None:
-            batch.error = error
-        self.cancel(batch)
-        self.touched[batch] = None
 
 
 def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:
@@ -277,28 +339,35 @@ def send_many(
     scheduler.add(batch)
     total = len(batch.jobs)
     report = reporter(progress, total)
+    note = getattr(report, "note", None)
     check_signals = threading.current_thread() is threading.main_thread()
+    shown = 0  # items the progress report has been told about
     try:
         while True:
             now = time.monotonic()
             next_wake = scheduler.start_ready(now)
+            if report is not None:
+                while shown < batch.done:
+                    shown += 1
+                    report(shown, total)
             if batch.finished():
                 break
             timeout = 1.0 if next_wake is None else max(0.0, min(next_wake - now, 1.0))
-            for tag, result in engine.perform(timeout, check_signals):
-                if scheduler.finish(tag, result) is not None and report is not None:
-                    report(batch.done, total)
+            finished = engine.perform(timeout, check_signals)
+            log = _log.debug_enabled() is not None
+            for tag, result in finished:
+                scheduler.finish(tag, result, log)
+            if batch.notice is not None:
+                if note is not None:
+                    note(batch.notice)
+                batch.notice = None
     except BaseException as exc:
-        # Ctrl-C (or any failure): abort what is in flight (the engine already has, after a
-        # signal), collect those results (each says whether its request had been written) and
-        # keep the whole record.
+        # Ctrl-C, a progress callback that raised, any failure: start nothing more, abort what
+        # is in flight (the engine already has, after a signal), collect those results (each
+        # says whether its request had been written) and keep the whole record.
         scheduler.cancel(batch)
         for tag, result in engine.perform(0.0):
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
         raise
-    results = batch.settle(scheduler.in_flight)
-    if batch.error is not None:
-        batch.error.results = results  # type: ignore[attr-defined]
-        raise batch.error
-    return results
+    return batch.settle(scheduler.in_flight)
