@@ -13,12 +13,13 @@ import time
 from collections import deque
 
 from . import _log, _native
-from ._errors import AuthenticationError, SendError
+from ._errors import SendError
 from ._outcome import Outcome, outcome
 from ._progress import reporter
 from ._receipt import Receipt
 from ._request import send_path
 from ._retry import RetryState
+from ._tokens import provider_failed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,13 +55,9 @@ class TokenPending(Exception):
 
 def token_error(exc: Exception) -> SendError:
     """A token provider's failure as the outcome of one item (never sent)."""
-    # The policy branch makes TokenSource.header() raise AuthenticationError itself; this
-    # only wraps what is not already a SendError, so the two never wrap twice.
     if isinstance(exc, SendError):
-        return exc
-    error = AuthenticationError(
-        0, code="token_provider_error", message=str(exc) or type(exc).__name__, may_have_sent=False
-    )
+        return exc  # TokenSource.header() already made it an AuthenticationError
+    error = provider_failed(exc)
     error.__cause__ = exc
     return error
 
