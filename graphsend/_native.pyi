@@ -22,6 +22,9 @@ libcurl_build_version: Final[str]  # the libcurl headers compiled against (never
 ssl_version: Final[str]
 http2_supported: Final[bool]
 body_limit: Final[int]  # 65536
+id_limit: Final[int]  # 2048: the longest user and message_id, in characters
+async_dns: Final[bool]  # libcurl resolves asynchronously (timeouts and Ctrl-C can end a lookup)
+limited_api: Final[bool]  # built as abi3 (GRAPHSEND_ABI3=1): no per-interpreter GIL support
 
 def new_client_request_id() -> str:
     """A fresh random (version 4) UUID string, for the client-request-id header."""
