@@ -580,26 +580,28 @@ def test_i9_13_an_isolated_subinterpreter_can_import_the_module() -> None:
     code = textwrap.dedent(
         """
         import json, os, sys
-        sys.path[:0] = json.loads(os.environ["GS_PATH"])
+        root = os.environ["GS_ROOT"]
+        sys.path[:0] = [root]
         try:
             import _interpreters as interpreters
         except ImportError:
             import _xxsubinterpreters as interpreters
         interp = interpreters.create()  # isolated: its own GIL, multi-phase modules only
         script = (
+            f"import sys; sys.path[:0] = [{root!r}]\\n"
             "import graphsend._native as n\\n"
             "assert len(n.new_client_request_id()) == 36\\n"
             "n.Handle().close()\\n"
         )
         try:
-            error = interpreters.run_string(interp, script)
+            error = interpreters.run_string(interp, script)  # 3.12 raises, 3.13 returns it
         finally:
             interpreters.destroy(interp)
         print(json.dumps({"error": None if error is None else str(error)}))
         """
     )
     root = str(Path(native.__file__).resolve().parent.parent)
-    env = dict(os.environ, GS_PATH=json.dumps([root]))
+    env = dict(os.environ, GS_ROOT=root)
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60 * SCALE
     )
