@@ -305,6 +305,9 @@ static void engine_run(EngineObject *self, perform_state *ps)
 static int engine_enter(EngineObject *self, const char *method)
 {
     int idle = 0;
+    /* The process first: a thread that was inside perform() at fork() left busy set. */
+    if (gs_check_process(self->pid, "Engine") < 0)
+        return -1;
     if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
         PyErr_Format(PyExc_RuntimeError,
                      "Engine.%s(): another thread is inside perform(); "
@@ -314,14 +317,10 @@ static int engine_enter(EngineObject *self, const char *method)
     }
     if (self->multi == NULL) {
         PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
-        goto fail;
+        atomic_store(&self->busy, 0);
+        return -1;
     }
-    if (gs_check_process(self->pid, "Engine") < 0)
-        goto fail;
     return 0;
-fail:
-    atomic_store(&self->busy, 0);
-    return -1;
 }
 
 /* Called with the GIL held by the thread holding busy (or from dealloc); the libcurl teardown
@@ -665,6 +664,11 @@ static PyObject *Engine_close(PyObject *op, PyObject *unused)
     EngineObject *self = (EngineObject *)op;
     int idle = 0;
     (void)unused;
+    if (self->pid != gs_pid) {
+        /* A forked child: busy may be a dead parent thread's; drop everything, free no libcurl. */
+        engine_release(self);
+        Py_RETURN_NONE;
+    }
     if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Engine.close(): another thread is inside perform(); wakeup() it first");

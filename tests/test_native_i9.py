@@ -461,6 +461,49 @@ def test_i9_12_handle_busy_in_another_thread_at_fork_can_be_closed_in_the_child(
     assert handle.send(server.url(), ())[STATUS] == 202  # the parent's handle is untouched
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_i9_12_engine_busy_in_another_thread_at_fork_can_be_closed_in_the_child() -> None:
+    engine = native.Engine(allow_http=True)
+    inside = threading.Event()
+
+    def drive() -> None:
+        inside.set()
+        engine.perform(1.0 * SCALE)  # idle: waits until the wakeup below
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    assert inside.wait(5)
+    time.sleep(0.1)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report: dict[str, object] = {}
+        try:
+            try:
+                engine.perform(0)
+            except Exception as exc:
+                report["perform"] = f"{type(exc).__name__}: {exc}"
+            try:
+                engine.close()
+                report["close"] = "ok"
+            except Exception as exc:
+                report["close"] = f"{type(exc).__name__}: {exc}"
+            report["closed"] = engine.closed
+        finally:
+            os.write(write_end, json.dumps(report).encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    engine.wakeup()
+    thread.join()
+    engine.close()
+    assert "another process" in report["perform"], report  # f71b094: "another thread"
+    assert report["close"] == "ok" and report["closed"] is True, report
+
+
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
 def test_i9_12_reentry_from_a_signal_handler_is_not_called_another_thread(
     serve: Callable[..., Server],
