@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test lint build deps venv memcheck bench bench-quick clean
+.PHONY: demo test lint build deps venv memcheck asan bench bench-quick clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -41,6 +41,10 @@ test: build lint
 # Native tests under valgrind: fails on invalid reads/writes and definite leaks from csrc/.
 memcheck: build
 	./.ci/memcheck
+
+# The suite against an ASan+UBSan build of the extension (in build/asan, the in-place one stays).
+asan: build
+	./.ci/asan
 
 bench: build
 	$(MAKE) -C bench all

@@ -31,8 +31,16 @@ compile_args = ["-std=c11", "-O2", *cflags]
 if os.environ.get("GRAPHSEND_STRICT") == "1":
     compile_args += ["-Wall", "-Wextra", "-Werror"]
 if os.environ.get("GRAPHSEND_ASAN") == "1":
-    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
-    libs = ["-fsanitize=address", *libs]
+    # AddressSanitizer and UndefinedBehaviorSanitizer (.ci/asan, `make asan`): Python itself is
+    # not instrumented, so libasan must be LD_PRELOADed into the interpreter.
+    sanitizers = "-fsanitize=address,undefined"
+    compile_args += [sanitizers, "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+    compile_args += ["-O1", "-g"]
+    libs = [sanitizers, *libs]
+# GRAPHSEND_ABI3=1: build against the Limited API (one extension for every CPython >= 3.10).
+# The default targets the running Python, which on 3.12+ declares per-interpreter GIL support.
+abi3 = os.environ.get("GRAPHSEND_ABI3") == "1"
+macros = [("GRAPHSEND_ABI3", "1")] if abi3 else []
 
 setup(
     packages=["graphsend", "graphsend.testing"],
@@ -44,6 +52,8 @@ setup(
             depends=sorted(glob.glob("csrc/*.h")),
             extra_compile_args=compile_args,
             extra_link_args=libs,
+            define_macros=macros,
+            py_limited_api=abi3,
         )
     ]
 )

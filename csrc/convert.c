@@ -10,11 +10,12 @@
 /* The one place where a failure to set libcurl up becomes an exception. Returns NULL. */
 PyObject *gs_setup_error(const char *what, int out_of_memory, const char *reason)
 {
+    char safe[CURL_ERROR_SIZE];
     if (out_of_memory)
         return PyErr_NoMemory();
+    gs_redact(reason != NULL ? reason : "unknown error", safe, sizeof(safe));
     PyErr_Format(PyExc_RuntimeError, "graphsend: libcurl %s failed at %s: %s",
-                 curl_version_info(CURLVERSION_NOW)->version, what,
-                 reason != NULL ? reason : "unknown error");
+                 curl_version_info(CURLVERSION_NOW)->version, what, safe);
     return NULL;
 }
 
@@ -40,21 +41,30 @@ int gs_options_from_py(gs_state *st, PyObject *args, PyObject *kwds, int *check_
     long long connect_timeout_ms = 10000, timeout_ms = 60000;
     int allow_http = 0, http2 = 0, signals = 0;
     const char *ca_bundle = NULL, *proxy = NULL, *user_agent = "graphsend";
-    PyObject *share_obj = Py_None;
+    PyObject *share_obj = Py_None, *user_agent_obj = NULL;
+    Py_ssize_t ignored;
     int ok;
 
     memset(o, 0, sizeof(*o));
     *share = NULL;
     if (check_signals != NULL)
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$pLLpzzspO:Handle", handle_kw, &signals,
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$pLLpzzOpO:Handle", handle_kw, &signals,
                                          &connect_timeout_ms, &timeout_ms, &allow_http,
-                                         &ca_bundle, &proxy, &user_agent, &http2, &share_obj);
+                                         &ca_bundle, &proxy, &user_agent_obj, &http2,
+                                         &share_obj);
     else
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$LLpzzspO:Engine", engine_kw,
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$LLpzzOpO:Engine", engine_kw,
                                          &connect_timeout_ms, &timeout_ms, &allow_http,
-                                         &ca_bundle, &proxy, &user_agent, &http2, &share_obj);
+                                         &ca_bundle, &proxy, &user_agent_obj, &http2,
+                                         &share_obj);
     if (!ok)
         return -1;
+    /* The User-Agent is a header line like any other: the same CR/LF/NUL check. */
+    if (user_agent_obj != NULL) {
+        user_agent = gs_wire_line(user_agent_obj, "user_agent", &ignored);
+        if (user_agent == NULL)
+            return -1;
+    }
     if (connect_timeout_ms < 0 || connect_timeout_ms > LONG_MAX || timeout_ms < 0 ||
         timeout_ms > LONG_MAX) {
         PyErr_SetString(PyExc_ValueError, "timeouts must be >= 0 milliseconds");
@@ -220,13 +230,15 @@ PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t)
 {
     PyObject *items[7];
     PyObject *result;
+    char error[CURL_ERROR_SIZE];
 
     items[0] = PyLong_FromLong(t->status);
     items[1] = headers_to_py(st, t);
     items[2] = PyBytes_FromStringAndSize(t->body, (Py_ssize_t)t->body_len);
     items[3] = PyFloat_FromDouble(t->elapsed);
     items[4] = PyLong_FromLong((long)t->code);
-    items[5] = PyUnicode_DecodeUTF8(t->errbuf, (Py_ssize_t)strlen(t->errbuf), "replace");
+    gs_redact(t->errbuf, error, sizeof(error));
+    items[5] = PyUnicode_DecodeUTF8(error, (Py_ssize_t)strlen(error), "replace");
     items[6] = PyBool_FromLong(t->request_sent);
     result = PyTuple_New(7);
     for (int i = 0; i < 7; i++) {

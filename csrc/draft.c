@@ -45,8 +45,9 @@ const char *gs_check_text(PyObject *value, const char *what, Py_ssize_t *len)
             goto not_printable;
     }
     if (!ascii) {
-        /* Beyond ASCII, what prints is a question for Python's Unicode database. */
-        PyObject *ok = PyObject_CallMethod(value, "isprintable", NULL);
+        /* Beyond ASCII, what prints is a question for Python's Unicode database: str's own
+         * isprintable, never a subclass's override (no Python code runs inside the check). */
+        PyObject *ok = PyObject_CallMethod((PyObject *)&PyUnicode_Type, "isprintable", "O", value);
         int printable;
         if (ok == NULL)
             return NULL;
@@ -82,6 +83,13 @@ static int kept(const gs_segment *s, unsigned char c)
 static int segment_check(PyObject *value, const char *what, int keep_at, gs_segment *s)
 {
     Py_ssize_t len;
+    /* Before any encoding or allocation: a megabyte id is a caller's mistake, not a send. */
+    if (PyUnicode_Check(value) && PyUnicode_GetLength(value) > GS_ID_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s is longer than %d characters (Graph ids are a few hundred at most)", what,
+                     GS_ID_MAX);
+        return -1;
+    }
     s->text = gs_check_text(value, what, &len);
     if (s->text == NULL)
         return -1;

@@ -31,7 +31,8 @@ typedef struct {
     gs_options opts;
     PyObject *share;
     pid_t pid;
-    atomic_int busy; /* perform() or close() running */
+    atomic_int busy;      /* perform() or close() running */
+    atomic_int is_closed; /* what .closed reads: close() may be running in another thread */
 
     pthread_mutex_t lock; /* guards the fields down to the next comment */
     gs_request *queue, **queue_tail;
@@ -184,6 +185,27 @@ static void collect_finished(EngineObject *self)
     }
 }
 
+/* The event loop could not watch some transfer's socket (epoll_ctl failed): that transfer ends
+ * with the reason; the multi and every other transfer go on. */
+static void fail_unwatched(EngineObject *self)
+{
+    char why[CURL_ERROR_SIZE];
+    gs_transfer *t = self->active.head;
+    if (!self->ev.unwatched)
+        return;
+    self->ev.unwatched = 0;
+    while (t != NULL) {
+        gs_transfer *next = t->next;
+        if (t->event_errno != 0) {
+            snprintf(why, sizeof(why), "cannot watch the connection: epoll_ctl failed: %s",
+                     strerror(t->event_errno));
+            end_transfer(self, t, t->event_errno == ENOMEM ? CURLE_OUT_OF_MEMORY : CURLE_RECV_ERROR,
+                         why);
+        }
+        t = next;
+    }
+}
+
 /* Everything in flight or queued ends as aborted, so each submitted tag still gets a result. */
 static void abort_all(EngineObject *self, const char *why)
 {
@@ -240,9 +262,12 @@ static void engine_run(EngineObject *self, perform_state *ps)
         start_requests(self, reqs);
         apply_cancels(self, cancels, ncancels);
         free(cancels);
-        /* New transfers are due at once (libcurl's timer): start them before anything returns. */
-        if (reqs != NULL && gs_events_step(&self->ev, self->multi, 0.0, &ps->step) < 0)
+        /* New transfers are due at once (libcurl's timer), and a call that is about to return
+         * for a wake-up still lets libcurl run what is ready: a steady stream of submit() and
+         * wakeup() must not starve the transfers in flight. */
+        if ((reqs != NULL || woken) && gs_events_step(&self->ev, self->multi, 0.0, &ps->step) < 0)
             break;
+        fail_unwatched(self);
 
         collect_finished(self);
         if (self->done.head != NULL || woken || self->out_of_memory)
@@ -259,6 +284,7 @@ static void engine_run(EngineObject *self, perform_state *ps)
          * wake-up, even with no transfer. */
         if (gs_events_step(&self->ev, self->multi, wait, &ps->step) < 0)
             break;
+        fail_unwatched(self);
         if (ps->check_signals && gs_now() >= next_check) {
             PyEval_RestoreThread(ts);
             ps->raised = PyErr_CheckSignals() < 0;
@@ -279,6 +305,9 @@ static void engine_run(EngineObject *self, perform_state *ps)
 static int engine_enter(EngineObject *self, const char *method)
 {
     int idle = 0;
+    /* The process first: a thread that was inside perform() at fork() left busy set. */
+    if (gs_check_process(self->pid, "Engine") < 0)
+        return -1;
     if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
         PyErr_Format(PyExc_RuntimeError,
                      "Engine.%s(): another thread is inside perform(); "
@@ -288,21 +317,20 @@ static int engine_enter(EngineObject *self, const char *method)
     }
     if (self->multi == NULL) {
         PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
-        goto fail;
+        atomic_store(&self->busy, 0);
+        return -1;
     }
-    if (gs_check_process(self->pid, "Engine") < 0)
-        goto fail;
     return 0;
-fail:
-    atomic_store(&self->busy, 0);
-    return -1;
 }
 
+/* Called with the GIL held by the thread holding busy (or from dealloc); the libcurl teardown
+ * runs with the GIL released, since it may wait on libcurl. */
 static void engine_release(EngineObject *self)
 {
     gs_transfer *t;
     gs_request *req;
 
+    atomic_store(&self->is_closed, 1);
     if (self->pid != gs_pid) {
         /* A forked child: a parent thread may have held the lock at fork() and the parent's TLS
          * streams must not see a close_notify from us, so all of it is leaked on purpose. */
@@ -313,6 +341,7 @@ static void engine_release(EngineObject *self)
         Py_CLEAR(self->share);
         return;
     }
+    Py_BEGIN_ALLOW_THREADS
     /* Closed before the multi goes, so engine_post() never wakes a freed multi. */
     pthread_mutex_lock(&self->lock);
     self->closed = 1;
@@ -347,6 +376,7 @@ static void engine_release(EngineObject *self)
     }
     gs_events_close(&self->ev); /* after the multi, which still reports sockets to remove */
     gs_options_clear(&self->opts);
+    Py_END_ALLOW_THREADS
     Py_CLEAR(self->share);
 }
 
@@ -413,17 +443,19 @@ static void Engine_dealloc(PyObject *op)
     gs_dealloc_object(op);
 }
 
-/* Queues under the lock; the wake-up stays under it so close() cannot close the eventfd. */
+enum { POST_OK, POST_CLOSED, POST_NO_MEMORY, POST_WAKE_FAILED };
+
+/* Queues under the lock; the wake-up stays under it so close() cannot close the eventfd. The
+ * exception is raised after the mutex is let go: nothing Python runs while it is held. */
 static int engine_post(EngineObject *self, gs_request *req, const long long *cancel_tag,
                        int wake, const char *method)
 {
-    int rc = 0;
+    int outcome = POST_OK, wake_errno = 0;
     if (gs_check_process(self->pid, "Engine") < 0)
         return -1;
     pthread_mutex_lock(&self->lock);
     if (self->closed) {
-        PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
-        rc = -1;
+        outcome = POST_CLOSED;
     }
     else if (req != NULL) {
         *self->queue_tail = req;
@@ -433,15 +465,15 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
         if (self->ncancels == self->cancels_cap) {
             size_t cap = self->cancels_cap ? self->cancels_cap * 2 : 16;
             long long *grown = realloc(self->cancels, cap * sizeof(*grown));
-            if (grown == NULL) {
-                PyErr_NoMemory();
-                rc = -1;
-                goto out;
+            if (grown == NULL)
+                outcome = POST_NO_MEMORY;
+            else {
+                self->cancels = grown;
+                self->cancels_cap = cap;
             }
-            self->cancels = grown;
-            self->cancels_cap = cap;
         }
-        self->cancels[self->ncancels++] = *cancel_tag;
+        if (outcome == POST_OK)
+            self->cancels[self->ncancels++] = *cancel_tag;
     }
     else {
         self->woken = 1;
@@ -449,15 +481,26 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
     /* A perform() that is not running sees the queue when it starts: no syscall needed. A
      * failed wakeup only delays a running perform() to its next poll slice, so only an explicit
      * wakeup() reports it. */
-    if (rc == 0 && (wake || atomic_load(&self->busy))) {
+    if (outcome == POST_OK && (wake || atomic_load(&self->busy))) {
         if (gs_events_wake(&self->ev) < 0 && wake) {
-            gs_setup_error("write(eventfd)", 0, strerror(errno));
-            rc = -1;
+            wake_errno = errno;
+            outcome = POST_WAKE_FAILED;
         }
     }
-out:
     pthread_mutex_unlock(&self->lock);
-    return rc;
+    switch (outcome) {
+    case POST_CLOSED:
+        PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
+        return -1;
+    case POST_NO_MEMORY:
+        PyErr_NoMemory();
+        return -1;
+    case POST_WAKE_FAILED:
+        gs_setup_error("write(eventfd)", 0, strerror(wake_errno));
+        return -1;
+    default:
+        return 0;
+    }
 }
 
 static PyObject *Engine_submit(PyObject *op, PyTypeObject *cls, PyObject *const *args,
@@ -621,6 +664,11 @@ static PyObject *Engine_close(PyObject *op, PyObject *unused)
     EngineObject *self = (EngineObject *)op;
     int idle = 0;
     (void)unused;
+    if (self->pid != gs_pid) {
+        /* A forked child: busy may be a dead parent thread's; drop everything, free no libcurl. */
+        engine_release(self);
+        Py_RETURN_NONE;
+    }
     if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Engine.close(): another thread is inside perform(); wakeup() it first");
@@ -634,7 +682,7 @@ static PyObject *Engine_close(PyObject *op, PyObject *unused)
 static PyObject *Engine_get_closed(PyObject *op, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(((EngineObject *)op)->multi == NULL);
+    return PyBool_FromLong(atomic_load(&((EngineObject *)op)->is_closed));
 }
 
 #define FASTCALL_METHOD(f) (PyCFunction)(void (*)(void))(f)

@@ -14,12 +14,28 @@
 #define MAX_EVENTS 64
 #define REGISTERED ((void *)1) /* curl_multi_assign() mark: the socket is in the epoll set */
 
+/*
+ * A socket we cannot watch would leave its transfer waiting forever. Returning -1 would tell
+ * libcurl to fail the whole multi, and with it every transfer in flight, so the one transfer is
+ * marked instead and the Engine ends it after the step.
+ */
+static int unwatched(gs_events *ev, CURL *easy)
+{
+    char *priv = NULL;
+    int err = errno != 0 ? errno : EIO;
+    if (easy != NULL && curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK &&
+        priv != NULL) {
+        ((gs_transfer *)priv)->event_errno = err;
+        ev->unwatched = 1;
+    }
+    return 0;
+}
+
 /* CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what libcurl waits for. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     gs_events *ev = userp;
     struct epoll_event e = {0};
-    (void)easy;
 
     if (what == CURL_POLL_REMOVE) {
         /* libcurl may already have closed it, which removed it from the set: nothing to undo. */
@@ -32,11 +48,11 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_MOD, s, &e) == 0)
             return 0;
         if (errno != ENOENT) /* ENOENT: closed and reopened under the same number */
-            return -1;
+            return unwatched(ev, easy);
     }
     if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_ADD, s, &e) != 0 &&
         (errno != EEXIST || epoll_ctl(ev->epoll_fd, EPOLL_CTL_MOD, s, &e) != 0))
-        return -1;
+        return unwatched(ev, easy);
     /* Remembered so later changes are one MOD. If it cannot be, the next change finds the
      * socket registered (EEXIST) and falls back to MOD: correct, one syscall dearer. */
     (void)curl_multi_assign(ev->multi, s, REGISTERED);
@@ -58,6 +74,7 @@ int gs_events_open(gs_events *ev, CURLM *multi)
 
     ev->multi = multi;
     ev->timer_at = -1.0;
+    ev->unwatched = 0;
     ev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     ev->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (ev->epoll_fd < 0 || ev->wake_fd < 0)
@@ -116,10 +133,19 @@ int gs_events_step(gs_events *ev, CURLM *multi, double wait, gs_step *st)
 
     st->mc = CURLM_OK;
     st->failed = NULL;
-    if (ev->timer_at >= 0.0 && ev->timer_at <= now)
-        return run_timer(ev, multi, st);
+    if (!(wait > 0.0)) /* also NaN */
+        wait = 0.0;
+    if (wait > 60.0)
+        wait = 60.0; /* the int milliseconds below stay in range whatever the caller passed */
+    /* A due timer runs first; the sockets are then still polled, without waiting, so that a
+     * caller stepping often (every submit() and wakeup()) cannot starve them. */
+    if (ev->timer_at >= 0.0 && ev->timer_at <= now) {
+        if (run_timer(ev, multi, st) < 0)
+            return -1;
+        wait = 0.0;
+    }
     if (ev->timer_at >= 0.0 && ev->timer_at - now < wait)
-        wait = ev->timer_at - now;
+        wait = ev->timer_at - now > 0.0 ? ev->timer_at - now : 0.0;
     /* Rounded up: waking a fraction of a millisecond early would spin until the timer is due. */
     n = epoll_wait(ev->epoll_fd, events, MAX_EVENTS, (int)(wait * 1000.0 + 0.999));
     if (n < 0)

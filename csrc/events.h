@@ -17,6 +17,7 @@ typedef struct gs_events {
     int epoll_fd; /* -1 when not open */
     int wake_fd;  /* eventfd; -1 when not open */
     double timer_at; /* libcurl's timer, gs_now() seconds; < 0: none */
+    int unwatched;   /* a socket could not be watched: its transfer's event_errno is set */
 } gs_events;
 
 /* Opens the fds and installs the socket and timer callbacks on multi. -1 with errno set. */
@@ -32,8 +33,10 @@ typedef struct gs_step {
     int sys_errno;
 } gs_step;
 
-/* Lets libcurl run what is due: an expired timer at once, else waits up to `wait` seconds for
- * ready sockets, the timer or a wake-up. 0, or -1 with *st saying what failed. */
+/* Lets libcurl run what is due: an expired timer, then the sockets that are ready, waiting up to
+ * `wait` seconds (clamped to [0, 60]; none once a timer ran) for a socket, the timer or a wake-up.
+ * 0, or -1 with *st saying what failed. A socket that epoll cannot watch does not fail the step:
+ * its transfer is marked (gs_transfer.event_errno, ev->unwatched) for the caller to end. */
 int gs_events_step(gs_events *ev, CURLM *multi, double wait, gs_step *st);
 
 #endif

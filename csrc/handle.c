@@ -14,24 +14,38 @@
 
 typedef struct {
     PyObject_HEAD
-    gs_transfer *t; /* NULL once closed */
+    gs_transfer *t; /* NULL once released */
     CURLM *multi;
     PyObject *share;
-    atomic_int busy; /* one thread at a time: libcurl handles are not thread-safe */
+    atomic_int busy;       /* one thread at a time: libcurl handles are not thread-safe */
+    atomic_ulong owner;    /* PyThread_get_thread_ident() of the busy thread, 0 when idle */
+    atomic_int closing;    /* close() was called: .closed, and the busy thread releases on leave */
     int check_signals;
     pid_t pid;
     PyObject *weakreflist;
 } HandleObject;
 
+/* Frees the libcurl side. Called with the GIL held, by the one thread holding busy (or from
+ * dealloc); the GIL is let go meanwhile, since tearing down may wait on libcurl. */
 static void handle_release(HandleObject *self)
 {
-    /* In a forked child the parent's TLS streams must not see a close_notify from us. */
-    int keep_curl = self->pid != gs_pid;
-    if (self->multi != NULL && !keep_curl)
-        curl_multi_cleanup(self->multi); /* after the easy handle has left it */
+    CURLM *multi = self->multi;
+    gs_transfer *t = self->t;
+
     self->multi = NULL;
-    gs_transfer_free(self->t, keep_curl);
     self->t = NULL;
+    if (self->pid != gs_pid) {
+        /* In a forked child the parent's TLS streams must not see a close_notify from us, and
+         * a parent thread may have been inside libcurl at fork(): leak the libcurl side. */
+        gs_transfer_free(t, 1);
+    }
+    else if (multi != NULL || t != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        if (multi != NULL)
+            curl_multi_cleanup(multi); /* the easy handle left it at the end of each send */
+        gs_transfer_free(t, 0);
+        Py_END_ALLOW_THREADS
+    }
     Py_CLEAR(self->share);
 }
 
@@ -80,23 +94,40 @@ error:
     return NULL;
 }
 
-/* Takes the busy flag; raises unless this thread may use the (open, same-process) handle. */
+/* Takes the busy flag; raises unless this thread may use the handle now. */
 static int handle_enter(HandleObject *self, const char *method)
 {
     int idle = 0;
+    unsigned long me = PyThread_get_thread_ident();
+
     if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "Handle.%s(): the Handle is in use by another thread; "
-                     "use one Handle per thread",
-                     method);
+        if (atomic_load(&self->owner) == me)
+            PyErr_Format(PyExc_RuntimeError,
+                         "Handle.%s(): re-entered from the same thread while a send is running "
+                         "(a signal handler or other callback); use another Handle there",
+                         method);
+        else
+            PyErr_Format(PyExc_RuntimeError,
+                         "Handle.%s(): the Handle is in use by another thread; "
+                         "use one Handle per thread",
+                         method);
         return -1;
     }
+    atomic_store(&self->owner, me);
     return 0;
 }
 
+/* Lets go of busy; a close() that came meanwhile (another thread, a signal handler) is carried
+ * out here, by whichever thread wins busy back. */
 static void handle_leave(HandleObject *self)
 {
+    int idle = 0;
+    atomic_store(&self->owner, 0);
     atomic_store(&self->busy, 0);
+    if (atomic_load(&self->closing) && atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        handle_release(self);
+        atomic_store(&self->busy, 0);
+    }
 }
 
 /* Runs the transfer with the GIL released. -1: a signal handler raised (transfer abandoned). */
@@ -160,17 +191,20 @@ static int handle_transfer(HandleObject *self)
     return 0;
 }
 
-/* handle_enter() plus: the Handle is open and belongs to this process. */
+/* handle_enter() plus: the Handle belongs to this process and is open. */
 static int handle_usable(HandleObject *self, const char *method)
 {
-    if (handle_enter(self, method) < 0)
+    /* The process first: a thread that was mid-send at fork() left busy set in the child. */
+    if (gs_check_process(self->pid, "Handle") < 0)
         return -1;
-    if (self->t == NULL) {
+    if (atomic_load(&self->closing)) {
         PyErr_Format(PyExc_ValueError, "%s() on a closed Handle", method);
-        handle_leave(self);
         return -1;
     }
-    if (gs_check_process(self->pid, "Handle") < 0) {
+    if (handle_enter(self, method) < 0)
+        return -1;
+    if (self->t == NULL) { /* a close() won the race between the two checks */
+        PyErr_Format(PyExc_ValueError, "%s() on a closed Handle", method);
         handle_leave(self);
         return -1;
     }
@@ -235,14 +269,26 @@ done:
     return result;
 }
 
+/*
+ * Never fails. While a send runs (another thread, or a signal handler on this one) the handle is
+ * marked closed and the sending thread frees it as it returns. In a forked child the handle is
+ * only dropped: busy may be a dead parent thread's, and libcurl's state is the parent's.
+ */
 static PyObject *Handle_close(PyObject *op, PyObject *unused)
 {
     HandleObject *self = (HandleObject *)op;
+    int idle = 0;
     (void)unused;
-    if (handle_enter(self, "close") < 0)
-        return NULL;
-    handle_release(self);
-    handle_leave(self);
+
+    atomic_store(&self->closing, 1);
+    if (self->pid != gs_pid) {
+        handle_release(self);
+        Py_RETURN_NONE;
+    }
+    if (atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        handle_release(self);
+        atomic_store(&self->busy, 0);
+    }
     Py_RETURN_NONE;
 }
 
@@ -258,7 +304,7 @@ static void Handle_dealloc(PyObject *op)
 static PyObject *Handle_get_closed(PyObject *op, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(((HandleObject *)op)->t == NULL);
+    return PyBool_FromLong(atomic_load(&((HandleObject *)op)->closing));
 }
 
 static PyMethodDef Handle_methods[] = {
@@ -270,7 +316,8 @@ static PyMethodDef Handle_methods[] = {
      PyDoc_STR("send_draft($self, /, prefix, user, message_id, auth, client_request_id)\n--\n\n"
                "Send a draft: a Receipt on 202, else (path, client_request_id, Result).")},
     {"close", Handle_close, METH_NOARGS,
-     PyDoc_STR("close($self, /)\n--\n\nFree the easy handle and its connection.")},
+     PyDoc_STR("close($self, /)\n--\n\nFree the easy handle and its connection; during a send "
+               "(another thread), when that send returns.")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -33,6 +33,18 @@ static int check_runtime(const curl_version_info_data *info)
                      info->version);
         return -1;
     }
+    /*
+     * Without an asynchronous resolver a DNS lookup blocks inside libcurl: no timeout, Ctrl-C
+     * or cancel() can end it, and an Engine stalls every transfer meanwhile. Sends still work
+     * (and the lookup runs with the GIL released), so this is a warning, not an ImportError:
+     * refusing to import would break a working setup over a degraded corner case.
+     */
+    if (!(info->features & CURL_VERSION_ASYNCHDNS) &&
+        PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "libcurl %s has no asynchronous DNS resolver: timeouts and Ctrl-C "
+                         "cannot interrupt a slow DNS lookup",
+                         info->version) < 0)
+        return -1;
     return 0;
 }
 
@@ -45,6 +57,9 @@ static int add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
 }
 
 pid_t gs_pid;
+/* curl_global_init/cleanup are not thread-safe in every libcurl, and sub-interpreters with their
+ * own GIL may import or drop this module at the same time. */
+static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t pid_tracking = PTHREAD_ONCE_INIT;
 static int pid_tracking_failed;
 
@@ -77,7 +92,9 @@ static int module_exec(PyObject *module)
     if (check_runtime(info) < 0 || gs_track_pid() < 0)
         return -1;
     /* Reference counted inside libcurl: every module instance pairs it with cleanup in m_free. */
+    pthread_mutex_lock(&global_lock);
     rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_mutex_unlock(&global_lock);
     if (rc != CURLE_OK) {
         PyErr_Format(PyExc_ImportError, "curl_global_init failed: %s", curl_easy_strerror(rc));
         return -1;
@@ -97,8 +114,22 @@ static int module_exec(PyObject *module)
         PyModule_AddStringConstant(module, "libcurl_build_version", LIBCURL_VERSION) < 0 ||
         PyModule_AddStringConstant(module, "ssl_version",
                                    info->ssl_version ? info->ssl_version : "") < 0 ||
-        PyModule_AddIntConstant(module, "body_limit", GS_BODY_CAP) < 0)
+        PyModule_AddIntConstant(module, "body_limit", GS_BODY_CAP) < 0 ||
+        PyModule_AddIntConstant(module, "id_limit", GS_ID_MAX) < 0)
         return -1;
+#ifdef Py_LIMITED_API
+    if (PyModule_AddObjectRef(module, "limited_api", Py_True) < 0)
+        return -1;
+#else
+    if (PyModule_AddObjectRef(module, "limited_api", Py_False) < 0)
+        return -1;
+#endif
+    PyObject *async_dns = PyBool_FromLong((info->features & CURL_VERSION_ASYNCHDNS) != 0);
+    if (PyModule_AddObjectRef(module, "async_dns", async_dns) < 0) {
+        Py_DECREF(async_dns);
+        return -1;
+    }
+    Py_DECREF(async_dns);
     PyObject *http2 = PyBool_FromLong((info->features & CURL_VERSION_HTTP2) != 0);
     if (PyModule_AddObjectRef(module, "http2_supported", http2) < 0) {
         Py_DECREF(http2);
@@ -135,8 +166,11 @@ static void module_free(void *module)
     gs_state *st = PyModule_GetState(module);
     module_clear(module);
     /* Every object holds its type and so this module: no handle is left to outlive libcurl. */
-    if (st->curl_ready && st->pid == gs_pid)
+    if (st->curl_ready && st->pid == gs_pid) {
+        pthread_mutex_lock(&global_lock);
         curl_global_cleanup();
+        pthread_mutex_unlock(&global_lock);
+    }
     st->curl_ready = 0;
 }
 
@@ -154,8 +188,11 @@ static PyObject *set_receipt_type(PyObject *module, PyObject *cls)
             PyErr_SetString(PyExc_RuntimeError, "tuple has no tp_new slot");
         return NULL;
     }
-    Py_XDECREF(st->receipt_type);
+    /* Stored before the old one is let go: its decref may run Python code (a finaliser) that
+     * must find a valid type there, and another thread may be reading it. */
+    PyObject *old = st->receipt_type;
     st->receipt_type = Py_NewRef(cls);
+    Py_XDECREF(old);
     Py_RETURN_NONE;
 }
 
@@ -180,6 +217,11 @@ static PyModuleDef_Slot module_slots[] = {
 #ifdef Py_mod_gil
     /* All shared state is guarded by atomics or mutexes, never by the GIL. */
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+#if !defined(Py_LIMITED_API) && defined(Py_mod_multiple_interpreters)
+    /* State is per module (heap types, module state); process-wide are only the pid (atomic
+     * enough: set at import and in a fork child) and curl_global_init (under global_lock). */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
     {0, NULL},
 };

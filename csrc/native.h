@@ -3,11 +3,13 @@
 #define GRAPHSEND_NATIVE_H
 
 /*
- * The Limited API (3.10) covers all we use. Free-threaded CPython builds do not support it yet,
- * so there we build against the full API; pyconfig.h is what tells the two builds apart.
+ * The Limited API (3.10) covers all we use; setup.py builds against it (an abi3 extension) only
+ * when asked (GRAPHSEND_ABI3=1). The default, a build for one Python version, uses the full API,
+ * which lets 3.12+ declare per-interpreter GIL support. Free-threaded builds do not support the
+ * Limited API at all; pyconfig.h is what tells those apart.
  */
 #include <pyconfig.h>
-#ifndef Py_GIL_DISABLED
+#if defined(GRAPHSEND_ABI3) && !defined(Py_GIL_DISABLED)
 #define Py_LIMITED_API 0x030A0000
 #endif
 #define PY_SSIZE_T_CLEAN
@@ -73,6 +75,10 @@ typedef struct {
     int keep_at;   /* "@" stays as is (user segments) */
     int dots_only; /* "." or "..": each dot is encoded */
 } gs_segment;
+
+/* The longest user and message_id accepted, in characters: Graph's message ids are about 150-200
+ * characters and user ids or principal names far shorter, so this only stops mistakes. */
+#define GS_ID_MAX 2048
 
 /* "/me|users/{user}/messages/{id}/send": checked first, then written into len bytes. */
 typedef struct {

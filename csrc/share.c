@@ -40,8 +40,10 @@ static void share_unlock(CURL *easy, curl_lock_data data, void *userp)
 
 static void share_free(gs_share *s, int nlocks)
 {
-    if (s->sh != NULL)
-        curl_share_cleanup(s->sh);
+    /* CURLSHE_IN_USE: an easy handle still points at it and would call our lock callbacks with
+     * s, so the share, its mutexes and s are leaked rather than freed under it. */
+    if (s->sh != NULL && curl_share_cleanup(s->sh) != CURLSHE_OK)
+        return;
     for (int i = 0; i < nlocks; i++)
         pthread_mutex_destroy(&s->locks[i]);
     free(s);

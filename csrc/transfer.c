@@ -138,23 +138,66 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return len;
 }
 
+/* Header values reach Python as text: a control byte there (a bare CR, NUL, other C0, DEL)
+ * could forge a log line or confuse a parser, so each becomes a space. */
+static void copy_value(char *out, const char *value, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)value[i];
+        out[i] = (c < 0x20 || c == 0x7F) ? ' ' : (char)c;
+    }
+}
+
+static int reserve_header_text(gs_transfer *t, size_t more)
+{
+    if (t->header_text_len + more <= t->header_text_cap)
+        return 0;
+    size_t cap = t->header_text_cap ? t->header_text_cap : 512;
+    while (cap < t->header_text_len + more)
+        cap *= 2;
+    char *grown = realloc(t->header_text, cap);
+    if (grown == NULL)
+        return -1;
+    t->header_text = grown;
+    t->header_text_cap = cap;
+    return 0;
+}
+
 static void keep_header(gs_transfer *t, int which, const char *value, size_t len)
 {
-    if (t->header_text_len + len > t->header_text_cap) {
-        size_t cap = t->header_text_cap ? t->header_text_cap : 512;
-        while (cap < t->header_text_len + len)
-            cap *= 2;
-        char *grown = realloc(t->header_text, cap);
-        if (grown == NULL)
-            return; /* the header is simply missing from the result */
-        t->header_text = grown;
-        t->header_text_cap = cap;
-    }
-    memcpy(t->header_text + t->header_text_len, value, len);
+    if (reserve_header_text(t, len) < 0)
+        return; /* the header is simply missing from the result */
+    copy_value(t->header_text + t->header_text_len, value, len);
     t->header_off[which] = t->header_text_len;
     t->header_len[which] = len;
     t->header_text_len += len;
     t->header_present |= 1u << which;
+    t->last_kept = which;
+}
+
+/* An obs-fold continuation of the header kept from the line before: joined with one space. The
+ * kept value is the last text written, so it grows in place. */
+static void continue_header(gs_transfer *t, const char *value, size_t len)
+{
+    int which = t->last_kept;
+    if (len == 0 || reserve_header_text(t, len + 1) < 0)
+        return;
+    t->header_text[t->header_text_len] = ' ';
+    copy_value(t->header_text + t->header_text_len + 1, value, len);
+    t->header_text_len += len + 1;
+    t->header_len[which] += len + 1;
+}
+
+/* The value of a header line without the whitespace and line ending around it. */
+static size_t trim_value(const char **value, const char *end)
+{
+    const char *v = *value;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *value = v;
+    return (size_t)(end - v);
 }
 
 /* Locale-free: strncasecmp() follows the C library's locale. */
@@ -186,6 +229,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 
     if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
         t->in_headers = 1;
+        t->last_kept = -1;
         t->header_present = 0;
         t->header_text_len = 0;
         return len;
@@ -194,8 +238,20 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
         return len;
     if (len == 0 || data[0] == '\r' || data[0] == '\n') {
         t->in_headers = 0;
+        t->last_kept = -1;
         return len;
     }
+    if (data[0] == ' ' || data[0] == '\t') {
+        /* A folded continuation line (obsolete, still legal to receive): it belongs to the
+         * header before it, so a kept value must not lose its tail. */
+        if (t->last_kept >= 0) {
+            value = data;
+            size_t n = trim_value(&value, data + len);
+            continue_header(t, value, n);
+        }
+        return len;
+    }
+    t->last_kept = -1;
     colon = memchr(data, ':', len);
     if (colon == NULL)
         return len;
@@ -207,12 +263,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
             break;
         value = colon + 1;
         end = data + len;
-        while (value < end && (*value == ' ' || *value == '\t'))
-            value++;
-        while (end > value && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
-                               end[-1] == '\t'))
-            end--;
-        keep_header(t, i, value, (size_t)(end - value));
+        keep_header(t, i, value, trim_value(&value, end));
         break;
     }
     return len;
@@ -304,6 +355,12 @@ CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **wha
     }
     SETOPT(CURLOPT_PRIVATE, t);
     SETOPT(CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM-based DNS timeouts */
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* Removing a transfer that is still resolving leaves libcurl's resolver thread to finish on
+     * its own instead of joining it: a timeout, Ctrl-C, cancel() or close() during a slow DNS
+     * lookup then ends at once, and no other transfer of the multi waits for it. */
+    SETOPT(CURLOPT_QUICK_EXIT, 1L);
+#endif
     SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
     SETOPT(CURLOPT_PROTOCOLS_STR, o->allow_http ? "http,https" : "https");
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
@@ -318,6 +375,9 @@ CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **wha
         SETOPT(CURLOPT_CAINFO, o->ca_bundle);
     if (o->proxy != NULL)
         SETOPT(CURLOPT_PROXY, o->proxy);
+    /* Through an HTTP proxy, plain http is tunnelled too: a proxy only ever sees a CONNECT,
+     * never a forwarded request carrying our headers (the bearer token) in clear text. */
+    SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
     /* Our headers (the bearer token) must never reach a proxy in its CONNECT request. */
     SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
     if (o->user_agent != NULL && o->user_agent[0] != '\0')
@@ -379,6 +439,8 @@ CURLcode gs_transfer_begin(gs_transfer *t, gs_request *req)
     t->request_sent = 0;
     t->body_len = 0;
     t->in_headers = 0;
+    t->last_kept = -1;
+    t->event_errno = 0;
     t->header_present = 0;
     t->header_text_len = 0;
     t->errbuf[0] = '\0';
@@ -436,4 +498,53 @@ void gs_transfer_free(gs_transfer *t, int keep_curl)
     free(t->body);
     free(t->header_text);
     free(t);
+}
+
+static int token_end(char c)
+{
+    return c == '\0' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\'' ||
+           c == '"' || c == '`';
+}
+
+void gs_redact(const char *text, char *out, size_t size)
+{
+    size_t o = 0;
+    if (size == 0)
+        return;
+    while (*text != '\0' && o + 1 < size) {
+        if (token_end(*text)) {
+            out[o++] = *text++;
+            continue;
+        }
+        /* One token (a URL, a host:port, a word): mask everything before its last '@' that
+         * follows "://", or the whole "user:password" part of a scheme-less token. */
+        const char *a = text, *b = text, *at = NULL, *scheme = NULL;
+        while (!token_end(*b)) {
+            if (*b == '@')
+                at = b;
+            b++;
+        }
+        const char *start = a;
+        if (at != NULL) {
+            for (const char *p = a; p + 2 < at; p++)
+                if (p[0] == ':' && p[1] == '/' && p[2] == '/') {
+                    scheme = p + 3;
+                    break;
+                }
+            if (scheme != NULL)
+                start = scheme;
+            else if (memchr(a, ':', (size_t)(at - a)) == NULL)
+                at = NULL; /* a plain name@host carries no password */
+        }
+        for (const char *p = a; p < (at != NULL ? start : b) && o + 1 < size; p++)
+            out[o++] = *p;
+        if (at != NULL) {
+            for (const char *m = "***"; *m != '\0' && o + 1 < size; m++)
+                out[o++] = *m;
+            for (const char *p = at; p < b && o + 1 < size; p++)
+                out[o++] = *p;
+        }
+        text = b;
+    }
+    out[o] = '\0';
 }

@@ -8,6 +8,15 @@
 #include <curl/curl.h>
 #include <stddef.h>
 
+/*
+ * The oldest libcurl this code works with: CURLOPT_PROTOCOLS_STR (7.85) is the newest option it
+ * cannot do without (CURLOPT_PREREQFUNCTION is 7.80). CURLOPT_QUICK_EXIT (7.87) is used when the
+ * headers have it.
+ */
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "graphsend needs libcurl 7.85.0 or newer (CURLOPT_PROTOCOLS_STR)"
+#endif
+
 /* Graph's error bodies are a few hundred bytes; anything beyond this is read and dropped. */
 #define GS_BODY_CAP (64 * 1024)
 
@@ -100,6 +109,8 @@ typedef struct gs_transfer {
     char *body;
     size_t body_len, body_cap;
     int in_headers;          /* between a status line and the blank line after it */
+    int last_kept;           /* enum gs_header kept from the previous line, else -1 (folding) */
+    int event_errno;         /* the Engine's epoll_ctl() failed for this transfer's socket */
     unsigned header_present; /* bit per enum gs_header */
     size_t header_off[GS_H_COUNT], header_len[GS_H_COUNT];
     char *header_text;
@@ -108,6 +119,11 @@ typedef struct gs_transfer {
 } gs_transfer;
 
 double gs_now(void); /* monotonic seconds */
+
+/* Copies text to out (size bytes, truncated, NUL-terminated) with the userinfo of any URL, and
+ * any scheme-less "user:password@host", replaced by three asterisks: libcurl's error texts may
+ * quote a proxy URL, password included. */
+void gs_redact(const char *text, char *out, size_t size);
 
 gs_transfer *gs_transfer_new(void);
 /* Creates the easy handle and sets every per-handle option. On failure *what names the step. */

@@ -22,6 +22,9 @@ libcurl_build_version: Final[str]  # the libcurl headers compiled against (never
 ssl_version: Final[str]
 http2_supported: Final[bool]
 body_limit: Final[int]  # 65536
+id_limit: Final[int]  # 2048: the longest user and message_id, in characters
+async_dns: Final[bool]  # libcurl resolves asynchronously (timeouts and Ctrl-C can end a lookup)
+limited_api: Final[bool]  # built as abi3 (GRAPHSEND_ABI3=1): no per-interpreter GIL support
 
 def new_client_request_id() -> str:
     """A fresh random (version 4) UUID string, for the client-request-id header."""
@@ -54,7 +57,7 @@ class Handle:
         allow_http: bool = False,
         ca_bundle: str | None = None,
         proxy: str | None = None,  # None: the environment's; "": none
-        user_agent: str = "graphsend",  # "": no User-Agent header
+        user_agent: str = "graphsend",  # "": no User-Agent header; CR/LF/NUL: ValueError
         http2: bool = False,
         share: Share | None = None,
     ) -> Handle: ...
@@ -73,7 +76,10 @@ class Handle:
         """Send prefix + send_path(user, message_id) with the Authorization line ``auth`` and
         ``client_request_id`` (None: a new one). A Receipt on 202, else
         (path, client_request_id, Result)."""
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Free the easy handle and its connection. Never fails: during a send in another
+        thread (or from a signal handler) the handle is marked closed at once and freed when
+        that send returns; in a forked child it is only dropped."""
 
 @final
 class Engine:
