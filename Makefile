@@ -32,7 +32,7 @@ lint: build
 	$(VPY) -m ruff format --check graphsend tests bench
 
 test: build lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -rs
 
 # Native tests under valgrind: fails on invalid reads/writes and definite leaks from csrc/.
 memcheck: build
