@@ -61,16 +61,15 @@ def test_i15_02_backoff_is_not_a_constant_nor_zero() -> None:
 
 # ------------------------------------------------------------------ Ctrl-C within 0.25 s
 # The README says an interrupt lands "within about 100 ms": native loops check for signals
-# every GS_SIGNAL_SLICE (0.1 s). Each signal here is sent 20-150 ms into a blocked call. With
-# the 0.1 s slice it is acted on within about 100 ms (Client.send: a full slice after the
-# signal, as the interrupted poll starts a new slice-long wait; send_many: at the next check,
-# about 50 ms on average). With a 0.25 s slice, no check comes before 0.25 s into the call:
-# every wait is then over 0.1 s, Client.send's about 250 ms. Sixteen interrupts per path make
-# the bounds below safe for 0.1 s and fatal for 0.25 s.
+# every GS_SIGNAL_SLICE (0.1 s). Each signal here is sent 20-150 ms into a blocked call; it is
+# acted on about one slice later (the interrupted wait starts a new slice-long one before the
+# check): about 100 ms with the 0.1 s slice, 250-450 ms with 0.25 s. Sixteen interrupts per
+# path: their mean must stay under 170 ms, and all but one (a scheduling hiccup on a loaded
+# machine) under 250 ms.
 
 TRIALS = 16
-MEAN_BOUND = 0.15 * SCALE
-MAX_BOUND = 0.2 * SCALE
+MEAN_BOUND = 0.17 * SCALE
+MAX_BOUND = 0.25 * SCALE
 
 
 def _interrupt_delays(call: Callable[[], object]) -> list[float]:
@@ -105,7 +104,7 @@ def _interrupt_delays(call: Callable[[], object]) -> list[float]:
 def _check(delays: list[float]) -> None:
     summary = f"mean {statistics.fmean(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
     assert statistics.fmean(delays) < MEAN_BOUND, summary
-    assert max(delays) < MAX_BOUND, summary
+    assert sorted(delays)[-2] < MAX_BOUND, summary
 
 
 @pytest.fixture
