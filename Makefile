@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test lint build deps venv memcheck bench bench-quick clean
+.PHONY: demo test lint build deps venv memcheck mutants bench bench-quick clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -37,6 +37,12 @@ test: build lint
 # Native tests under valgrind: fails on invalid reads/writes and definite leaks from csrc/.
 memcheck: build
 	./.ci/memcheck
+
+# Mutation testing: break each README promise on purpose (mutants/promises.toml) and mutate the
+# retry policy, errors and Scheduler; the suite must notice. Slow (about half an hour), so not
+# part of `make test`; see mutants/README.md. Needs Python 3.11+ (tomllib).
+mutants: build
+	$(VPY) mutants/run.py
 
 bench: build
 	$(MAKE) -C bench all

@@ -21,6 +21,7 @@ import copy
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -448,6 +449,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="at most N generated mutants per file")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="where the report goes")
     args = parser.parse_args()
+    # Started in the background, this process may have SIGINT ignored, which every test
+    # process would inherit (the Ctrl-C tests then fail): a handler is reset to default at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     scratch = Scratch(sys.executable)
     print(f"scratch tree: {scratch.path}", flush=True)

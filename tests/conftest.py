@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -57,6 +58,12 @@ def refused_url() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A job started in the background by a non-interactive shell (CI, nohup, `make mutants`
+    # run with &) has SIGINT ignored, and an ignored signal stays ignored across exec: every
+    # Ctrl-C test, in this process or in the Pythons it starts, would wait in vain. A handler
+    # here is reset to the default at exec, so children get Python's usual KeyboardInterrupt.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers",
         "default_feature: covers a feature on by default; its skip fails the run when "

@@ -68,5 +68,5 @@ class Http1Channel:
             while await self._reader.read(65536):
                 pass
 
-    def reset(self) -> None:
-        reset(self._writer)
+    def reset(self, *, stream_only: bool) -> None:
+        reset(self._writer)  # HTTP/1.1 has no streams: the connection it is

@@ -38,10 +38,10 @@ class FakeGraph:
     * ``http2``: with ``https``, offer HTTP/2 by ALPN (``h2``, needs the ``h2`` package), like
       Graph; clients that do not offer ``h2`` get HTTP/1.1. Every rule, fault, latency and
       record below is the same in both protocols; :attr:`RecordedRequest.http_version` says
-      which one a request used. Over HTTP/2, :meth:`reset_next` resets the request's stream
-      (RST_STREAM, INTERNAL_ERROR) and leaves the connection and its other streams alone;
-      "close the connection after this answer" is a GOAWAY; concurrent streams of one
-      connection are answered concurrently, each after its own latency.
+      which one a request used. Over HTTP/2, concurrent streams of one connection are answered
+      concurrently, each after its own latency; "close the connection after this answer" is a
+      GOAWAY; :meth:`reset_next` resets the connection as in HTTP/1.1 (or, with
+      ``stream_only=True``, only the request's stream).
     * ``token``: the bearer token requests must carry (settable later as ``graph.token``).
     * ``default_user``: the mailbox ``me`` stands for.
     * ``latency``: seconds to wait before answering each send request (settable; see also
@@ -341,11 +341,17 @@ class FakeGraph:
             )
         )
 
-    def reset_next(self, count: int = 1, *, user: str | None = None) -> None:
+    def reset_next(
+        self, count: int = 1, *, user: str | None = None, stream_only: bool = False
+    ) -> None:
         """Read the next ``count`` send requests, then reset the connection without answering
         (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent.
-        Over HTTP/2 only the request's stream is reset (RST_STREAM with INTERNAL_ERROR)."""
-        self._faults.add(Fault("reset", count, self._key_or_all(user)))
+
+        Over HTTP/2 this resets the whole connection too, failing every request in flight on
+        it. ``stream_only=True`` resets only the request's stream there (RST_STREAM with
+        INTERNAL_ERROR), leaving the connection and its other streams alone; over HTTP/1.1 it
+        changes nothing."""
+        self._faults.add(Fault("reset", count, self._key_or_all(user), stream_only=stream_only))
 
     def stall_next(self, count: int = 1, *, user: str | None = None) -> None:
         """Read the next ``count`` send requests and never answer them (until the client

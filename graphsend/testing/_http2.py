@@ -4,10 +4,11 @@ One task reads frames and feeds them to the ``h2`` state machine; each request (
 ended) is served by its own task through the same rules as HTTP/1.1 (``_rules``), so concurrent
 streams on one connection are answered concurrently, each after its own latency.
 
-The HTTP/1.1 notions map as follows: a reset (reset_next) is RST_STREAM(INTERNAL_ERROR) on that
-stream only, other streams and the connection go on; a stall waits until the client resets the
-stream or drops the connection; "close after this answer" (max_requests_per_connection, a fault
-with its own framing) is GOAWAY, after which the connection ends once its streams are answered.
+The HTTP/1.1 notions map as follows: a reset (reset_next) resets the TCP connection, as in
+HTTP/1.1, so every stream on it fails (with ``stream_only``, RST_STREAM(INTERNAL_ERROR) on that
+stream alone); a stall waits until the client resets the stream or drops the connection;
+"close after this answer" (max_requests_per_connection, a fault with its own framing) is a
+GOAWAY, after which the connection ends once its streams are answered.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import h2.events
 import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
-from ._http import MAX_BODY, Reply, Request
+from ._http import MAX_BODY, Reply, Request, reset
 from ._replies import Replies
 from ._rules import serve_request
 
@@ -277,8 +278,14 @@ class Http2Channel:
     async def wait_gone(self) -> None:
         await self._stream.gone.wait()
 
-    def reset(self) -> None:
-        if self._stream.gone.is_set() or self._connection.dead:
+    def reset(self, *, stream_only: bool) -> None:
+        if self._connection.dead:
+            return
+        if not stream_only:
+            self._connection.dead = True
+            reset(self._connection.writer)
+            return
+        if self._stream.gone.is_set():
             return
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._connection.h2.reset_stream(self._stream.id, h2.errors.ErrorCodes.INTERNAL_ERROR)

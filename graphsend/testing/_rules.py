@@ -34,8 +34,9 @@ class Channel(Protocol):
     async def wait_gone(self) -> None:
         """Return once the client has given up on this request (it is never answered)."""
 
-    def reset(self) -> None:
-        """Abort without an answer (see FakeGraph.reset_next for what the client sees)."""
+    def reset(self, *, stream_only: bool) -> None:
+        """Abort without an answer (see FakeGraph.reset_next for what the client sees);
+        ``stream_only``: over HTTP/2, reset only this request's stream."""
 
 
 async def serve_request(
@@ -110,10 +111,10 @@ class _Exchange:
         await self.channel.wait_gone()
         self.record.outcome = "disconnected"
 
-    def reset(self) -> None:
+    def reset(self, stream_only: bool = False) -> None:
         self.record.outcome = "reset"
         self.flight.release()
-        self.channel.reset()
+        self.channel.reset(stream_only=stream_only)
 
 
 async def _send(
@@ -132,7 +133,7 @@ async def _send(
     latency = graph._latency_for(user)
     if fault is not None and fault.kind == "reset":
         await _sleep(latency)
-        exchange.reset()
+        exchange.reset(fault.stream_only)
         return False
     if fault is not None and not 200 <= fault.status < 300:
         await _sleep(latency)
