@@ -260,3 +260,12 @@ def test_http2_send_after_a_stream_reset_succeeds(graph: FakeGraph) -> None:
             with pytest.raises(graphsend.TransportError):
                 c.send(graph.create_draft())
             assert c.send(graph.create_draft()).status == 202
+
+
+@pytest.mark.fake_graph(http2=True)
+def test_pytest_plugin_fixture_serves_http2_with_the_marker(fake_graph_https: FakeGraph) -> None:
+    pytest.importorskip("h2")
+    with client(fake_graph_https) as c:
+        c.send(fake_graph_https.create_draft())
+    assert fake_graph_https.http2
+    assert versions(fake_graph_https) == {"HTTP/2"}
