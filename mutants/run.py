@@ -371,11 +371,15 @@ def load_accepted() -> dict[str, str]:
     return {f"{e['file']}|{e['code'].strip()}|{e['mutation']}": e["reason"] for e in entries}
 
 
-def run_ast(scratch: Scratch, limit: int | None) -> list[tuple[Site, str, str, str]]:
+def run_ast(
+    scratch: Scratch, limit: int | None, files: set[str] | None = None
+) -> list[tuple[Site, str, str, str]]:
     """[(site, status, source line, accepted reason)]"""
     accepted = load_accepted()
     results = []
     for file, only_class, tests in AST_TARGETS:
+        if files and file not in files:
+            continue
         target = scratch.path / file
         original = target.read_text()
         lines = original.splitlines()
@@ -450,6 +454,7 @@ def main() -> int:
     parser.add_argument("--ast-only", action="store_true", help="skip the hand-written part")
     parser.add_argument("--only", action="append", help="run this promise mutation (repeatable)")
     parser.add_argument("--limit", type=int, help="at most N generated mutants per file")
+    parser.add_argument("--file", action="append", help="generate mutants for this file only")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="where the report goes")
     args = parser.parse_args()
     # Started in the background, this process may have SIGINT ignored, which every test
@@ -474,7 +479,11 @@ def main() -> int:
             return 2
         print(f"baseline passes ({seconds:.0f} s)", flush=True)
         promises = [] if args.ast_only else run_promises(scratch, set(args.only or []))
-        generated = [] if args.promises_only or args.only else run_ast(scratch, args.limit)
+        generated = (
+            []
+            if args.promises_only or args.only
+            else run_ast(scratch, args.limit, set(args.file or []))
+        )
     finally:
         scratch.remove()
     text = report(promises, generated)
