@@ -17,14 +17,15 @@ from ._mailboxes import Mailboxes
 from ._records import DraftKind, IdStyle, Message, RecordedRequest
 from ._replies import retry_after_text
 from ._server import ServerThread
-from ._tls import TlsFiles, require_cryptography
+from ._tls import TlsFiles, require_cryptography, require_h2
 from ._traffic import Traffic
 
 _KINDS: Final = frozenset(get_args(DraftKind))
 
 
 class FakeGraph:
-    """A loopback HTTP/1.1 server that behaves like Graph's ``POST .../messages/{id}/send``.
+    """A loopback HTTP/1.1 (and, over TLS, HTTP/2) server that behaves like Graph's
+    ``POST .../messages/{id}/send``.
 
     The server runs an asyncio event loop in one background thread, so hundreds of concurrent
     keep-alive connections and per-request latency cost no thread each. Every public method is
@@ -34,6 +35,13 @@ class FakeGraph:
 
     * ``https``: serve TLS with a certificate made at start (needs ``cryptography``); the CA's
       PEM is at :attr:`ca_bundle`.
+    * ``http2``: with ``https``, offer HTTP/2 by ALPN (``h2``, needs the ``h2`` package), like
+      Graph; clients that do not offer ``h2`` get HTTP/1.1. Every rule, fault, latency and
+      record below is the same in both protocols; :attr:`RecordedRequest.http_version` says
+      which one a request used. Over HTTP/2, concurrent streams of one connection are answered
+      concurrently, each after its own latency; "close the connection after this answer" is a
+      GOAWAY; :meth:`reset_next` resets the connection as in HTTP/1.1 (or, with
+      ``stream_only=True``, only the request's stream).
     * ``token``: the bearer token requests must carry (settable later as ``graph.token``).
     * ``default_user``: the mailbox ``me`` stands for.
     * ``latency``: seconds to wait before answering each send request (settable; see also
@@ -81,6 +89,7 @@ class FakeGraph:
         self,
         *,
         https: bool = False,
+        http2: bool = False,
         token: str = "fake-token",
         default_user: str = "adele@contoso.com",
         latency: float = 0.0,
@@ -92,7 +101,13 @@ class FakeGraph:
     ) -> None:
         if https:
             require_cryptography()
+        if http2:
+            if not https:
+                # Clients (libcurl among them) negotiate HTTP/2 with ALPN, which needs TLS.
+                raise ValueError("FakeGraph(http2=True) needs https=True")
+            require_h2()
         self._https = https
+        self._http2 = http2
         self._token = token
         self._default_user = default_user.casefold()
         self._host = host
@@ -124,7 +139,9 @@ class FakeGraph:
         """Start serving in a background thread; returns self. A stopped server may restart."""
         if self._server.running:
             raise RuntimeError("FakeGraph is already running")
-        ssl_context = self._tls.server_context(self._host) if self._https else None
+        ssl_context = (
+            self._tls.server_context(self._host, http2=self._http2) if self._https else None
+        )
         try:
             handler = functools.partial(serve_connection, self)
             self._port = self._server.start(self._host, self._port, ssl_context, handler)
@@ -173,6 +190,11 @@ class FakeGraph:
     def host(self) -> str:
         """The address the server listens on."""
         return self._host
+
+    @property
+    def http2(self) -> bool:
+        """Whether HTTP/2 is offered (by ALPN, over TLS)."""
+        return self._http2
 
     @property
     def scheme(self) -> str:
@@ -319,10 +341,17 @@ class FakeGraph:
             )
         )
 
-    def reset_next(self, count: int = 1, *, user: str | None = None) -> None:
+    def reset_next(
+        self, count: int = 1, *, user: str | None = None, stream_only: bool = False
+    ) -> None:
         """Read the next ``count`` send requests, then reset the connection without answering
-        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent."""
-        self._faults.add(Fault("reset", count, self._key_or_all(user)))
+        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent.
+
+        Over HTTP/2 this resets the whole connection too, failing every request in flight on
+        it. ``stream_only=True`` resets only the request's stream there (RST_STREAM with
+        INTERNAL_ERROR), leaving the connection and its other streams alone; over HTTP/1.1 it
+        changes nothing."""
+        self._faults.add(Fault("reset", count, self._key_or_all(user), stream_only=stream_only))
 
     def stall_next(self, count: int = 1, *, user: str | None = None) -> None:
         """Read the next ``count`` send requests and never answer them (until the client
@@ -364,7 +393,8 @@ class FakeGraph:
 
     @property
     def connections(self) -> int:
-        """TCP connections accepted so far (since start or reset_stats)."""
+        """TCP connections accepted so far (since start or reset_stats); over HTTP/2 one
+        connection carries many concurrent requests."""
         return self._traffic.connections
 
     @property

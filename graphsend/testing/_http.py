@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 MAX_HEAD: Final = 64 * 1024
-_MAX_BODY: Final = 4 * 1024 * 1024
+MAX_BODY: Final = 4 * 1024 * 1024
 # Large bodies (fail_next(body=...)) go out in slices, each drained, to bound buffering.
 _WRITE_CHUNK: Final = 256 * 1024
 
@@ -144,7 +144,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes | None:
 
 
 def _refuse_large_body(size: int) -> None:
-    if size > _MAX_BODY:
+    if size > MAX_BODY:
         raise BadRequest(413, "RequestEntityTooLarge", "The request body is too large.")
 
 

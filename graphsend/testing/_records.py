@@ -36,7 +36,9 @@ class RecordedRequest:
     are joined with ``", "``. ``user`` is the mailbox the path resolved to (lower-cased, ``me``
     replaced by the default user) and ``message_id`` the percent-decoded id, when the path had
     them. ``received_at`` and ``answered_at`` are ``time.monotonic()`` values. ``connection``
-    numbers the TCP connection (1 for the first one accepted), so keep-alive reuse is visible.
+    numbers the TCP connection (1 for the first one accepted), so keep-alive reuse is visible;
+    ``http_version`` is the protocol it came by: ``"HTTP/1.1"`` (or ``"HTTP/1.0"``) or
+    ``"HTTP/2"``.
 
     ``status`` and ``outcome`` are filled in by the server thread once the request is dealt with:
     ``outcome`` is ``"pending"`` until then, ``"answered"`` when a response was written,

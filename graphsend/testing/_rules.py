@@ -6,13 +6,12 @@ FakeGraph's docstring lists the rules for send requests; ``_send`` applies them 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._faults import fault_reply
-from ._http import Reply, Request, reset, write_reply
+from ._http import Reply, Request
 from ._records import RecordedRequest
 from ._replies import Replies, message_json, retry_after_text
 from ._routing import Route, parse_route
@@ -22,13 +21,30 @@ if TYPE_CHECKING:
     from ._fakegraph import FakeGraph
 
 
+class Channel(Protocol):
+    """Where one request's answer goes: an HTTP/1.1 connection (``_connection``) or an HTTP/2
+    stream (``_http2``). The rules below are the same for both."""
+
+    def client_gone(self) -> bool:
+        """Whether the client has already given up on this request."""
+
+    async def write(self, reply: Reply, *, close: bool, head_only: bool) -> None:
+        """Send ``reply``; raise ConnectionError or OSError when the client is gone."""
+
+    async def wait_gone(self) -> None:
+        """Return once the client has given up on this request (it is never answered)."""
+
+    def reset(self, *, stream_only: bool) -> None:
+        """Abort without an answer (see FakeGraph.reset_next for what the client sees);
+        ``stream_only``: over HTTP/2, reset only this request's stream."""
+
+
 async def serve_request(
     graph: FakeGraph,
     request: Request,
     connection: int,
     served: int,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    channel: Channel,
 ) -> bool:
     """Serve the ``served``-th request of a connection; return whether the connection stays
     open."""
@@ -49,7 +65,7 @@ async def serve_request(
     replies = Replies(https=graph.scheme == "https", request_headers=request.headers)
     limit = graph.max_requests_per_connection
     keep = request.keep_alive and (limit is None or served < limit)
-    exchange = _Exchange(reader, writer, record, graph._traffic.flight(route.user), keep)
+    exchange = _Exchange(channel, record, graph._traffic.flight(route.user), keep)
     try:
         if route.kind == "send" and request.method == "POST":
             return await _send(graph, request, route, replies, exchange)
@@ -63,14 +79,9 @@ class _Exchange:
     """The connection's side of one request: where its answer goes, what the answer settles."""
 
     def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        record: RecordedRequest,
-        flight: Flight,
-        keep: bool,
+        self, channel: Channel, record: RecordedRequest, flight: Flight, keep: bool
     ) -> None:
-        self.reader, self.writer = reader, writer
+        self.channel = channel
         self.record, self.flight, self.keep = record, flight, keep
 
     async def answer(self, reply: Reply, head_only: bool = False) -> bool:
@@ -84,11 +95,11 @@ class _Exchange:
         self.record.status = reply.status
         # A client that closed its side before the answer has given up (curl never half-closes);
         # the answer is still written, as Graph would.
-        self.record.outcome = "disconnected" if self.reader.at_eof() else "answered"
+        self.record.outcome = "disconnected" if self.channel.client_gone() else "answered"
         self.record.answered_at = time.monotonic()
         self.flight.release()
         try:
-            await write_reply(self.writer, reply, close=close, head_only=head_only)
+            await self.channel.write(reply, close=close, head_only=head_only)
         except (ConnectionError, OSError):
             self.record.outcome = "disconnected"
             return False
@@ -97,15 +108,13 @@ class _Exchange:
     async def stall(self) -> None:
         """Never answer: wait for the client to give up (stop() cancels this)."""
         self.record.outcome = "stalled"
-        with contextlib.suppress(ConnectionError, OSError):
-            while await self.reader.read(65536):
-                pass
+        await self.channel.wait_gone()
         self.record.outcome = "disconnected"
 
-    def reset(self) -> None:
+    def reset(self, stream_only: bool = False) -> None:
         self.record.outcome = "reset"
         self.flight.release()
-        reset(self.writer)
+        self.channel.reset(stream_only=stream_only)
 
 
 async def _send(
@@ -124,7 +133,7 @@ async def _send(
     latency = graph._latency_for(user)
     if fault is not None and fault.kind == "reset":
         await _sleep(latency)
-        exchange.reset()
+        exchange.reset(fault.stream_only)
         return False
     if fault is not None and not 200 <= fault.status < 300:
         await _sleep(latency)
