@@ -3,22 +3,25 @@ serving to the other modules of this package."""
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Final, get_args
+from typing import Final, Literal, get_args
 from urllib.parse import quote
 
 from ._connection import serve_connection
 from ._faults import Fault, FaultQueue
+from ._ids import attachment_id
 from ._mailboxes import Mailboxes
-from ._records import DraftKind, IdStyle, Message, RecordedRequest
+from ._records import Attachment, DraftKind, IdStyle, Message, Recipient, RecordedRequest
 from ._replies import retry_after_text
 from ._server import ServerThread
 from ._tls import TlsFiles, require_cryptography, require_h2
 from ._traffic import Traffic
+from ._uploads import UploadFault, Uploads
 
 _KINDS: Final = frozenset(get_args(DraftKind))
 
@@ -124,6 +127,7 @@ class FakeGraph:
         # package (_rules, _connection) use them directly.
         self._mailboxes = Mailboxes(seed)
         self._faults = FaultQueue()
+        self._uploads = Uploads()
         self._traffic = Traffic()
         self._latency_lock = threading.Lock()
         self._latency_by_user: dict[str, float] = {}
@@ -255,8 +259,12 @@ class FakeGraph:
         kind: DraftKind = "new",
         *,
         id_style: IdStyle | None = None,
+        immutable_id: bool = False,
     ) -> str:
         """Create a draft in ``user``'s mailbox (default: :attr:`default_user`) and return its id.
+
+        ``immutable_id=True`` makes it as a request with ``Prefer: IdType="ImmutableId"`` would:
+        it keeps its id in Sent Items (otherwise the sent copy gets a new id, as in Graph).
 
         Ids look like Graph's: 152 base64 characters starting with ``AAMkA`` and ending with
         ``=``. REST-style ids contain both ``-`` and ``_``; EWS-style ids (from older Exchange
@@ -268,7 +276,8 @@ class FakeGraph:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
         if id_style not in (None, "rest", "ews"):
             raise ValueError(f"id_style must be 'rest', 'ews' or None, not {id_style!r}")
-        return self._mailboxes.new_draft(self._key(user), subject, kind, id_style).id
+        key = self._key(user)
+        return self._mailboxes.new_draft(key, subject, kind, id_style, immutable_id=immutable_id).id
 
     def create_drafts(
         self,
@@ -291,6 +300,57 @@ class FakeGraph:
         """Messages sent, in the order the sends were accepted: of ``user`` (``"me"`` = default
         user), or of every mailbox when ``user`` is None."""
         return self._mailboxes.sent_items(self._key_or_all(user))
+
+    def delivered(self, user: str | None = None) -> list[Message]:
+        """Every message that went out, in the order the sends were accepted: sent drafts and
+        sendMail (JSON or MIME), including sendMail with ``saveToSentItems: false``, which
+        :meth:`sent_items` does not list. Of ``user`` (the sender), or of every mailbox."""
+        return self._mailboxes.delivered(self._key_or_all(user))
+
+    def inbox(self, user: str | None = None) -> list[Message]:
+        """Messages put in an Inbox by :meth:`add_received`."""
+        return self._mailboxes.inbox(self._key_or_all(user))
+
+    def message(self, message_id: str, user: str | None = None) -> Message:
+        """A message by the id a client has for it now: a draft's or an Inbox message's id, or
+        a sent message's :attr:`Message.sent_id`. KeyError when there is none."""
+        found = self._mailboxes.find(self._key(user), message_id)
+        if found is None:
+            raise KeyError(message_id)
+        return found[1]
+
+    def add_received(
+        self,
+        user: str | None = None,
+        *,
+        subject: str = "FakeGraph received message",
+        body: str = "",
+        body_type: Literal["text", "html"] = "text",
+        sender: str = "Megan Bowen <megan@fabrikam.com>",
+        to: Sequence[str] = (),
+        cc: Sequence[str] = (),
+        reply_to: Sequence[str] = (),
+        attachments: Sequence[tuple[str, str, bytes]] = (),
+    ) -> str:
+        """Put a message in ``user``'s Inbox as if ``sender`` had sent it, and return its id:
+        the original for createReply, createReplyAll and createForward. Addresses are
+        ``"a@b.com"`` or ``"Name <a@b.com>"``; ``to`` defaults to the mailbox itself;
+        attachments are ``(name, content_type, bytes)``."""
+        key = self._key(user)
+        fields = {
+            "subject": subject,
+            "body": body,
+            "body_type": body_type,
+            "sender": _recipient(sender),
+            "to": tuple(_recipient(r) for r in to) or (Recipient(key),),
+            "cc": tuple(_recipient(r) for r in cc),
+            "reply_to": tuple(_recipient(r) for r in reply_to),
+            "attachments": tuple(
+                Attachment(attachment_id(), name, content_type, data)
+                for name, content_type, data in attachments
+            ),
+        }
+        return self._mailboxes.new_received(key, fields).id
 
     # ---------------------------------------------------------------- fault injection
 
@@ -359,13 +419,60 @@ class FakeGraph:
         self._faults.add(Fault("stall", count, self._key_or_all(user)))
 
     def clear_faults(self) -> None:
-        """Drop every fault not yet used."""
+        """Drop every fault not yet used (upload faults too)."""
         self._faults.clear()
+        self._uploads.clear_faults()
 
     @property
     def pending_faults(self) -> int:
-        """How many injected faults (counting each ``count``) are still waiting."""
-        return self._faults.pending()
+        """How many injected faults (counting each ``count``) are still waiting; upload faults
+        count one each."""
+        return self._faults.pending() + self._uploads.pending_faults()
+
+    # ---------------------------------------------------------------- upload faults
+
+    def fail_upload_chunk(
+        self,
+        n: int = 1,
+        status: int = 503,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: float | str | None = None,
+    ) -> None:
+        """Answer the ``n``-th chunk PUT to an upload URL from now (1: the next) with
+        ``status`` and Graph's error body; the chunk is not stored, the session stays as it
+        was (so the client resends from ``nextExpectedRanges``). Chunks PUT with an
+        Authorization header do not count: they are refused before."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status from 400 to 599")
+        self._uploads.add_fault(
+            n, UploadFault(0, "status", status, code, message, retry_after_text(retry_after))
+        )
+
+    def reset_upload_chunk(self, n: int = 1) -> None:
+        """Read the ``n``-th chunk PUT to an upload URL from now, then reset the connection
+        without an answer; the chunk is not stored."""
+        self._uploads.add_fault(n, UploadFault(0, "reset"))
+
+    def expire_upload_sessions(self) -> int:
+        """Expire every open upload session now (requests to their URLs get 404
+        ``ErrorItemNotFound``; the client must start over); return how many there were."""
+        return self._uploads.expire_all()
+
+    @property
+    def upload_session_lifetime(self) -> float:
+        """Seconds an upload session made from now on lives (default 900, like Graph's)."""
+        return self._uploads.lifetime
+
+    @upload_session_lifetime.setter
+    def upload_session_lifetime(self, seconds: float) -> None:
+        self._uploads.lifetime = float(seconds)
+
+    @property
+    def open_upload_sessions(self) -> int:
+        """Upload sessions neither completed, cancelled nor expired."""
+        return len(self._uploads.open_sessions())
 
     def set_latency(self, user: str, seconds: float | None) -> None:
         """Wait ``seconds`` before answering sends for ``user``'s mailbox (overrides
@@ -442,3 +549,8 @@ class FakeGraph:
     def _require_started(self) -> None:
         if not self._started_once:
             raise RuntimeError("FakeGraph is not started: call start() or use `with FakeGraph()`")
+
+
+def _recipient(text: str) -> Recipient:
+    name, address = email.utils.parseaddr(text)
+    return Recipient(address or text, name)

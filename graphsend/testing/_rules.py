@@ -6,16 +6,20 @@ FakeGraph's docstring lists the rules for send requests; ``_send`` applies them 
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from ._compose import MAX_REQUEST
 from ._faults import fault_reply
 from ._http import Reply, Request
+from ._operations import serve_operation
 from ._records import RecordedRequest
-from ._replies import Replies, message_json, retry_after_text
+from ._replies import Refusal, Replies, retry_after_text
 from ._routing import Route, parse_route
+from ._shapes import message_json
 from ._traffic import Flight
+from ._upload_rules import serve_upload
 
 if TYPE_CHECKING:
     from ._fakegraph import FakeGraph
@@ -67,9 +71,18 @@ async def serve_request(
     keep = request.keep_alive and (limit is None or served < limit)
     exchange = _Exchange(channel, record, graph._traffic.flight(route.user), keep)
     try:
+        if route.kind == "upload":
+            return await serve_upload(graph, request, replies, exchange)
+        if len(request.body) > MAX_REQUEST:
+            # Graph's gateway refuses before looking at anything else.
+            message = f"The request body is {len(request.body)} bytes; the limit is {MAX_REQUEST}."
+            return await exchange.answer(replies.error(413, "RequestEntityTooLarge", message))
         if route.kind == "send" and request.method == "POST":
             return await _send(graph, request, route, replies, exchange)
-        reply = _other(graph, request, route, replies)
+        try:
+            reply = _other(graph, request, route, replies)
+        except Refusal as refusal:
+            reply = replies.refusal(refusal)
         return await exchange.answer(reply, head_only=request.method == "HEAD")
     finally:
         exchange.flight.release()
@@ -157,7 +170,10 @@ async def _send(
 
     exchange.flight.admit()
     await _sleep(latency)
-    result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
+    try:
+        result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
+    except Refusal as refusal:
+        return await exchange.answer(replies.refusal(refusal))
     if result == "no mailbox":
         return await exchange.answer(replies.invalid_user(user))
     if result == "no draft":
@@ -181,31 +197,20 @@ def _other(graph: FakeGraph, request: Request, route: Route, replies: Replies) -
         return error
     user = route.user
     assert user is not None
-    if route.kind == "create":
-        if request.method != "POST":
-            return replies.method_not_allowed(request.method, "POST")
-        return _create_draft(graph, request, user, replies)
-    if request.method not in ("GET", "HEAD"):
-        return replies.method_not_allowed(request.method, "GET")
-    items = graph._mailboxes.folder(user, "drafts" if route.folder == "drafts" else "sentitems")
-    if items is None:
+    if route.kind == "folder":
+        if request.method not in ("GET", "HEAD"):
+            return replies.method_not_allowed(request.method, "GET")
+        folder = route.folder if route.folder in ("inbox", "drafts") else "sentitems"
+        items = graph._mailboxes.folder(user, folder)
+        if items is None:
+            return replies.invalid_user(user)
+        return replies.json(200, {"value": [message_json(m, folder) for m in items]})
+    if route.id_malformed:
+        return replies.error(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+    user = graph._key(user)  # "users/me" is the default user too
+    if route.kind != "create" and not graph._mailboxes.exists(user):
         return replies.invalid_user(user)
-    return replies.json(200, {"value": [message_json(m) for m in items]})
-
-
-def _create_draft(graph: FakeGraph, request: Request, user: str, replies: Replies) -> Reply:
-    subject = "FakeGraph test message"
-    if request.body.strip():
-        try:
-            data = json.loads(request.body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return replies.error(400, "RequestBodyRead", "Invalid JSON body.")
-        subject = str(data.get("subject", subject))
-    # The draft goes where create_draft(user) puts it: "users/me" means the default user.
-    draft = graph._mailboxes.new_draft(graph._key(user), subject, "new", None)
-    return replies.json(201, message_json(draft))
+    return serve_operation(graph, request, dataclasses.replace(route, user=user), replies)
 
 
 def _auth_error(graph: FakeGraph, request: Request, replies: Replies) -> Reply | None:
