@@ -30,7 +30,16 @@ Only the standard library is needed, except for HTTPS mode, which makes a certif
 
 from ._cli import main
 from ._fakegraph import FakeGraph
-from ._records import DraftKind, IdStyle, Message, RecordedRequest
+from ._records import Attachment, DraftKind, IdStyle, Message, Recipient, RecordedRequest
 from ._records import Outcome as Outcome  # RecordedRequest.outcome's type, for annotations
 
-__all__ = ["DraftKind", "FakeGraph", "IdStyle", "Message", "RecordedRequest", "main"]
+__all__ = [
+    "Attachment",
+    "DraftKind",
+    "FakeGraph",
+    "IdStyle",
+    "Message",
+    "Recipient",
+    "RecordedRequest",
+    "main",
+]
