@@ -162,6 +162,7 @@ class H2Client:
         context = graph.client_ssl_context()
         context.set_alpn_protocols(["h2"])
         raw = socket.create_connection((graph.host, graph.port), timeout=30)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = context.wrap_socket(raw, server_hostname=graph.host)
         assert self.sock.selected_alpn_protocol() == "h2"
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
