@@ -634,3 +634,19 @@ def test_compose_over_http2(graph_h2: FakeGraph) -> None:
     first, second = graph_h2.delivered()
     assert first.attachment("c.txt").content_bytes == b"over h2"
     assert_full_fields(second)
+
+
+def test_action_parameters_match_without_regard_to_case(graph: FakeGraph, api: Api) -> None:
+    # Graph's metadata spells them "Comment", "Message", "SaveToSentItems", "AttachmentItem",
+    # and msgraph-sdk sends them so (make conformance found it); its docs use camelCase.
+    original = graph.add_received(subject="case")
+    reply = api.post(("messages", original, "createReply"), {"Comment": "upper"})
+    assert reply.status == 201 and graph.message(reply.json()["id"]).comment == "upper"
+    payload = {"Message": {"subject": "m", "toRecipients": [address("b@f.com")]}}
+    assert api.post(("sendMail",), {**payload, "SaveToSentItems": False}).status == 202
+    assert graph.delivered()[0].saved_to_sent_items is False
+    item = {"attachmentItem": {"attachmentType": "file", "name": "a", "size": 1}}
+    draft = graph.create_draft()
+    assert api.post(("messages", draft, "attachments", "createUploadSession"), item).status == 201
+    twice = {"comment": "a", "Comment": "b"}
+    assert api.post(("messages", original, "createReply"), twice).status == 400
