@@ -323,3 +323,12 @@ def test_upload_over_http2(graph_h2: FakeGraph) -> None:
         assert reply.status == 201
     assert graph_h2.message(draft).attachment("h2.bin").content_bytes == data
     assert {r.http_version for r in graph_h2.requests} == {"HTTP/2"}
+
+
+def test_clear_faults_drops_upload_faults(graph: FakeGraph, api: Api, draft: str) -> None:
+    graph.fail_upload_chunk(1)
+    graph.reset_upload_chunk(2)
+    assert graph.pending_faults == 2
+    graph.clear_faults()
+    assert graph.pending_faults == 0
+    assert upload(graph, start_session(api, draft, 10)["uploadUrl"], b"0123456789").status == 201
