@@ -45,6 +45,7 @@ _RETRY_TESTS = [
     "tests/test_promises.py::test_i15_02_backoff_doubles_until_its_cap_with_full_jitter",
     "tests/test_promises.py::test_i15_02_backoff_is_not_a_constant_nor_zero",
     "tests/test_promises_retry.py",
+    "tests/test_promises_errors.py",
     "tests/test_policy_*.py",
 ]
 AST_TARGETS: list[tuple[str, str | None, list[str]]] = [
@@ -59,6 +60,7 @@ AST_TARGETS: list[tuple[str, str | None, list[str]]] = [
             "tests/test_async.py",
             "tests/test_bulk_*.py",
             "tests/test_async_*.py",
+            "tests/test_promises_errors.py",
         ],
     ),
 ]
