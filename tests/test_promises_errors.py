@@ -3,6 +3,7 @@ surviving generated mutants of _errors.py and the Scheduler (`make mutants`, iss
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -74,3 +75,11 @@ def test_i15_03_send_many_resumes_a_throttled_mailbox_when_its_retry_after_ends(
         elapsed = time.monotonic() - start
     assert isinstance(results[0], graphsend.Receipt)
     assert 0.3 <= elapsed < 0.8 * SCALE, elapsed
+
+
+def test_i15_03_async_send_many_of_nothing_returns_at_once(graph: FakeGraph) -> None:
+    async def main() -> list[object]:
+        async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+            return await asyncio.wait_for(client.send_many([]), 5 * SCALE)
+
+    assert asyncio.run(main()) == []
