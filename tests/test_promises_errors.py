@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -83,3 +84,37 @@ def test_i15_03_async_send_many_of_nothing_returns_at_once(graph: FakeGraph) -> 
             return await asyncio.wait_for(client.send_many([]), 5 * SCALE)
 
     assert asyncio.run(main()) == []
+
+
+def test_i15_03_send_many_with_max_concurrency_1_sends_every_mailbox(graph: FakeGraph) -> None:
+    # While one mailbox's item holds the batch's only slot, the other mailboxes wait with
+    # nothing in flight: they must keep their queues.
+    users = ["a@contoso.com", "b@contoso.com", "c@contoso.com"]
+    items = [(u, graph.create_draft(u)) for _ in range(2) for u in users]
+    results: list[object] = []
+
+    def run() -> None:
+        with graphsend.Client(graph.token, base_url=graph.base_url) as client:
+            results.extend(client.send_many(items, max_concurrency=1))
+
+    worker = threading.Thread(target=run, daemon=True)  # daemon: a hung batch cannot hang pytest
+    worker.start()
+    worker.join(10 * SCALE)
+    assert not worker.is_alive(), "send_many(max_concurrency=1) never finished"
+    assert all(isinstance(r, graphsend.Receipt) for r in results), results
+    assert graph.peak_in_flight() == 1
+
+
+def test_i15_03_a_throttled_mailbox_resumes_on_time_while_others_finish(graph: FakeGraph) -> None:
+    # The other mailbox's answer wakes the driver while the first is still paused: the wake-up
+    # time of the paused mailbox must survive that.
+    graph.fail_next(429, retry_after=0.5, user="a@contoso.com")
+    graph.set_latency("b@contoso.com", 0.1)
+    items = [("a@contoso.com", graph.create_draft("a@contoso.com"))]
+    items.append(("b@contoso.com", graph.create_draft("b@contoso.com")))
+    with graphsend.Client(graph.token, base_url=graph.base_url) as client:
+        start = time.monotonic()
+        results = client.send_many(items)
+        elapsed = time.monotonic() - start
+    assert all(isinstance(r, graphsend.Receipt) for r in results), results
+    assert 0.5 <= elapsed < 0.9 * SCALE, elapsed
