@@ -5,12 +5,17 @@ that the rest of the suite let through."""
 from __future__ import annotations
 
 import math
+import os
+import time
 
 import pytest
 
 import graphsend
 from graphsend._retry import RetryState
 from graphsend._tokens import token_source
+from graphsend.testing import FakeGraph
+
+SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
 
 
 def throttled(retry_after: float) -> graphsend.ThrottledError:
@@ -50,3 +55,15 @@ def test_i15_03_max_total_wait_adds_up_every_wait_and_allows_exactly_the_budget(
 def test_i15_03_retry_refuses_bools_negatives_and_nan(options: dict[str, object]) -> None:
     with pytest.raises((TypeError, ValueError)):
         graphsend.Retry(**options)  # type: ignore[arg-type]
+
+
+def test_i15_03_a_401_with_a_token_provider_is_retried_at_once(graph: FakeGraph) -> None:
+    # "A 401 with a token provider is retried once, at once, with a freshly fetched token."
+    tokens = iter(["stale-token", graph.token])
+    with graphsend.Client(lambda: next(tokens), base_url=graph.base_url) as client:
+        start = time.monotonic()
+        receipt = client.send(graph.create_draft())
+        elapsed = time.monotonic() - start
+    assert receipt.status == 202
+    assert [r.status for r in graph.requests] == [401, 202]
+    assert elapsed < 0.5 * SCALE, elapsed
