@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test lint build deps venv memcheck asan bench bench-quick clean
+.PHONY: demo test lint build deps venv memcheck asan mutants bench bench-quick clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -36,7 +36,7 @@ lint: build
 	$(VENV)/bin/basedpyright tests/typed_usage.py
 
 test: build lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -rs
 
 # Native tests under valgrind: fails on invalid reads/writes and definite leaks from csrc/.
 memcheck: build
@@ -45,6 +45,12 @@ memcheck: build
 # The suite against an ASan+UBSan build of the extension (in build/asan, the in-place one stays).
 asan: build
 	./.ci/asan
+
+# Mutation testing: break each README promise on purpose (mutants/promises.toml) and mutate the
+# retry policy, errors and Scheduler; the suite must notice. Slow (about half an hour), so not
+# part of `make test`; see mutants/README.md. Needs Python 3.11+ (tomllib).
+mutants: build
+	$(VPY) mutants/run.py
 
 bench: build
 	$(MAKE) -C bench all

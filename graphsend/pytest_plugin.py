@@ -15,6 +15,9 @@ stopped after the test. Keyword arguments for FakeGraph can come from a marker:
     @pytest.mark.fake_graph(latency=0.05, mailbox_concurrency_limit=4)
     def test_throttling(fake_graph): ...
 
+``@pytest.mark.fake_graph(http2=True)`` with ``fake_graph_https`` serves HTTP/2 as Graph does (ALPN
+``h2``; needs the ``h2`` package, also in ``graphsend[testing]``).
+
 This module stays cheap to import: FakeGraph is imported only when a fixture is used.
 """
 
