@@ -445,3 +445,13 @@ def test_i11_upload_url_must_be_https_or_loopback_http(scripted: Script, tmp_pat
     with _client_for(rec) as c, pytest.raises(graphsend.GraphError, match="uploadUrl") as info:
         c.attach("AAMkAD", path)
     assert info.value.may_have_sent is False and len(rec.requests) == 1
+
+
+def test_i11_compose_over_https(graph_https: FakeGraph, tmp_path: Path) -> None:
+    path, data = blob(tmp_path, 5_000_000)
+    g = graph_https
+    with Client(g.token, base_url=g.base_url, ca_bundle=g.ca_bundle) as c:
+        draft_id = c.create_draft(Message("tls", "b", to="a@b.c", attachments=[path]))
+        c.send(draft_id)
+    sent = g.sent_items()[0]
+    assert sent.attachments[0].content_bytes == data and sent.sent_id == draft_id
