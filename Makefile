@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test lint build deps venv memcheck asan mutants bench bench-quick clean
+.PHONY: demo test lint build deps venv memcheck asan mutants bench bench-quick conformance clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -51,6 +51,13 @@ asan: build
 # part of `make test`; see mutants/README.md. Needs Python 3.11+ (tomllib).
 mutants: build
 	$(VPY) mutants/run.py
+
+# Does FakeGraph speak Graph? The compose scenario through msgraph-sdk's own request builders
+# and as plain urllib requests must be accepted and stored alike. msgraph-sdk is heavy, so it
+# is installed here on demand, not with the test extra.
+conformance: build
+	$(VPY) -c "import msgraph" 2>/dev/null || $(VPY) -m pip install -q msgraph-sdk
+	$(VPY) bench/conformance/msgraph_sdk_check.py
 
 bench: build
 	$(MAKE) -C bench all

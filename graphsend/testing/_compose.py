@@ -235,10 +235,20 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def only_keys(data: Mapping[str, object], allowed: set[str], action: str) -> None:
-    unknown = set(data) - allowed
-    if unknown:
-        raise bad_request(f"The parameter '{sorted(unknown)[0]}' is not valid for {action}.")
+def action_parameters(
+    data: Mapping[str, object], allowed: tuple[str, ...], action: str
+) -> dict[str, object]:
+    """An OData action's parameters by their documented names. Graph matches parameter names
+    without regard to case: its metadata spells them "Comment", "SaveToSentItems",
+    "AttachmentItem" (as msgraph-sdk sends them), its docs "comment", "saveToSentItems"."""
+    names = {name.lower(): name for name in allowed}
+    found: dict[str, object] = {}
+    for key, value in data.items():
+        name = names.get(key.lower())
+        if name is None or name in found:
+            raise bad_request(f"The parameter '{key}' is not valid for {action}.")
+        found[name] = value
+    return found
 
 
 def _string(value: object, key: str) -> str:

@@ -70,6 +70,32 @@ class FakeGraph:
 
     Latency applies to every answer of a send request except 411 and throttling 429s.
     Other paths get 404 and other methods on a send path 405, in Graph's error shape.
+
+    Compose operations (drafts, createReply/createReplyAll/createForward, attachments, upload
+    sessions, sendMail in JSON and MIME, GET/PATCH/DELETE of a message; see the package
+    docstring) need the token too, and Graph's rules give Graph's errors:
+
+    * a request body over 4 MB (4,194,304 bytes), to any API path → 413
+      ``RequestEntityTooLarge`` (bodies are read up to 16 MB, so the client gets the answer);
+    * a fileAttachment in JSON over 3 MB of bytes → 413 ``RequestEntityTooLarge``;
+    * an unknown message property or action parameter → 400 ``RequestBodyRead`` (action
+      parameters match without regard to case, as in Graph); a header name not starting with
+      ``x-`` → 400 ``InvalidInternetMessageHeader``;
+    * when a message is sent (send or sendMail): an address without ``@`` → 400
+      ``ErrorInvalidRecipients``, more than 500 recipients → 400 ``ErrorTooManyRecipients``
+      (the draft stays);
+    * createUploadSession for more than 150 MB → 400 ``ErrorAttachmentSizeLimitExceeded``;
+    * upload URLs: the rules of ``_upload_rules`` (an ``Authorization`` header → 400
+      ``InvalidAuthenticationTokenForUpload``, a chunk over 4 MB → 413, a range that is not
+      the next expected one → 416 ``InvalidRange`` with ``nextExpectedRanges``, an expired or
+      finished session → 404 ``ErrorItemNotFound``). Chunk answers are written as Outlook's
+      upload service writes them: ``nextExpectedRanges: ["{start}"]``.
+
+    Ids: a message created by a request carrying ``Prefer: IdType="ImmutableId"`` keeps its
+    id in Sent Items; otherwise the sent copy gets a new id (:attr:`Message.sent_id`), as in
+    Graph. Upload faults: :meth:`fail_upload_chunk`, :meth:`reset_upload_chunk`,
+    :meth:`expire_upload_sessions`, :attr:`upload_session_lifetime`. Originals to reply to:
+    :meth:`add_received`.
     """
 
     #: Seconds to wait before answering each send request (applies from the next request on).

@@ -23,6 +23,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
 from ._http import MAX_BODY, Reply, Request, reset
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 VERSION: Final = "HTTP/2"
 _READ_SIZE: Final = 65536
+_WINDOW: Final = 8 * 1024 * 1024
 # Headers that only mean something on an HTTP/1.1 connection; HTTP/2 forbids them (RFC 9113 8.2.2).
 _CONNECTION_SPECIFIC: Final = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
@@ -79,6 +81,10 @@ class _Connection:
         self.number = self.graph._traffic.connection_opened()
         try:
             self.h2.initiate_connection()
+            # Upload chunks are up to 4 MB: windows that large let a client send one without
+            # waiting for WINDOW_UPDATEs (the default 64 KiB would cost a round trip per 64 KiB).
+            self.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
+            self.h2.increment_flow_control_window(_WINDOW)
             self.flush()
             while await self._read_once():
                 pass

@@ -83,7 +83,8 @@ def _attachments(message: EmailMessage, body: EmailMessage | None) -> list[Attac
                 name=part.get_filename() or "",
                 content_type=part.get_content_type(),
                 content_bytes=data if isinstance(data, bytes) else b"",
-                inline=disposition == "inline",
+                # A part with a Content-ID and no disposition (multipart/related) is inline too.
+                inline=disposition == "inline" or (disposition is None and bool(content_id)),
                 content_id=str(content_id).strip("<>") if content_id else None,
             )
         )

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._compose import (
+    action_parameters,
     file_attachment,
     json_object,
-    only_keys,
     parse_message,
     recipients,
     reply_fields,
@@ -87,9 +87,9 @@ def _create(graph: FakeGraph, request: Request, user: str, replies: Replies) -> 
 
 def _create_reply(graph: FakeGraph, request: Request, route: Route, replies: Replies) -> Reply:
     user = route.user or ""
-    data = json_object(request.body)
-    allowed = {"comment", "message"} | ({"toRecipients"} if route.action == "forward" else set())
-    only_keys(data, allowed, f"create{route.action[0].upper()}{route.action[1:]}")
+    allowed = ("comment", "message") + (("toRecipients",) if route.action == "forward" else ())
+    name = f"create{route.action[0].upper()}{route.action[1:]}"
+    data = action_parameters(json_object(request.body), allowed, name)
     comment = data.get("comment", "")
     if not isinstance(comment, str):
         raise Refusal(400, "RequestBodyRead", "comment must be a string.")
@@ -135,8 +135,9 @@ def _upload_session(
     folder = _find(graph, user, message_id)[0]
     if folder != "drafts":
         raise _not_found()
-    session = graph._uploads.create(user, message_id, json_object(request.body))
-    payload = {"uploadUrl": graph.base_url + session.path, **session.status()}
+    body = action_parameters(json_object(request.body), ("AttachmentItem",), "createUploadSession")
+    session = graph._uploads.create(user, message_id, body)
+    payload = {**session.created(), "uploadUrl": graph.base_url + session.path}
     return replies.json(201, payload)
 
 
@@ -144,8 +145,8 @@ def _send_mail(graph: FakeGraph, request: Request, user: str, replies: Replies) 
     if _is_mime(request):
         fields, save = parse_mime(decode_mime(request.body), sending=True), True
     else:
-        data = json_object(request.body)
-        only_keys(data, {"message", "saveToSentItems"}, "sendMail")
+        parameters = ("message", "saveToSentItems")
+        data = action_parameters(json_object(request.body), parameters, "sendMail")
         if "message" not in data:
             raise Refusal(400, "ErrorInvalidParameter", "The 'message' parameter is missing.")
         save = data.get("saveToSentItems", True)

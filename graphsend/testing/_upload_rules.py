@@ -8,8 +8,9 @@
 5. PUT without Content-Length → 411; over 4 MB → 413 ``RequestEntityTooLarge``; a
    Content-Range that is not the next expected range, or does not match the body or the size
    → 416 ``InvalidRange`` with ``nextExpectedRanges``;
-6. otherwise the chunk is stored: 200 with ``nextExpectedRanges``, or, for the last one, 201
-   with a ``Location`` naming the attachment, which is now on the draft.
+6. otherwise the chunk is stored: 200 with ``nextExpectedRanges`` (``["{next start}"]``, as
+   Outlook's upload service writes it), or, for the last one, 201 with an empty body and a
+   ``Location`` naming the attachment, which is now on the draft.
 """
 
 from __future__ import annotations

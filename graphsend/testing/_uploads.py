@@ -42,10 +42,22 @@ class UploadSession:
         """The upload URL's path and query (the secret in the query pre-authenticates it)."""
         return f"{PREFIX}AttachmentSessions('{self.id}')?authtoken={self.secret}"
 
-    def status(self) -> dict[str, object]:
+    def created(self) -> dict[str, object]:
+        """createUploadSession's answer (Graph's uploadSession resource), less uploadUrl."""
         return {
+            "@odata.context": "$metadata#microsoft.graph.uploadSession",
             "expirationDateTime": graph_time(self.expires_at),
-            "nextExpectedRanges": [f"{len(self.received)}-"],
+            "nextExpectedRanges": ["0-"],
+        }
+
+    def status(self) -> dict[str, object]:
+        """A chunk's answer, as the Outlook upload service writes it (Graph's "Attach large
+        files to Outlook messages" walkthrough): PascalCase ExpirationDateTime, and
+        nextExpectedRanges as one "{start}", not OneDrive's "start-end" ranges."""
+        return {
+            "@odata.context": "$metadata#AttachmentSessions/$entity",
+            "ExpirationDateTime": graph_time(self.expires_at),
+            "nextExpectedRanges": [str(len(self.received))],
         }
 
 
@@ -163,7 +175,7 @@ class Uploads:
                 start, end, total = (int(g) for g in match.groups())
                 problem = _range_problem(start, end, total, len(body), expected, session.size)
             if problem:
-                ranges = {"nextExpectedRanges": [f"{expected}-"]}
+                ranges = {"nextExpectedRanges": [str(expected)]}
                 raise Refusal(416, "InvalidRange", problem, ranges)
             session.received += body
             done = len(session.received) == session.size
