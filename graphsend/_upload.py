@@ -173,7 +173,9 @@ def _next_start(body: bytes) -> int | None:
         return None
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         doc = doc["error"]
-    ranges = doc.get("nextExpectedRanges") if isinstance(doc, dict) else None
+    ranges = None
+    if isinstance(doc, dict):  # Outlook writes "NextExpectedRanges" too: any casing
+        ranges = next((v for k, v in doc.items() if k.lower() == "nextexpectedranges"), None)
     if not isinstance(ranges, list) or not ranges or not isinstance(ranges[0], str):
         return None
     first = ranges[0].split("-", 1)[0]

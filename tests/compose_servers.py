@@ -228,7 +228,14 @@ class MiniGraph(Recorder):
         s.data[a : b + 1] = r.body
         s.received = b + 1
         if s.received < s.size:
-            return _json(200, {"nextExpectedRanges": [f"{s.received}-"]})
+            # As Outlook's upload service writes it (FakeGraph writes "nextExpectedRanges").
+            return _json(
+                200,
+                {
+                    "ExpirationDateTime": "2099-01-01T00:00:00Z",
+                    "NextExpectedRanges": [str(s.received)],
+                },
+            )
         aid = "AAMkATT" + uuid.uuid4().hex
         self.attachments.setdefault(s.message_id, []).append(
             {"id": aid, "name": s.name, "size": s.size, "bytes": bytes(s.data)}
