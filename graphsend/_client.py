@@ -185,7 +185,7 @@ class Client:
                 exc.attempts = state.attempt - 1
                 exc.client_request_id = crid
                 raise
-            headers = (auth, crid_header, f"Retry-Attempt: {state.attempt - 1}")
+            headers: tuple[str, ...] = (auth, crid_header, f"Retry-Attempt: {state.attempt - 1}")
             if self._prefer is not None:
                 headers += (self._prefer,)
             result = self._handle().send(url, headers)

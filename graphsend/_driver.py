@@ -16,7 +16,7 @@ from ._retry import RetryState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     from ._client import Client
     from ._native import Result
@@ -35,7 +35,7 @@ def failure(result: Result, crid: str) -> SendError:
     return graph_error(status, headers, body, crid)
 
 
-def settle(err: SendError, op: Operation[object], ambiguous: bool) -> SendError:
+def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
     """Only an operation that sends mail may have sent one."""
     err.may_have_sent = (err.may_have_sent or ambiguous) if op.sends_mail else False
     err.args = (f"{op.name}: {err.args[0]}",)

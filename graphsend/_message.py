@@ -86,7 +86,7 @@ def recipients(values: Iterable[Recipient] | Recipient, what: str) -> list[dict[
         and "@" not in values[0]
     ):
         values = [values]  # type: ignore[list-item]
-    return [recipient(v, what) for v in values]  # type: ignore[union-attr]
+    return [recipient(v, what) for v in values]
 
 
 class Attachment:
@@ -272,7 +272,7 @@ class Message:
         self.importance = importance
         self.headers = _headers(headers)
         if isinstance(attachments, (str, bytes, os.PathLike, Attachment)):
-            attachments = [attachments]  # type: ignore[list-item]
+            attachments = [attachments]
         self.attachments = [attachment(a) for a in attachments]
 
     def __repr__(self) -> str:

@@ -22,11 +22,12 @@ from ._receipt import Receipt
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, Generic, TypeVar
+    from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
     from ._native import Result
 
     T = TypeVar("T")
+    Method: TypeAlias = Literal["GET", "POST", "PUT", "DELETE"]
 else:
     from typing import Generic, TypeVar
 
@@ -40,7 +41,7 @@ class Operation(Generic[T]):
     """One Graph request: method, where, body, success statuses and how an answer becomes T."""
 
     name: str  # for logs and errors: Graph's name of the action
-    method: str  # "POST" | "PUT" | "GET" | "DELETE"
+    method: Method
     suffix: str  # after the mailbox ("/sendMail") or after the message ("/createReply")
     parse: Callable[[Result, str], T]  # (result of a success, client-request-id) -> T
     message_id: str | None = None  # the message the operation acts on, if any
