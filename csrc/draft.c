@@ -154,8 +154,8 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
                      size_t *prefix_len)
 {
     gs_send_path path;
-    const char *prefix, *auth, *crid, *prefer = NULL;
-    Py_ssize_t prefix_n, auth_n, crid_n = GS_REQUEST_ID_LEN, prefer_n = 0;
+    const char *prefix, *auth, *crid;
+    Py_ssize_t prefix_n, auth_n, crid_n = GS_REQUEST_ID_LEN;
     char fresh[GS_REQUEST_ID_LEN];
     gs_request_writer w;
     char *url;
@@ -167,11 +167,6 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
     auth = gs_wire_line(draft[GS_DRAFT_AUTH], "auth", &auth_n);
     if (auth == NULL)
         return -1;
-    if (draft[GS_DRAFT_PREFER] != NULL && draft[GS_DRAFT_PREFER] != Py_None) {
-        prefer = gs_wire_line(draft[GS_DRAFT_PREFER], "prefer", &prefer_n);
-        if (prefer == NULL)
-            return -1;
-    }
     if (draft[GS_DRAFT_CRID] == Py_None) {
         gs_request_id(fresh);
         crid = fresh;
@@ -180,10 +175,9 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
         if (crid == NULL)
             return -1;
     }
-    if (gs_request_begin(reqp, 2 + (prefer != NULL),
+    if (gs_request_begin(reqp, 2,
                          (size_t)prefix_n + path.len + 1 + (size_t)auth_n + 1 +
-                             GS_CRID_LINE((size_t)crid_n) +
-                             (prefer != NULL ? (size_t)prefer_n + 1 : 0),
+                             GS_CRID_LINE((size_t)crid_n),
                          &w) < 0) {
         PyErr_NoMemory();
         return -1;
@@ -192,8 +186,6 @@ int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], Py
     gs_send_path_write(&path, put(url, prefix, (size_t)prefix_n));
     gs_request_put_header(&w, auth, (size_t)auth_n);
     gs_request_put_crid_header(&w, crid, (size_t)crid_n);
-    if (prefer != NULL)
-        gs_request_put_header(&w, prefer, (size_t)prefer_n);
     gs_request_end(&w);
 
     if (crid == fresh)

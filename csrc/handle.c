@@ -338,13 +338,13 @@ static PyObject *Handle_send_draft(PyObject *op, PyTypeObject *cls, PyObject *co
                                    Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[GS_DRAFT_ARGS] = {"prefix", "user", "message_id", "auth",
-                                                     "client_request_id", "prefer"};
+                                                     "client_request_id"};
     HandleObject *self = (HandleObject *)op;
     gs_state *st = PyType_GetModuleState(cls);
     PyObject *argv[GS_DRAFT_ARGS], *crid = NULL, *path = NULL, *result = NULL;
     size_t prefix_len;
 
-    if (gs_bind_args("send_draft", names, GS_DRAFT_REQUIRED, GS_DRAFT_ARGS, args, nargs, kwnames,
+    if (gs_bind_args("send_draft", names, GS_DRAFT_ARGS, GS_DRAFT_ARGS, args, nargs, kwnames,
                      argv) < 0)
         return NULL;
     if (handle_usable(self, "send_draft") < 0)
@@ -413,8 +413,7 @@ static PyMethodDef Handle_methods[] = {
                "POST url with an empty body and the given header lines; return a Result.")},
     {"send_draft", (PyCFunction)(void (*)(void))Handle_send_draft,
      METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
-     PyDoc_STR("send_draft($self, /, prefix, user, message_id, auth, client_request_id, "
-               "prefer=None)\n--\n\n"
+     PyDoc_STR("send_draft($self, /, prefix, user, message_id, auth, client_request_id)\n--\n\n"
                "Send a draft: a Receipt on 202, else (path, client_request_id, Result).")},
     {"request", (PyCFunction)(void (*)(void))Handle_request,
      METH_METHOD | METH_FASTCALL | METH_KEYWORDS,

@@ -96,12 +96,9 @@ enum {
     GS_DRAFT_ID,
     GS_DRAFT_AUTH,
     GS_DRAFT_CRID,
-    GS_DRAFT_PREFER, /* optional: one more header line (Prefer: IdType="ImmutableId"), or None */
     GS_DRAFT_ARGS
 };
-#define GS_DRAFT_REQUIRED GS_DRAFT_PREFER
-/* Builds the request (URL = prefix + send path; Authorization, client-request-id and the optional
- * extra lines) and
+/* Builds the request (URL = prefix + send path; Authorization and client-request-id lines) and
  * returns the client-request-id sent (a new reference) and the prefix's length. -1 on error. */
 int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], PyObject **crid_out,
                      size_t *prefix_len);

@@ -74,10 +74,9 @@ class Handle:
         message_id: str,
         auth: str,
         client_request_id: str | None,
-        prefer: str | None = None,
     ) -> Receipt | tuple[str, str, Result]:
         """Send prefix + send_path(user, message_id) with the Authorization line ``auth``,
-        ``client_request_id`` (None: a new one) and the header line ``prefer`` when given. A
+        ``client_request_id`` (None: a new one). A
         Receipt on 202, else (path, client_request_id, Result)."""
     def request(
         self,

@@ -130,16 +130,6 @@ def test_i11_native_send_after_request_is_an_empty_post_again(handle, recorder) 
     assert "content-type" not in last[0].headers
 
 
-def test_i11_native_send_draft_prefer_line(handle, recorder) -> None:
-    srv = recorder(lambda r: Answer(202))
-    prefer = 'Prefer: IdType="ImmutableId"'
-    handle.send_draft(srv.base_url, "a@b.c", "m1", "Authorization: Bearer t", None, prefer)
-    handle.send_draft(srv.base_url, "a@b.c", "m2", "Authorization: Bearer t", None)
-    assert [r.headers.get("prefer") for r in srv.requests] == ['IdType="ImmutableId"', None]
-    with pytest.raises(ValueError, match="prefer"):
-        handle.send_draft(srv.base_url, None, "m", "Authorization: Bearer t", None, "P: a\nb")
-
-
 def _dies_on_second(seen: Seen, count: list[int], third: Reply) -> Reply:
     count.append(1)
     if len(count) == 1:
