@@ -97,7 +97,6 @@ class Client:
         # Every request that returns ids asks for immutable ones, so a draft keeps its id in Sent
         # Items. Not the send itself: it returns no id, and the header costs 4 % of its work.
         self.immutable_ids = _flag(immutable_ids, "immutable_ids")
-        self._prefer = 'Prefer: IdType="ImmutableId"' if immutable_ids else None
         self._closed = False
         self._lock = threading.Lock()
         self._reset_handles()
@@ -424,20 +423,25 @@ class Client:
         self._natives: weakref.WeakKeyDictionary[threading.Thread, list[Any]]
         self._natives = weakref.WeakKeyDictionary()
 
+    # The one format of the per-attempt DEBUG record and of the WARNING before a retry, for
+    # every path (send, send_many, compose operations, upload chunks). ``path`` never holds a
+    # secret: an upload chunk passes a description, never its pre-authenticated URL.
     @staticmethod
     def _log_attempt(
         path: str,
         status: int | str,
         request_id: str | None,
-        crid: str,
+        crid: str | None,
         elapsed: float,
         attempt: int,
+        method: str = "POST",
     ) -> None:
         log = _log.debug_enabled()
         if log is None:
             return
         log.debug(
-            "POST %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
+            "%s %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
+            method,
             path,
             status,
             request_id,
@@ -447,10 +451,12 @@ class Client:
         )
 
     @staticmethod
-    def _log_retry(path: str, error: SendError, wait: float, attempt: int) -> None:
+    def _log_retry(
+        path: str, error: SendError, wait: float, attempt: int, method: str = "POST"
+    ) -> None:
         log = _log.get(create=True)
         assert log is not None
-        log.warning("POST %s failed (%s); attempt %d in %.3fs", path, error, attempt, wait)
+        log.warning("%s %s failed (%s); attempt %d in %.3fs", method, path, error, attempt, wait)
 
 
 def _ca_bundle(value: str | os.PathLike[str] | None) -> str | None:
