@@ -197,22 +197,40 @@ class Client:
         create request (as long as it stays under Graph's 4 MB), the rest one by one, through
         an upload session above 3 MB. Needs Mail.ReadWrite. Errors are SendErrors with
         ``may_have_sent=False`` (a draft is not a send).
+
+        Every attachment file is checked (opened, a regular file, at most 150 MB) before the
+        draft is made. If adding an attachment fails once the draft exists, the exception
+        (a SendError, or e.g. an OSError for a file that went away meanwhile) carries
+        ``exc.draft_id``: the draft is left in Drafts without that attachment and the ones
+        after it; delete it or attach them again.
         """
-        from . import _driver, _operations
+        from . import _driver, _operations, _upload
         from ._message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
+        for att in message.attachments:
+            if att.path is not None:  # cheap, and no draft is left behind for a missing file
+                fd, _size = _upload.open_regular(att.path, att.name)
+                os.close(fd)
         inline, later = message.split_attachments(REQUEST_MAX)
         draft_id = _driver.run(self, _operations.create_draft(message.json(inline)), user)
-        for att in later:
+        for index, att in enumerate(later):
             try:
                 self.attach(draft_id, att, user=user)
-            except SendError as exc:
-                exc.args = (
-                    f"{exc.args[0]}; the draft {draft_id} was created without this attachment",
+            except BaseException as exc:
+                missing = len(later) - index - 1
+                note = f"the draft {draft_id} was created without this attachment" + (
+                    f" and the {missing} after it" if missing else ""
                 )
-                exc.draft_id = draft_id  # type: ignore[attr-defined]
+                if isinstance(exc, SendError):
+                    exc.args = (f"{exc.args[0]}; {note}",)
+                elif hasattr(exc, "add_note"):
+                    exc.add_note(note)
+                try:
+                    exc.draft_id = draft_id  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass  # an exception type with __slots__: nothing more to do
                 raise
         return draft_id
 
