@@ -86,13 +86,11 @@ def _timeout_argument(sub: argparse.ArgumentParser) -> None:
 
 
 def _send_failed(exc: SendError) -> int:
-    """Exit 1 for any SendError, first of all one after which the mail may have gone out."""
-    print(f"graphsend: {type(exc).__name__}: {exc}", file=sys.stderr)
+    """Exit 1 for any SendError, on one line; says so when the mail may have gone out."""
+    hint = ""
     if exc.may_have_sent:
-        print(
-            "graphsend: the message may have been sent: check Sent Items before sending again",
-            file=sys.stderr,
-        )
+        hint = "; the message may have been sent: check Sent Items before sending again"
+    print(f"graphsend: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
     return 1
 
 
