@@ -167,6 +167,12 @@ def _async_token(token: object, scope: str) -> _AsyncToken | None:
 # libcurl's CURL_POLL_* (what to watch) and CURL_CSELECT_* (what is ready) bits.
 _POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
 
+# While a call is awaited, the loop wakes at least this often (seconds). Some loops' signal
+# handlers schedule work with call_soon(), which does not wake a loop asleep in select():
+# ipykernel's SIGINT handler (a kernel interrupt) is one, and its cancellation of the cell would
+# wait for the next socket event, which for a slow server may be minutes away.
+_HEARTBEAT = 0.2
+
 _NO_ADD_READER = (
     "AsyncClient needs an event loop that can watch sockets (loop.add_reader), and {loop} "
     "cannot (the Windows Proactor loop is one such). On Windows, run it under the selector "
@@ -200,6 +206,7 @@ class _Driver:
         self.timer: asyncio.TimerHandle | None = None  # libcurl's timer
         self.wake: asyncio.TimerHandle | None = None  # a throttled mailbox resumes
         self.wake_at = math.inf
+        self.beat: asyncio.TimerHandle | None = None  # see _HEARTBEAT
         self.kick_pending = False
         self.refreshing = False
         self.tasks: set[asyncio.Task[None]] = set()  # token refreshes
@@ -212,6 +219,13 @@ class _Driver:
         self.calls[call] = None
         self.scheduler.add(call)
         self._kick_soon()  # sends made in one go (a gather) start together
+        if self.beat is None:
+            self.beat = self.loop.call_later(_HEARTBEAT, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self.beat = None
+        if self.calls and not self.closed:
+            self.beat = self.loop.call_later(_HEARTBEAT, self._heartbeat)
 
     def cancel(self, call: _Call) -> None:
         """Start nothing more for call and abort its transfers now: their results (which say
@@ -353,10 +367,10 @@ class _Driver:
             except Exception:
                 pass  # the calls are settled below
         self.closed = True
-        for handle in (self.timer, self.wake):
+        for handle in (self.timer, self.wake, self.beat):
             if handle is not None:
                 handle.cancel()
-        self.timer = self.wake = None
+        self.timer = self.wake = self.beat = None
         if touch_loop:
             for fd, had in self.fds.items():
                 if had & _POLL_IN:
