@@ -2,7 +2,7 @@
 
 Policy stays here: per-mailbox and overall caps, requeueing throttled items after Retry-After
 while the other mailboxes go on, and the same RetryState that Client.send uses. send_many drives
-a Scheduler from the calling thread; AsyncClient drives one from its engine thread.
+a Scheduler from the calling thread; AsyncClient drives one per event loop, from that loop.
 """
 
 from __future__ import annotations
@@ -47,10 +47,9 @@ class Job:
 
 
 class TokenPending(Exception):
-    """Raised by an AsyncClient's async token source in the engine thread: no valid token now.
-
-    The Scheduler then starts nothing and asks the event loop to fetch one (the engine thread
-    never runs a coroutine)."""
+    """Raised by an AsyncClient's async token source: no valid token now (after a 401, or near
+    expiry). The Scheduler then starts nothing and sets token_wanted; the AsyncClient's driver
+    awaits a fresh token in its loop and starts again (header() itself cannot await)."""
 
 
 def token_error(exc: Exception) -> SendError:
@@ -143,7 +142,7 @@ class _Mailbox:
 class Scheduler:
     """Per-mailbox queues over one Engine: starts what the caps allow, requeues after Retry-After.
 
-    Not thread-safe: one thread drives it (send_many's caller, or AsyncClient's engine thread).
+    Not thread-safe: one thread drives it (send_many's caller, or an AsyncClient's event loop).
     Items of several batches may share a mailbox; its cap covers them all, first come first served.
     """
 
