@@ -679,6 +679,27 @@ done:
     return result;
 }
 
+/* LoopEngine.drive()'s libcurl part, plain C: start, cancel, one socket_action, collect. */
+static void drive_libcurl(EngineObject *self, gs_request *reqs, long long *cancels,
+                          size_t ncancels, long fd, int flags)
+{
+    CURLMcode mc;
+    start_requests(self, reqs);
+    apply_cancels(self, cancels, ncancels);
+    free(cancels);
+    mc = gs_events_action(&self->ev, self->multi, fd < 0 ? CURL_SOCKET_TIMEOUT : (curl_socket_t)fd,
+                          fd < 0 ? 0 : flags);
+    if (mc != CURLM_OK) {
+        /* libcurl cannot go on with this multi: every transfer still gets a result. */
+        char why[CURL_ERROR_SIZE];
+        snprintf(why, sizeof(why), "aborted: curl_multi_socket_action failed: %s",
+                 curl_multi_strerror(mc));
+        abort_all(self, why);
+    }
+    fail_unwatched(self);
+    collect_finished(self);
+}
+
 /* [(fd, what)] libcurl asked for since the last drive(); None when nothing changed. */
 static PyObject *socket_changes_to_py(const gs_events *ev)
 {
@@ -710,7 +731,6 @@ static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *con
     size_t ncancels;
     long fd;
     long flags = 0;
-    CURLMcode mc;
 
     if (gs_bind_args("drive", names, 1, 2, args, nargs, kwnames, argv) < 0)
         return NULL;
@@ -744,20 +764,16 @@ static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *con
     self->cancels = NULL;
     self->ncancels = self->cancels_cap = 0;
     pthread_mutex_unlock(&self->lock);
-    start_requests(self, reqs);
-    apply_cancels(self, cancels, ncancels);
-    free(cancels);
-    mc = gs_events_action(&self->ev, self->multi, fd < 0 ? CURL_SOCKET_TIMEOUT : (curl_socket_t)fd,
-                          fd < 0 ? 0 : (int)flags);
-    if (mc != CURLM_OK) {
-        /* libcurl cannot go on with this multi: every transfer still gets a result. */
-        char why[CURL_ERROR_SIZE];
-        snprintf(why, sizeof(why), "aborted: curl_multi_socket_action failed: %s",
-                 curl_multi_strerror(mc));
-        abort_all(self, why);
+    /* One ready socket is a few microseconds of libcurl: the GIL stays held. Starting a batch
+     * (hundreds of transfers after a gather) takes milliseconds, so other threads may run then. */
+    if (reqs != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        drive_libcurl(self, reqs, cancels, ncancels, fd, (int)flags);
+        Py_END_ALLOW_THREADS
     }
-    fail_unwatched(self);
-    collect_finished(self);
+    else {
+        drive_libcurl(self, reqs, cancels, ncancels, fd, (int)flags);
+    }
     if (self->out_of_memory && self->done.head == NULL) {
         PyErr_NoMemory(); /* the requests stay queued for the next drive() */
         goto error;
