@@ -203,7 +203,11 @@ class _Driver:
         self.engine = _native.LoopEngine(share=_native.Share(), **client._options)
         self.scheduler = Scheduler(client, self.engine, max_per_mailbox)
         self.fds: dict[int, int] = {}  # fd -> the _POLL_* bits registered with the loop
-        self.timer: asyncio.TimerHandle | None = None  # libcurl's timer
+        # libcurl's timer: when it is due (loop time, inf: none), and the one call_at() that
+        # serves it; a later deadline keeps the handle (it fires early and re-arms), so the
+        # frequent timer updates of libcurl cost no loop handle each.
+        self.timer_at = math.inf
+        self.timer: asyncio.TimerHandle | None = None
         self.wake: asyncio.TimerHandle | None = None  # a throttled mailbox resumes
         self.wake_at = math.inf
         self.beat: asyncio.TimerHandle | None = None  # see _HEARTBEAT
@@ -218,7 +222,10 @@ class _Driver:
     def add(self, call: _Call) -> None:
         self.calls[call] = None
         self.scheduler.add(call)
-        self._kick_soon()  # sends made in one go (a gather) start together
+        if self.kick_pending or len(self.calls) > 1:
+            self._kick_soon()  # sends made in one go (a gather) start together
+        else:
+            self._kick()  # a lone send starts now, not one loop iteration later
         if self.beat is None:
             self.beat = self.loop.call_later(_HEARTBEAT, self._heartbeat)
 
@@ -247,6 +254,7 @@ class _Driver:
             return
         scheduler = self.scheduler
         now = time.monotonic()
+        running = len(scheduler.in_flight)
         next_wake = scheduler.start_ready(now)
         if scheduler.token_wanted:
             scheduler.token_wanted = False
@@ -256,7 +264,10 @@ class _Driver:
                 self.wake.cancel()
             self.wake_at = next_wake
             self.wake = self.loop.call_later(max(0.0, next_wake - now), self._on_wake)
-        self._drive(-1)  # starts what was submitted
+        if len(scheduler.in_flight) > running:
+            self._drive(-1)  # starts what was submitted
+        elif scheduler.touched:  # items settled without a transfer (a token error, a stop)
+            self._drive(-1)
 
     def _on_wake(self) -> None:
         self.wake = None
@@ -265,7 +276,23 @@ class _Driver:
 
     def _on_timer(self) -> None:
         self.timer = None
-        self._drive(-1)
+        if self.timer_at <= self.loop.time():
+            self.timer_at = math.inf
+            self._drive(-1)
+        else:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """One call_at for libcurl's timer, while transfers are in flight. Idle, libcurl still
+        asks for a last call after each transfer; the next kick drives it anyway."""
+        at = self.timer_at
+        if at == math.inf or not self.scheduler.in_flight or self.closed:
+            return
+        if self.timer is not None:
+            if self.timer.when() <= at:
+                return  # fires early and re-arms
+            self.timer.cancel()
+        self.timer = self.loop.call_at(at, self._on_timer)
 
     def _drive(self, fd: int, flags: int = 0) -> None:
         """libcurl runs socket fd (or its timer); what finished goes to the Scheduler."""
@@ -273,12 +300,6 @@ class _Driver:
             finished, changes, timer = self.engine.drive(fd, flags)
             if changes is not None:
                 self._watch(changes)
-            if timer is not None:
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
-                if timer >= 0.0 and not self.closed:
-                    self.timer = self.loop.call_later(timer, self._on_timer)
             scheduler = self.scheduler
             if finished:
                 log = _log.debug_enabled() is not None
@@ -287,6 +308,9 @@ class _Driver:
                     finish(tag, result, log)
                 if scheduler.ready:
                     self._kick_soon()  # room under a cap: start the next items
+            if timer is not None:
+                self.timer_at = math.inf if timer < 0.0 else self.loop.time() + timer
+            self._arm_timer()  # after finish(): in_flight says whether anything runs
             if scheduler.touched:
                 touched, scheduler.touched = scheduler.touched, {}
                 for call in touched:
@@ -589,6 +613,9 @@ class AsyncClient:
             driver.calls.pop(call, None)
 
     def _driver(self, loop: asyncio.AbstractEventLoop) -> _Driver:
+        driver = self._drivers.get(loop)  # the common case, without the lock
+        if driver is not None and not driver.closed and not self._closed:
+            return driver
         with self._lock:
             if self._closed:
                 raise ValueError("this AsyncClient is closed")
