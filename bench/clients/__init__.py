@@ -63,6 +63,18 @@ THREADED: dict[str, str] = {
 }
 
 
+def selected(clients: dict[str, str]) -> dict[str, str]:
+    """The clients whose name matches the regex in BENCH_CLIENTS (all when unset): for focused
+    runs on a shared machine, e.g. BENCH_CLIENTS='graphsend' python -m bench.run --only s3."""
+    import os
+    import re
+
+    pattern = os.environ.get("BENCH_CLIENTS")
+    if not pattern:
+        return clients
+    return {name: spec for name, spec in clients.items() if re.search(pattern, name)}
+
+
 def load(spec: str) -> Callable[..., Any]:
     """Import "module:factory" from this package; ImportError means the client is not built."""
     module, name = spec.split(":")
