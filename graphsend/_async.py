@@ -215,6 +215,7 @@ class _Driver:
         self.refreshing = False
         self.tasks: set[asyncio.Task[None]] = set()  # token refreshes
         self.calls: dict[_Call, None] = {}  # awaited now
+        self.closing = False  # close() began: a failure inside it does not close again
         self.closed = False
 
     # ---- calls, from the awaiting coroutines
@@ -316,7 +317,7 @@ class _Driver:
                 for call in touched:
                     _tell(call)  # type: ignore[arg-type]
         except Exception as exc:  # never leave awaiting calls hanging
-            if not self.closed:
+            if not self.closing:
                 self.close(f"the event loop driver failed ({exc!r})")
             raise
 
@@ -380,8 +381,9 @@ class _Driver:
     def close(self, why: str, touch_loop: bool = True) -> None:
         """Abort every transfer (the awaited calls get their results), unregister every socket
         and free the multi."""
-        if self.closed:
+        if self.closing:
             return
+        self.closing = True
         calls = list(self.calls)
         if touch_loop:
             for call in calls:
