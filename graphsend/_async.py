@@ -88,6 +88,13 @@ class _AsyncToken(TokenSource):
     def invalidate(self) -> None:
         self._state = (None, 0.0, None)
 
+    def stale(self, header: str) -> bool:
+        """A request that carried header got a 401, but a newer token is here already (the
+        answers of the requests sent with the old one come in one by one, each in its own loop
+        callback): retry with the new token rather than fetch yet another."""
+        current = self._state[0]
+        return current is not None and current != header
+
     def error(self) -> BaseException | None:
         return self._state[2]
 

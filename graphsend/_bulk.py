@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class Job:
     """One item: its request, its place in its batch, and its retry state once it failed."""
 
-    __slots__ = ("batch", "crid", "index", "mailbox", "retry", "tag", "url")
+    __slots__ = ("auth", "batch", "crid", "index", "mailbox", "retry", "tag", "url")
 
     def __init__(self, batch: Batch, index: int, mailbox: str, url: str, crid: str) -> None:
         self.batch = batch
@@ -44,6 +44,7 @@ class Job:
         self.crid = crid
         self.retry: RetryState | None = None
         self.tag = -1  # the Engine tag of its latest attempt
+        self.auth = ""  # the Authorization line its latest attempt carried
 
 
 class TokenPending(Exception):
@@ -229,6 +230,7 @@ class Scheduler:
             headers: tuple[str, ...] = (auth,)
         else:
             headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}")
+        job.auth = auth
         tag = job.tag = next(self._tags)
         # The engine writes the client-request-id line, and returns a 202 as the Receipt.
         self.engine.submit(tag, job.url, headers, job.crid)
@@ -260,7 +262,11 @@ class Scheduler:
         if isinstance(got, SendError):
             if job.retry is None:
                 job.retry = RetryState(self.client.retry)
-            wait = job.retry.next_wait(got, self.tokens)
+            tokens = self.tokens
+            stale = getattr(tokens, "stale", None)
+            if stale is not None and stale(job.auth):
+                tokens = _KEEP_FRESH  # a 401 for a token already replaced: keep the new one
+            wait = job.retry.next_wait(got, tokens)
             if wait is not None and not batch.stopping:
                 self.client._log_retry(job.url[self.prefix_len :], got, wait, job.retry.attempt)
                 # The mailbox pauses (Graph throttles per mailbox); the others go on.
@@ -308,6 +314,19 @@ class Scheduler:
         for job in batch.jobs:
             if self.in_flight.get(job.tag) is job:
                 self.engine.cancel(job.tag)
+
+
+class _KeepFresh:
+    """What RetryState.next_wait sees for a 401 whose request carried a token that an async
+    source has already replaced: it retries (with the new token) without dropping it."""
+
+    refreshable = True
+
+    def invalidate(self) -> None:
+        pass
+
+
+_KEEP_FRESH = _KeepFresh()
 
 
 def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:

@@ -238,3 +238,25 @@ def test_i10_kernel_interrupt_stops_an_awaited_send_within_1s(call: str) -> None
 def test_i10_native_event_backend_is_named() -> None:
     expected = "epoll" if sys.platform == "linux" else "curl_multi_poll"
     assert _native.event_backend in (expected, "curl_multi_poll")  # portable build: the latter
+
+
+def test_i10_401s_coming_back_one_by_one_fetch_one_new_token(graph: FakeGraph) -> None:
+    """On the loop each answer is its own callback: the 401s of requests sent with a rotated
+    token arrive after the new token was fetched, and must not throw the new one away."""
+    from test_async_hardening import AsyncCredential
+
+    credential = AsyncCredential(graph)
+    users = [f"u{i}@contoso.com" for i in range(4)]
+    for i, user in enumerate(users):
+        graph.set_latency(user, 0.15 * i)  # the four answers come back 150 ms apart
+    items = [(user, graph.create_draft(user)) for user in users]
+
+    async def main() -> list:
+        async with graphsend.AsyncClient(credential, base_url=graph.base_url) as client:
+            await client.send(graph.create_draft())  # the first token
+            graph.token = "rotated-token"  # every request in flight now gets a 401
+            return await client.send_many(items)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, graphsend.Receipt) for r in results), results
+    assert len(credential.calls) == 2  # the first token, and one after the rotation
