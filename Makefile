@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test test-portable lint build deps venv memcheck asan bench bench-quick clean
+.PHONY: demo test test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -36,7 +36,7 @@ lint: build
 	$(VENV)/bin/basedpyright tests/typed_usage.py
 
 test: build lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -rs
 
 # The suite against the portable event wait (curl_multi_poll, as on macOS), built in build/portable.
 test-portable: build
@@ -49,6 +49,19 @@ memcheck: build
 # The suite against an ASan+UBSan build of the extension (in build/asan, the in-place one stays).
 asan: build
 	./.ci/asan
+
+# Mutation testing: break each README promise on purpose (mutants/promises.toml) and mutate the
+# retry policy, errors and Scheduler; the suite must notice. Slow (about half an hour), so not
+# part of `make test`; see mutants/README.md. Needs Python 3.11+ (tomllib).
+mutants: build
+	$(VPY) mutants/run.py
+
+# Does FakeGraph speak Graph? The compose scenario through msgraph-sdk's own request builders
+# and as plain urllib requests must be accepted and stored alike. msgraph-sdk is heavy, so it
+# is installed here on demand, not with the test extra.
+conformance: build
+	$(VPY) -c "import msgraph" 2>/dev/null || $(VPY) -m pip install -q msgraph-sdk
+	$(VPY) bench/conformance/msgraph_sdk_check.py
 
 bench: build
 	$(MAKE) -C bench all

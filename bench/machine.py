@@ -15,6 +15,15 @@ PEERS = (
     "pycurl", "requests", "httpx", "urllib3", "aiohttp", "msgraph-sdk", "azure-identity",
     "h2", "matplotlib",
 )  # fmt: skip
+# What the peers run on, and what decides their results: httpx's connection pool and the
+# sniffio it imports per request (S3), h2/hpack for HTTP/2, aiohttp's C parts, the SDK's layers.
+# pycurl's libcurl is in its version string ("pycurl" in describe()).
+TRANSITIVE = (
+    "httpcore", "h11", "anyio", "sniffio", "hpack", "hyperframe", "certifi", "idna",
+    "charset-normalizer", "aiohappyeyeballs", "multidict", "yarl", "frozenlist", "propcache",
+    "msgraph-core", "microsoft-kiota-http", "microsoft-kiota-abstractions", "azure-core",
+    "msal", "cryptography",
+)  # fmt: skip
 
 
 def _cpu_model() -> str:
@@ -99,13 +108,17 @@ def _pinning() -> str:
     return f"servers on CPU {sorted(sets[0])}, clients on CPU {sorted(sets[1])}"
 
 
-def describe(nginx_version: str) -> dict[str, Any]:
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
     versions = {}
-    for name in PEERS:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    return versions
+
+
+def describe(nginx_version: str) -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -119,5 +132,6 @@ def describe(nginx_version: str) -> dict[str, Any]:
         "nginx": nginx_version,
         "load_average_at_start": os.getloadavg(),
         "pinning": _pinning(),
-        "versions": versions,
+        "versions": _versions(PEERS),
+        "transitive_versions": _versions(TRANSITIVE),
     }

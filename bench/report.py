@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,27 @@ def _na(row: dict[str, Any]) -> str:
 # ---- targets ---------------------------------------------------------------------------------
 
 
-def _reading_the_misses(r: dict[str, Any]) -> list[str]:
+def _transitive(m: dict[str, Any]) -> str:
+    versions = m.get("transitive_versions")
+    if not versions:
+        return (
+            "not recorded by this run (httpcore, anyio, sniffio, h11, hpack, ... decide some "
+            "peers' results; the harness records them from now on)"
+        )
+    return ", ".join(f"{k} {v}" for k, v in versions.items())
+
+
+def _breakdown_tree(out: Path) -> str | None:
+    """The tree breakdown.md (a run of its own, `make -C bench profile`) measured, if any."""
+    try:
+        text = (out / "breakdown.md").read_text()
+    except OSError:
+        return None
+    found = re.search(r"graphsend tree (\w+)", text)
+    return found.group(1) if found else None
+
+
+def _reading_the_misses(r: dict[str, Any], out: Path = RESULTS_DIR) -> list[str]:
     """What limits the targets on this machine, from this run's own figures."""
     lines = []
     for proto, rows in r.get("s1", {}).items():
@@ -50,8 +71,22 @@ def _reading_the_misses(r: dict[str, Any]) -> list[str]:
         )
     if lines:
         lines.append(
+            "- S1 ratios are wall time per send with nginx on the client's CPU (S1's placement): "
+            "nginx's work, the same for every client, is in both sides of the ratio. The client "
+            "CPU ratio in brackets compares the clients' own work; quote both."
+        )
+        tree = _breakdown_tree(out)
+        this = r.get("machine", {}).get("graphsend tree", "unknown")
+        whose = (
+            f" It is a run of its own: the current file measured tree {tree}, this run tree "
+            f"{this}; compare figures within one file only."
+            if tree
+            else ""
+        )
+        lines.append(
             "- S1, without the noise: instructions per send under callgrind are deterministic. "
             "`make -C bench profile` counts them for each layer (`bench/results/breakdown.md`)."
+            + whose
         )
     s3 = r.get("s3", {})
     c_multi = s3.get("rows", {}).get("C libcurl multi (socket_action, as Engine)", {})
@@ -149,7 +184,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(r: dict[str, Any]) -> str:
+def markdown(r: dict[str, Any], out: Path = RESULTS_DIR) -> str:
     m = r["machine"]
     md = [
         "# graphsend benchmark results",
@@ -177,13 +212,14 @@ def markdown(r: dict[str, Any]) -> str:
             ["load average at start", load],
             ["CPU pinning", m.get("pinning", "none")],
             ["peers", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
+            ["what the peers run on", _transitive(m)],
         ],
     )
     tg = targets(r)
     if tg:
         md += ["## Targets", ""]
         md += _table(["target", "measured", "result"], [list(t) for t in tg])
-        md += _reading_the_misses(r)
+        md += _reading_the_misses(r, out)
     if "s1" in r:
         md += _s1(r["s1"])
     if "s2" in r:
@@ -338,6 +374,21 @@ def _s3(s3: dict[str, Any]) -> list[str]:
         ],
         body,
     )
+    slow = [
+        n
+        for n, row in s3["rows"].items()
+        if ("httpx" in n or "msgraph" in n) and (row.get("ratio_to_ideal") or 0) > 20
+    ]
+    if slow:
+        md += [
+            "",
+            f"{' and '.join(slow)}: slow because of httpcore (httpx's transport, which "
+            "msgraph-sdk uses), not the network: its connection pool does bookkeeping that is "
+            "quadratic in the number of connections on every request (encode/httpcore PR #1035), "
+            f"with {p['mailboxes'] * p['cap']} connections here, and when sniffio is not "
+            "installed each request also pays for a failed `import sniffio`. Their versions are "
+            "in the machine table (when the run recorded them).",
+        ]
     return md
 
 
@@ -439,6 +490,15 @@ def _s5(s5: dict[str, Any]) -> list[str]:
             body,
         ),
     ]
+    zeros = [n for n, row in s5["gil"].items() if "na" not in row and not row["gil_us_per_send"]]
+    if len(zeros) > 1 or any("graphsend" not in n for n in zeros):
+        md += [
+            "",
+            f"The counter probe reads 0 for {', '.join(zeros)}: below its resolution, it cannot "
+            "tell these clients apart (pure-Python clients hold the GIL for their whole send), so "
+            "a 0 here is no evidence that a send costs a counting thread nothing. The outside "
+            "transfer column is the comparison that separates the libcurl clients.",
+        ]
     return md
 
 
@@ -558,7 +618,7 @@ def _chart_s4(ax: Any, s4: dict[str, Any] | None) -> None:
 
 def write(results: dict[str, Any], out: Path) -> Path:
     md = out / "results.md"
-    md.write_text(markdown(results))
+    md.write_text(markdown(results, out))
     chart(results, out / "results.png")
     return md
 

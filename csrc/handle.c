@@ -229,6 +229,106 @@ static PyObject *Handle_send(PyObject *op, PyTypeObject *cls, PyObject *const *a
     return result;
 }
 
+/* "GET" | "POST" | "PUT" | "DELETE", else ValueError. */
+static int method_from_py(PyObject *m, enum gs_method *out)
+{
+    static const char *const names[] = {"GET", "POST", "PUT", "DELETE"};
+    static const enum gs_method methods[] = {GS_GET, GS_POST, GS_PUT, GS_DELETE};
+    if (PyUnicode_Check(m)) {
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (PyUnicode_CompareWithASCIIString(m, names[i]) == 0) {
+                *out = methods[i];
+                return 0;
+            }
+    }
+    PyErr_Format(PyExc_ValueError, "method must be 'GET', 'POST', 'PUT' or 'DELETE', not %R", m);
+    return -1;
+}
+
+/* The body: bytes (immutable, so it may be read without the GIL while the caller's reference
+ * keeps it alive), or file = (fd, offset, length), read with pread() in C. */
+static int body_from_py(PyObject *body, PyObject *file, gs_body *b)
+{
+    b->mem = NULL;
+    b->fd = -1;
+    b->off = b->len = 0;
+    if (body != NULL && body != Py_None && file != NULL && file != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "pass body or file, not both");
+        return -1;
+    }
+    if (body != NULL && body != Py_None) {
+        if (!PyBytes_Check(body)) {
+            PyErr_Format(PyExc_TypeError, "body must be bytes or None, not %R",
+                         (PyObject *)Py_TYPE(body));
+            return -1;
+        }
+        b->mem = PyBytes_AS_STRING(body);
+        b->len = (long long)PyBytes_GET_SIZE(body);
+    }
+    else if (file != NULL && file != Py_None) {
+        int fd;
+        long long off, len;
+        if (!PyTuple_Check(file) || !PyArg_ParseTuple(file, "iLL", &fd, &off, &len)) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError, "file must be a tuple (fd, offset, length)");
+            }
+            return -1;
+        }
+        if (fd < 0 || off < 0 || len < 0) {
+            PyErr_SetString(PyExc_ValueError, "file: fd, offset and length must be >= 0");
+            return -1;
+        }
+        b->fd = fd;
+        b->off = off;
+        b->len = len;
+    }
+    if ((b->method == GS_GET || b->method == GS_DELETE) && (b->mem != NULL || b->fd >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "GET and DELETE take no body");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Any request: method, URL, header lines and a body (bytes or a byte range of an open file),
+ * the GIL released meanwhile. A 2xx body comes back whole (up to 8 MiB), others capped as for a
+ * send. POST keeps the resend guard; PUT, GET and DELETE may be resent by libcurl.
+ */
+static PyObject *Handle_request(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"method", "url", "headers", "body", "file"};
+    HandleObject *self = (HandleObject *)op;
+    PyObject *argv[5], *result = NULL;
+    gs_body b;
+    const char *what = "the request body";
+    CURLcode rc;
+
+    if (gs_bind_args("request", names, 3, 5, args, nargs, kwnames, argv) < 0)
+        return NULL;
+    if (method_from_py(argv[0], &b.method) < 0 || body_from_py(argv[3], argv[4], &b) < 0)
+        return NULL;
+    if (handle_usable(self, "request") < 0)
+        return NULL;
+    if (gs_request_from_py(&self->t->req, argv[1], argv[2], NULL) == 0) {
+        rc = gs_transfer_body(self->t, &b, &what);
+        if (rc != CURLE_OK)
+            gs_setup_error(what, rc == CURLE_OUT_OF_MEMORY, curl_easy_strerror(rc));
+        else if (handle_transfer(self) == 0)
+            result = gs_result_to_py(PyType_GetModuleState(cls), self->t);
+    }
+    /* The send fast path expects its empty POST back. */
+    rc = gs_transfer_plain(self->t);
+    if (rc != CURLE_OK && result != NULL) {
+        Py_CLEAR(result);
+        gs_setup_error("restoring the send options", rc == CURLE_OUT_OF_MEMORY,
+                       curl_easy_strerror(rc));
+    }
+    handle_leave(self);
+    return result;
+}
+
 /*
  * The whole of Client.send's first attempt in one call: the request is built here from the raw
  * arguments, and a 202 comes back as the Receipt itself. Anything else returns
@@ -315,6 +415,11 @@ static PyMethodDef Handle_methods[] = {
      METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("send_draft($self, /, prefix, user, message_id, auth, client_request_id)\n--\n\n"
                "Send a draft: a Receipt on 202, else (path, client_request_id, Result).")},
+    {"request", (PyCFunction)(void (*)(void))Handle_request,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("request($self, /, method, url, headers, body=None, file=None)\n--\n\n"
+               "Any request: body is bytes, or file is (fd, offset, length) read in C. "
+               "Returns a Result; a 2xx body is kept whole (up to 8 MiB).")},
     {"close", Handle_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\nFree the easy handle and its connection; during a send "
                "(another thread), when that send returns.")},

@@ -119,6 +119,7 @@ static int module_exec(PyObject *module)
         PyModule_AddStringConstant(module, "ssl_version",
                                    info->ssl_version ? info->ssl_version : "") < 0 ||
         PyModule_AddIntConstant(module, "body_limit", GS_BODY_CAP) < 0 ||
+        PyModule_AddIntConstant(module, "body_limit_ok", GS_BODY_CAP_OK) < 0 ||
         PyModule_AddIntConstant(module, "id_limit", GS_ID_MAX) < 0)
         return -1;
 #ifdef Py_LIMITED_API

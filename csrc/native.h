@@ -92,7 +92,14 @@ int gs_send_path_check(PyObject *user, PyObject *message_id, gs_send_path *p);
 void gs_send_path_write(const gs_send_path *p, char *out);
 
 /* Handle.send_draft()'s arguments, in order. */
-enum { GS_DRAFT_PREFIX, GS_DRAFT_USER, GS_DRAFT_ID, GS_DRAFT_AUTH, GS_DRAFT_CRID, GS_DRAFT_ARGS };
+enum {
+    GS_DRAFT_PREFIX,
+    GS_DRAFT_USER,
+    GS_DRAFT_ID,
+    GS_DRAFT_AUTH,
+    GS_DRAFT_CRID,
+    GS_DRAFT_ARGS
+};
 /* Builds the request (URL = prefix + send path; Authorization and client-request-id lines) and
  * returns the client-request-id sent (a new reference) and the prefix's length. -1 on error. */
 int gs_draft_request(gs_request **reqp, PyObject *const draft[GS_DRAFT_ARGS], PyObject **crid_out,

@@ -3,15 +3,18 @@
 
 #include "transfer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define HEADER(s) {s, sizeof(s) - 1}
 const gs_header_name gs_headers[GS_H_COUNT] = {
     HEADER("request-id"),   HEADER("client-request-id"), HEADER("date"),
     HEADER("retry-after"),  HEADER("content-type"),      HEADER("x-ms-ags-diagnostic"),
+    HEADER("location"),
 };
 
 /*
@@ -110,13 +113,18 @@ void gs_request_end(gs_request_writer *w)
     w->node[-1].next = NULL; /* the fixed headers guarantee at least one node */
 }
 
-/* The body is kept up to GS_BODY_CAP and the rest is swallowed, so the connection stays usable. */
+/* The body is kept up to its cap (GS_BODY_CAP; GS_BODY_CAP_OK for a 2xx answer to a
+ * Handle.request()) and the rest is swallowed, so the connection stays usable. */
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
 {
     gs_transfer *t = userp;
     size_t len = size * nmemb;
-    size_t take = GS_BODY_CAP - t->body_len;
+    size_t limit = GS_BODY_CAP;
+    size_t take;
 
+    if (t->keep_ok_body && t->cur_status >= 200 && t->cur_status < 300)
+        limit = GS_BODY_CAP_OK;
+    take = t->body_len < limit ? limit - t->body_len : 0;
     if (take > len)
         take = len;
     if (take == 0)
@@ -125,8 +133,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
         size_t cap = t->body_cap ? t->body_cap * 2 : 1024;
         while (cap < t->body_len + take)
             cap *= 2;
-        if (cap > GS_BODY_CAP)
-            cap = GS_BODY_CAP;
+        if (cap > limit)
+            cap = limit;
         char *grown = realloc(t->body, cap);
         if (grown == NULL)
             return 0; /* CURLE_WRITE_ERROR */
@@ -136,6 +144,56 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     memcpy(t->body + t->body_len, data, take);
     t->body_len += take;
     return len;
+}
+
+/* "HTTP/1.1 201 Created" or "HTTP/2 201": the status, 0 when unreadable. */
+static int status_of(const char *data, size_t len)
+{
+    const char *sp = memchr(data, ' ', len);
+    int status = 0;
+    if (sp == NULL)
+        return 0;
+    for (const char *p = sp + 1; p < data + len && p < sp + 4; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        status = status * 10 + (*p - '0');
+    }
+    return status;
+}
+
+/* A file body, read in C: no Python runs while the GIL is released. */
+static size_t on_read(char *buffer, size_t size, size_t nitems, void *userp)
+{
+    gs_transfer *t = userp;
+    long long left = t->src_len - t->src_pos;
+    size_t want = size * nitems;
+    ssize_t got;
+
+    if (left <= 0)
+        return 0;
+    if ((long long)want > left)
+        want = (size_t)left;
+    do
+        got = pread(t->src_fd, buffer, want, (off_t)(t->src_off + t->src_pos));
+    while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+        /* A read error, or the file shrank under us: never send a short body. */
+        snprintf(t->errbuf, sizeof(t->errbuf), "reading the file body failed at byte %lld: %s",
+                 t->src_off + t->src_pos, got < 0 ? strerror(errno) : "unexpected end of file");
+        return CURL_READFUNC_ABORT;
+    }
+    t->src_pos += got;
+    return (size_t)got;
+}
+
+/* libcurl rewinds a body it must send again (a repeatable request on a fresh connection). */
+static int on_seek(void *userp, curl_off_t offset, int origin)
+{
+    gs_transfer *t = userp;
+    if (origin != SEEK_SET || offset < 0 || offset > t->src_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    t->src_pos = offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 /* Header values reach Python as text: a control byte there (a bare CR, NUL, other C0, DEL)
@@ -228,6 +286,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     const char *colon, *value, *end;
 
     if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        t->cur_status = status_of(data, len);
         t->in_headers = 1;
         t->last_kept = -1;
         t->header_present = 0;
@@ -313,7 +372,7 @@ static int on_prereq(void *userp, char *primary_ip, char *local_ip, int primary_
     (void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
 
     settle_attempt(t);
-    if (t->request_written) {
+    if (t->request_written && !t->resend_ok) {
         t->resend_blocked = 1;
         return CURL_PREREQFUNC_ABORT;
     }
@@ -399,6 +458,11 @@ CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **wha
     SETOPT(CURLOPT_PREREQDATA, t);
     SETOPT(CURLOPT_SOCKOPTFUNCTION, on_socket);
     SETOPT(CURLOPT_SOCKOPTDATA, t);
+    SETOPT(CURLOPT_READFUNCTION, on_read);
+    SETOPT(CURLOPT_READDATA, t);
+    SETOPT(CURLOPT_SEEKFUNCTION, on_seek);
+    SETOPT(CURLOPT_SEEKDATA, t);
+    t->src_fd = -1;
     t->pipewait = o->pipewait;
     return CURLE_OK;
 }
@@ -443,8 +507,63 @@ CURLcode gs_transfer_begin(gs_transfer *t, gs_request *req)
     t->event_errno = 0;
     t->header_present = 0;
     t->header_text_len = 0;
+    t->cur_status = 0;
     t->errbuf[0] = '\0';
     t->started = gs_now();
+    return CURLE_OK;
+}
+
+/*
+ * Method and body for a Handle.request(). Every body goes out with its Content-Length (libcurl
+ * sends POSTFIELDSIZE_LARGE as such for a POST and for a custom method on the POST path). A
+ * POST keeps the resend guard (it may be a sendMail); PUT, GET and DELETE may be resent, and a
+ * file body is then rewound by on_seek().
+ */
+CURLcode gs_transfer_body(gs_transfer *t, const gs_body *b, const char **what)
+{
+    CURLcode rc;
+    CURL *e = t->easy;
+
+    t->custom = 1;
+    t->keep_ok_body = 1;
+    t->resend_ok = b->method != GS_POST;
+    t->src_fd = -1;
+    if (b->method == GS_GET || b->method == GS_DELETE) {
+        SETOPT(CURLOPT_HTTPGET, 1L);
+        SETOPT(CURLOPT_CUSTOMREQUEST, b->method == GS_DELETE ? "DELETE" : NULL);
+        return CURLE_OK;
+    }
+    if (b->fd >= 0) {
+        t->src_fd = b->fd;
+        t->src_off = b->off;
+        t->src_len = b->len;
+        t->src_pos = 0;
+        SETOPT(CURLOPT_POSTFIELDS, NULL); /* the read callback supplies the body */
+        SETOPT(CURLOPT_POST, 1L);
+    } else {
+        SETOPT(CURLOPT_POSTFIELDS, b->mem != NULL ? b->mem : "");
+    }
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(b->mem != NULL || b->fd >= 0 ? b->len : 0));
+    SETOPT(CURLOPT_CUSTOMREQUEST, b->method == GS_PUT ? "PUT" : NULL);
+    return CURLE_OK;
+}
+
+CURLcode gs_transfer_plain(gs_transfer *t)
+{
+    CURLcode rc;
+    CURL *e = t->easy;
+    const char *ignored;
+    const char **what = &ignored;
+
+    t->keep_ok_body = 0;
+    t->resend_ok = 0;
+    t->src_fd = -1;
+    if (!t->custom)
+        return CURLE_OK;
+    t->custom = 0;
+    SETOPT(CURLOPT_CUSTOMREQUEST, NULL);
+    SETOPT(CURLOPT_POSTFIELDS, "");
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
     return CURLE_OK;
 }
 

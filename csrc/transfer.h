@@ -19,6 +19,9 @@
 
 /* Graph's error bodies are a few hundred bytes; anything beyond this is read and dropped. */
 #define GS_BODY_CAP (64 * 1024)
+/* Handle.request(): a 2xx answer (a message's JSON) is kept whole up to this; errors keep
+ * GS_BODY_CAP. Graph's largest message JSON without attachment bytes is far below it. */
+#define GS_BODY_CAP_OK (8 * 1024 * 1024)
 
 /* The response headers the Python layer needs (support asks for these), in result order. */
 enum gs_header {
@@ -28,6 +31,7 @@ enum gs_header {
     GS_H_RETRY_AFTER,
     GS_H_CONTENT_TYPE,
     GS_H_DIAGNOSTIC,
+    GS_H_LOCATION, /* the last chunk of an upload session names the attachment here */
     GS_H_COUNT
 };
 typedef struct {
@@ -87,6 +91,19 @@ void gs_request_put_url(gs_request_writer *w, const char *url, size_t len);
 void gs_request_put_header(gs_request_writer *w, const char *line, size_t len);
 void gs_request_end(gs_request_writer *w);
 
+/*
+ * The method and body of a Handle.request(): none (the send default, an empty POST), bytes the
+ * caller keeps alive for the transfer, or len bytes of an open file from off, read in C with
+ * pread() while the GIL is released.
+ */
+enum gs_method { GS_GET, GS_POST, GS_PUT, GS_DELETE };
+typedef struct gs_body {
+    enum gs_method method;
+    const char *mem; /* bytes body, or NULL */
+    int fd;          /* file body when >= 0 */
+    long long off, len;
+} gs_body;
+
 typedef struct gs_transfer {
     CURL *easy;
     struct gs_transfer *next, *prev; /* Engine lists */
@@ -100,6 +117,14 @@ typedef struct gs_transfer {
     long sent_mark;      /* CURLINFO_REQUEST_SIZE when the current attempt began; -1: none yet */
     int request_written; /* some attempt of this transfer wrote request bytes */
     int resend_blocked;
+    int resend_ok; /* a repeatable request (PUT of a chunk, GET, DELETE): libcurl may resend */
+
+    /* Handle.request(): a file body (pread from src_fd) and the 2xx body cap. */
+    int src_fd;
+    long long src_off, src_len, src_pos;
+    int keep_ok_body; /* a 2xx body is kept up to GS_BODY_CAP_OK */
+    int custom;       /* the easy handle's method options differ from the send's */
+    int cur_status;   /* from the latest status line, for the body cap */
 
     /* Result. */
     long status;
@@ -130,6 +155,10 @@ gs_transfer *gs_transfer_new(void);
 CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **what);
 /* Points the easy handle at req (URL, header list) and clears the previous result. */
 CURLcode gs_transfer_begin(gs_transfer *t, gs_request *req);
+/* Sets method and body for the next transfer (after gs_transfer_begin). */
+CURLcode gs_transfer_body(gs_transfer *t, const gs_body *b, const char **what);
+/* Puts back the send's empty POST after a gs_transfer_body() transfer. */
+CURLcode gs_transfer_plain(gs_transfer *t);
 /* Records the result once libcurl is done with the transfer (or it was removed early). */
 void gs_transfer_finish(gs_transfer *t, CURLcode code);
 /* Gives a transfer that never started a result saying why; it is not reused afterwards. */

@@ -22,6 +22,7 @@ from ._errors import (
 from ._errors import (
     TimeoutError as TimeoutError,  # public, not in __all__ (see below)
 )
+from ._message import Attachment, Message
 from ._receipt import Receipt
 from ._retry import Retry
 from ._send import send_message
@@ -31,11 +32,13 @@ from ._version import __version__
 # shadow the builtin (it subclasses the builtin, so `except TimeoutError` catches it anyway).
 __all__ = [
     "AsyncClient",
+    "Attachment",
     "AuthenticationError",
     "BadRequestError",
     "Client",
     "ConflictError",
     "GraphError",
+    "Message",
     "NotFoundError",
     "PermissionDeniedError",
     "Receipt",

@@ -27,9 +27,11 @@ from ._tokens import TokenSource, token_source
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; annotations are strings here
 if TYPE_CHECKING:
+    import email.message
     from collections.abc import Iterable
     from typing import Any, TypeVar
 
+    from ._message import Attachment, Message
     from ._native import Result
     from ._progress import ProgressArg
     from ._request import Item
@@ -62,6 +64,7 @@ class Client:
         ca_bundle: str | os.PathLike[str] | None = None,
         user_agent: str | None = None,
         http2: bool = True,
+        immutable_ids: bool = True,
     ) -> None:
         if cloud not in CLOUDS:
             raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}; got {cloud!r}")
@@ -91,6 +94,10 @@ class Client:
             else check_text(user_agent, "user_agent"),
             "http2": _flag(http2, "http2"),
         }
+        # Every request that returns ids asks for immutable ones, so a draft keeps its id in Sent
+        # Items. Not the send itself: it returns no id, and the header costs 4 % of its work.
+        self.immutable_ids = _flag(immutable_ids, "immutable_ids")
+        self._prefer = 'Prefer: IdType="ImmutableId"' if immutable_ids else None
         self._closed = False
         self._lock = threading.Lock()
         self._reset_handles()
@@ -181,6 +188,162 @@ class Client:
                 raise
             headers = (auth, crid_header, f"Retry-Attempt: {state.attempt - 1}")
             result = self._handle().send(url, headers)
+
+    # --- compose: each method declares an Operation (_operations.py); _driver.run executes it.
+
+    def create_draft(self, message: Message, *, user: str | None = None) -> str:
+        """Create a draft in ``user``'s Drafts folder and return its id.
+
+        Attachments of any size are added the right way for their size: small ones inside the
+        create request (as long as it stays under Graph's 4 MB), the rest one by one, through
+        an upload session above 3 MB. Needs Mail.ReadWrite. Errors are SendErrors with
+        ``may_have_sent=False`` (a draft is not a send).
+        """
+        from . import _driver, _operations
+        from ._message import REQUEST_MAX, Message
+
+        if not isinstance(message, Message):
+            raise TypeError("message must be a graphsend.Message")
+        inline, later = message.split_attachments(REQUEST_MAX)
+        draft_id = _driver.run(self, _operations.create_draft(message.json(inline)), user)
+        for att in later:
+            try:
+                self.attach(draft_id, att, user=user)
+            except SendError as exc:
+                exc.args = (
+                    f"{exc.args[0]}; the draft {draft_id} was created without this attachment",
+                )
+                exc.draft_id = draft_id  # type: ignore[attr-defined]
+                raise
+        return draft_id
+
+    def create_reply(
+        self,
+        message_id: str,
+        *,
+        comment: str = "",
+        reply_all: bool = False,
+        user: str | None = None,
+    ) -> str:
+        """Create a reply (or reply-all) draft to ``message_id``; returns the new draft's id.
+        Needs Mail.ReadWrite."""
+        from . import _driver, _operations
+        from ._message import _no_controls
+
+        _no_controls(comment, "comment", multiline=True)
+        check_text(message_id, "message_id")
+        op = _operations.create_reply(message_id, comment, _flag(reply_all, "reply_all"))
+        return _driver.run(self, op, user)
+
+    def create_forward(
+        self,
+        message_id: str,
+        *,
+        to: Iterable[str | tuple[str, str]] | str,
+        comment: str = "",
+        user: str | None = None,
+    ) -> str:
+        """Create a forward draft of ``message_id`` to ``to``; returns the new draft's id.
+        Needs Mail.ReadWrite."""
+        from . import _driver, _operations
+        from ._message import RECIPIENTS_MAX, _no_controls, recipients
+
+        _no_controls(comment, "comment", multiline=True)
+        check_text(message_id, "message_id")
+        rcpt = recipients(to, "to")
+        if not rcpt:
+            raise ValueError("create_forward needs at least one recipient in to=")
+        if len(rcpt) > RECIPIENTS_MAX:
+            raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
+        return _driver.run(self, _operations.create_forward(message_id, rcpt, comment), user)
+
+    def attach(
+        self,
+        message_id: str,
+        source: str | os.PathLike[str] | bytes | Attachment,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        inline: bool = False,
+        content_id: str | None = None,
+        user: str | None = None,
+        progress: ProgressArg = None,
+    ) -> str:
+        """Attach a file (a path or bytes, up to 150 MB) to the draft ``message_id``; returns
+        the attachment id. Up to 3 MB: one request; larger: an upload session whose chunks are
+        read from disk in C (streamed, never whole in memory) and never carry the token.
+        ``progress`` (bytes done, total) as in send_many. Needs Mail.ReadWrite."""
+        from . import _driver, _operations, _upload
+        from ._message import Attachment
+        from ._progress import reporter
+
+        check_text(message_id, "message_id")
+        if isinstance(source, Attachment):
+            if name is not None or content_type is not None or inline or content_id is not None:
+                raise ValueError("pass name/content_type/inline/content_id to the Attachment")
+            att = source
+        else:
+            att = Attachment(
+                source, name=name, content_type=content_type, inline=inline, content_id=content_id
+            )
+        if att.small:
+            op = _operations.add_attachment(message_id, att.file_json())
+            attachment_id = _driver.run(self, op, user)
+            report = reporter(progress, att.size)
+            if report is not None:
+                report(att.size, att.size)
+            return attachment_id
+        return _upload.upload(self, message_id, att, user, reporter(progress, att.size))
+
+    def send_mail(
+        self, message: Message, *, user: str | None = None, save_to_sent_items: bool = True
+    ) -> Receipt:
+        """Send ``message`` in one request (POST /sendMail), without a draft: needs Mail.Send
+        only. Graph caps the request at 4 MB, attachments included (base64): a larger message
+        is a ValueError before any request; use create_draft() + send() for those."""
+        from . import _driver, _operations
+        from ._message import REQUEST_MAX, Message
+
+        if not isinstance(message, Message):
+            raise TypeError("message must be a graphsend.Message")
+        _flag(save_to_sent_items, "save_to_sent_items")
+        if any(not a.small for a in message.attachments):
+            raise ValueError(
+                "an attachment is over 3 MB: sendMail cannot carry it (Graph's 4 MB request "
+                "cap); use client.send(client.create_draft(message)), which uploads it"
+            )
+        op = _operations.send_mail(message.json(message.attachments), save_to_sent_items)
+        if op.body is not None and len(op.body) > REQUEST_MAX:
+            raise ValueError(
+                f"the sendMail request would be {len(op.body)} bytes, over Graph's 4 MB cap; "
+                "use client.send(client.create_draft(message)), which uploads attachments"
+            )
+        return _driver.run(self, op, user)
+
+    def send_mime(
+        self,
+        mime: bytes | email.message.Message,
+        *,
+        user: str | None = None,
+        save_to_sent_items: bool = True,
+    ) -> Receipt:
+        """Send an RFC 5322 message (bytes or an ``email.message.EmailMessage``) as is, through
+        POST /sendMail (Mail.Send). Graph always saves a MIME send to Sent Items, so
+        ``save_to_sent_items=False`` is a ValueError. At most 4 MB once base64-encoded."""
+        import base64
+
+        from . import _driver, _operations
+        from ._message import REQUEST_MAX, mime_bytes
+
+        if not _flag(save_to_sent_items, "save_to_sent_items"):
+            raise ValueError("Graph's MIME sendMail always saves to Sent Items")
+        encoded = base64.b64encode(mime_bytes(mime))
+        if len(encoded) > REQUEST_MAX:
+            raise ValueError(
+                f"the MIME message is {len(encoded)} bytes in base64, over Graph's 4 MB cap; "
+                "use create_draft() + attach() + send() for large messages"
+            )
+        return _driver.run(self, _operations.send_mime(encoded), user)
 
     def send_many(
         self,

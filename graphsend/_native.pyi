@@ -1,6 +1,6 @@
 """libcurl transport for graphsend (C extension, csrc/). See ARCHITECTURE.md."""
 
-from typing import Final, TypeAlias, final
+from typing import Final, Literal, TypeAlias, final
 
 from ._receipt import Receipt
 
@@ -8,8 +8,9 @@ from ._receipt import Receipt
 #:   status        HTTP status of the final response; 0 when none arrived (a status with a
 #:                 non-zero curl_code means the body was cut short after the response began)
 #:   headers       lower-case names; only request-id, client-request-id, date, retry-after,
-#:                 content-type, x-ms-ags-diagnostic, when present (first occurrence wins)
-#:   body          at most body_limit bytes; the rest was read and discarded
+#:                 content-type, x-ms-ags-diagnostic, location, when present (first wins)
+#:   body          at most body_limit bytes (Handle.request(): body_limit_ok for a 2xx answer);
+#:                 the rest was read and discarded
 #:   elapsed       seconds, from the start of the send to its end
 #:   curl_code     CURLcode, 0 when the transfer completed; 42 for a cancelled/aborted one
 #:   error         libcurl's error text, "" when curl_code is 0
@@ -23,6 +24,7 @@ ssl_version: Final[str]
 event_backend: Final[str]  # how send_many waits: "epoll" (Linux) or "curl_multi_poll" (portable)
 http2_supported: Final[bool]
 body_limit: Final[int]  # 65536
+body_limit_ok: Final[int]  # 8 MiB: Handle.request() keeps a 2xx body up to this
 id_limit: Final[int]  # 2048: the longest user and message_id, in characters
 async_dns: Final[bool]  # libcurl resolves asynchronously (timeouts and Ctrl-C can end a lookup)
 limited_api: Final[bool]  # built as abi3 (GRAPHSEND_ABI3=1): no per-interpreter GIL support
@@ -74,9 +76,23 @@ class Handle:
         auth: str,
         client_request_id: str | None,
     ) -> Receipt | tuple[str, str, Result]:
-        """Send prefix + send_path(user, message_id) with the Authorization line ``auth`` and
-        ``client_request_id`` (None: a new one). A Receipt on 202, else
-        (path, client_request_id, Result)."""
+        """Send prefix + send_path(user, message_id) with the Authorization line ``auth``,
+        ``client_request_id`` (None: a new one). A
+        Receipt on 202, else (path, client_request_id, Result)."""
+    def request(
+        self,
+        method: Literal["GET", "POST", "PUT", "DELETE"],
+        url: str,
+        headers: tuple[str, ...],
+        body: bytes | None = None,
+        file: tuple[int, int, int] | None = None,
+    ) -> Result:
+        """Any request, the GIL released meanwhile. ``body``: bytes sent as is; ``file``:
+        (fd, offset, length), that byte range of an open file read with pread() in C. Either
+        goes out with its Content-Length (a POST without a body: ``Content-Length: 0``). A 2xx
+        body comes back whole up to body_limit_ok. libcurl's silent resend of a request on a
+        dead reused connection is refused for POST (it may send mail) and allowed for PUT, GET
+        and DELETE (a file body is then read again from its offset)."""
     def close(self) -> None:
         """Free the easy handle and its connection. Never fails: during a send in another
         thread (or from a signal handler) the handle is marked closed at once and freed when

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
-import time
 
 from ._errors import (
     CURLE_COULDNT_RESOLVE_HOST,
     CURLE_COULDNT_RESOLVE_PROXY,
     PERMANENT_CURL_CODES,
+    AuthenticationError,
     GraphError,
+    NotFoundError,
     SendError,
     ServiceUnavailableError,
     ThrottledError,
     TransportError,
 )
+from ._retry_after import parse_retry_after as parse_retry_after  # re-exported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,33 +110,6 @@ class Retry:
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
 
 
-def parse_retry_after(value: str, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After value: integer, fractional ("0.249") or an HTTP-date.
-
-    Returns None when the value is unreadable (never raises); never a negative number.
-    """
-    try:
-        return _parse_retry_after(value, now)
-    except Exception:  # a hostile date (a huge zone field: OverflowError), odd types, ...
-        return None
-
-
-def _parse_retry_after(value: str, now: float | None) -> float | None:
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    from email.utils import parsedate_to_datetime
-
-    when = parsedate_to_datetime(value)
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 _DNS_FAILURES = (CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY)
 
 
@@ -156,8 +131,6 @@ class RetryState:
         A 401 with a token provider is retried once, at once, with a freshly fetched token
         (when the policy allows another attempt).
         """
-        from ._errors import AuthenticationError, NotFoundError
-
         error.attempts = self.attempt
         if (
             isinstance(error, AuthenticationError)

@@ -15,6 +15,13 @@ stopped after the test. Keyword arguments for FakeGraph can come from a marker:
     @pytest.mark.fake_graph(latency=0.05, mailbox_concurrency_limit=4)
     def test_throttling(fake_graph): ...
 
+``@pytest.mark.fake_graph(http2=True)`` with ``fake_graph_https`` serves HTTP/2 as Graph does (ALPN
+``h2``; needs the ``h2`` package, also in ``graphsend[testing]``).
+
+The fixtures serve the compose operations too (drafts, replies, attachments, upload sessions,
+sendMail): assert on what went out with ``fake_graph.delivered()``, whose messages carry every
+field and every attachment's bytes.
+
 This module stays cheap to import: FakeGraph is imported only when a fixture is used.
 """
 

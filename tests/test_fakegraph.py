@@ -413,7 +413,10 @@ def test_drafts_can_be_made_and_listed_over_http(server: FakeGraph) -> None:
     listing = request(server, "/v1.0/me/mailFolders/sentitems/messages", method="GET")
     assert listing.status == 200
     (item,) = json.loads(listing.body)["value"]
-    assert (item["id"], item["isDraft"], item["subject"]) == (created["id"], False, "over http")
+    # Without Prefer: IdType="ImmutableId" the move to Sent Items gives a new id, as in Graph.
+    (sent,) = server.sent_items()
+    assert sent.id == created["id"] and sent.sent_id != created["id"]
+    assert (item["id"], item["isDraft"], item["subject"]) == (sent.sent_id, False, "over http")
     drafts = request(
         server, "/v1.0/users/alice@contoso.com/mailFolders/Drafts/messages", method="GET"
     )

@@ -22,6 +22,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--https", action="store_true", help="serve TLS (needs cryptography)")
+    parser.add_argument(
+        "--http2", action="store_true", help="with --https, offer HTTP/2 by ALPN (needs h2)"
+    )
     parser.add_argument("--token", default="fake-token")
     parser.add_argument("--user", default="adele@contoso.com", help="the mailbox 'me' names")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
@@ -35,6 +38,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
     graph = FakeGraph(
         https=args.https,
+        http2=args.http2,
         token=args.token,
         default_user=args.user,
         latency=args.latency,

@@ -3,28 +3,32 @@ serving to the other modules of this package."""
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Final, get_args
+from typing import Final, Literal, get_args
 from urllib.parse import quote
 
 from ._connection import serve_connection
 from ._faults import Fault, FaultQueue
+from ._ids import attachment_id
 from ._mailboxes import Mailboxes
-from ._records import DraftKind, IdStyle, Message, RecordedRequest
+from ._records import Attachment, DraftKind, IdStyle, Message, Recipient, RecordedRequest
 from ._replies import retry_after_text
 from ._server import ServerThread
-from ._tls import TlsFiles, require_cryptography
+from ._tls import TlsFiles, require_cryptography, require_h2
 from ._traffic import Traffic
+from ._uploads import UploadFault, Uploads
 
 _KINDS: Final = frozenset(get_args(DraftKind))
 
 
 class FakeGraph:
-    """A loopback HTTP/1.1 server that behaves like Graph's ``POST .../messages/{id}/send``.
+    """A loopback HTTP/1.1 (and, over TLS, HTTP/2) server that behaves like Graph's
+    ``POST .../messages/{id}/send``.
 
     The server runs an asyncio event loop in one background thread, so hundreds of concurrent
     keep-alive connections and per-request latency cost no thread each. Every public method is
@@ -34,6 +38,13 @@ class FakeGraph:
 
     * ``https``: serve TLS with a certificate made at start (needs ``cryptography``); the CA's
       PEM is at :attr:`ca_bundle`.
+    * ``http2``: with ``https``, offer HTTP/2 by ALPN (``h2``, needs the ``h2`` package), like
+      Graph; clients that do not offer ``h2`` get HTTP/1.1. Every rule, fault, latency and
+      record below is the same in both protocols; :attr:`RecordedRequest.http_version` says
+      which one a request used. Over HTTP/2, concurrent streams of one connection are answered
+      concurrently, each after its own latency; "close the connection after this answer" is a
+      GOAWAY; :meth:`reset_next` resets the connection as in HTTP/1.1 (or, with
+      ``stream_only=True``, only the request's stream).
     * ``token``: the bearer token requests must carry (settable later as ``graph.token``).
     * ``default_user``: the mailbox ``me`` stands for.
     * ``latency``: seconds to wait before answering each send request (settable; see also
@@ -59,6 +70,32 @@ class FakeGraph:
 
     Latency applies to every answer of a send request except 411 and throttling 429s.
     Other paths get 404 and other methods on a send path 405, in Graph's error shape.
+
+    Compose operations (drafts, createReply/createReplyAll/createForward, attachments, upload
+    sessions, sendMail in JSON and MIME, GET/PATCH/DELETE of a message; see the package
+    docstring) need the token too, and Graph's rules give Graph's errors:
+
+    * a request body over 4 MB (4,194,304 bytes), to any API path → 413
+      ``RequestEntityTooLarge`` (bodies are read up to 16 MB, so the client gets the answer);
+    * a fileAttachment in JSON over 3 MB of bytes → 413 ``RequestEntityTooLarge``;
+    * an unknown message property or action parameter → 400 ``RequestBodyRead`` (action
+      parameters match without regard to case, as in Graph); a header name not starting with
+      ``x-`` → 400 ``InvalidInternetMessageHeader``;
+    * when a message is sent (send or sendMail): an address without ``@`` → 400
+      ``ErrorInvalidRecipients``, more than 500 recipients → 400 ``ErrorTooManyRecipients``
+      (the draft stays);
+    * createUploadSession for more than 150 MB → 400 ``ErrorAttachmentSizeLimitExceeded``;
+    * upload URLs: the rules of ``_upload_rules`` (an ``Authorization`` header → 400
+      ``InvalidAuthenticationTokenForUpload``, a chunk over 4 MB → 413, a range that is not
+      the next expected one → 416 ``InvalidRange`` with ``nextExpectedRanges``, an expired or
+      finished session → 404 ``ErrorItemNotFound``). Chunk answers are written as Outlook's
+      upload service writes them: ``nextExpectedRanges: ["{start}"]``.
+
+    Ids: a message created by a request carrying ``Prefer: IdType="ImmutableId"`` keeps its
+    id in Sent Items; otherwise the sent copy gets a new id (:attr:`Message.sent_id`), as in
+    Graph. Upload faults: :meth:`fail_upload_chunk`, :meth:`reset_upload_chunk`,
+    :meth:`expire_upload_sessions`, :attr:`upload_session_lifetime`. Originals to reply to:
+    :meth:`add_received`.
     """
 
     #: Seconds to wait before answering each send request (applies from the next request on).
@@ -81,6 +118,7 @@ class FakeGraph:
         self,
         *,
         https: bool = False,
+        http2: bool = False,
         token: str = "fake-token",
         default_user: str = "adele@contoso.com",
         latency: float = 0.0,
@@ -92,7 +130,13 @@ class FakeGraph:
     ) -> None:
         if https:
             require_cryptography()
+        if http2:
+            if not https:
+                # Clients (libcurl among them) negotiate HTTP/2 with ALPN, which needs TLS.
+                raise ValueError("FakeGraph(http2=True) needs https=True")
+            require_h2()
         self._https = https
+        self._http2 = http2
         self._token = token
         self._default_user = default_user.casefold()
         self._host = host
@@ -109,6 +153,7 @@ class FakeGraph:
         # package (_rules, _connection) use them directly.
         self._mailboxes = Mailboxes(seed)
         self._faults = FaultQueue()
+        self._uploads = Uploads()
         self._traffic = Traffic()
         self._latency_lock = threading.Lock()
         self._latency_by_user: dict[str, float] = {}
@@ -124,7 +169,9 @@ class FakeGraph:
         """Start serving in a background thread; returns self. A stopped server may restart."""
         if self._server.running:
             raise RuntimeError("FakeGraph is already running")
-        ssl_context = self._tls.server_context(self._host) if self._https else None
+        ssl_context = (
+            self._tls.server_context(self._host, http2=self._http2) if self._https else None
+        )
         try:
             handler = functools.partial(serve_connection, self)
             self._port = self._server.start(self._host, self._port, ssl_context, handler)
@@ -173,6 +220,11 @@ class FakeGraph:
     def host(self) -> str:
         """The address the server listens on."""
         return self._host
+
+    @property
+    def http2(self) -> bool:
+        """Whether HTTP/2 is offered (by ALPN, over TLS)."""
+        return self._http2
 
     @property
     def scheme(self) -> str:
@@ -233,8 +285,12 @@ class FakeGraph:
         kind: DraftKind = "new",
         *,
         id_style: IdStyle | None = None,
+        immutable_id: bool = False,
     ) -> str:
         """Create a draft in ``user``'s mailbox (default: :attr:`default_user`) and return its id.
+
+        ``immutable_id=True`` makes it as a request with ``Prefer: IdType="ImmutableId"`` would:
+        it keeps its id in Sent Items (otherwise the sent copy gets a new id, as in Graph).
 
         Ids look like Graph's: 152 base64 characters starting with ``AAMkA`` and ending with
         ``=``. REST-style ids contain both ``-`` and ``_``; EWS-style ids (from older Exchange
@@ -246,7 +302,8 @@ class FakeGraph:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
         if id_style not in (None, "rest", "ews"):
             raise ValueError(f"id_style must be 'rest', 'ews' or None, not {id_style!r}")
-        return self._mailboxes.new_draft(self._key(user), subject, kind, id_style).id
+        key = self._key(user)
+        return self._mailboxes.new_draft(key, subject, kind, id_style, immutable_id=immutable_id).id
 
     def create_drafts(
         self,
@@ -269,6 +326,57 @@ class FakeGraph:
         """Messages sent, in the order the sends were accepted: of ``user`` (``"me"`` = default
         user), or of every mailbox when ``user`` is None."""
         return self._mailboxes.sent_items(self._key_or_all(user))
+
+    def delivered(self, user: str | None = None) -> list[Message]:
+        """Every message that went out, in the order the sends were accepted: sent drafts and
+        sendMail (JSON or MIME), including sendMail with ``saveToSentItems: false``, which
+        :meth:`sent_items` does not list. Of ``user`` (the sender), or of every mailbox."""
+        return self._mailboxes.delivered(self._key_or_all(user))
+
+    def inbox(self, user: str | None = None) -> list[Message]:
+        """Messages put in an Inbox by :meth:`add_received`."""
+        return self._mailboxes.inbox(self._key_or_all(user))
+
+    def message(self, message_id: str, user: str | None = None) -> Message:
+        """A message by the id a client has for it now: a draft's or an Inbox message's id, or
+        a sent message's :attr:`Message.sent_id`. KeyError when there is none."""
+        found = self._mailboxes.find(self._key(user), message_id)
+        if found is None:
+            raise KeyError(message_id)
+        return found[1]
+
+    def add_received(
+        self,
+        user: str | None = None,
+        *,
+        subject: str = "FakeGraph received message",
+        body: str = "",
+        body_type: Literal["text", "html"] = "text",
+        sender: str = "Megan Bowen <megan@fabrikam.com>",
+        to: Sequence[str] = (),
+        cc: Sequence[str] = (),
+        reply_to: Sequence[str] = (),
+        attachments: Sequence[tuple[str, str, bytes]] = (),
+    ) -> str:
+        """Put a message in ``user``'s Inbox as if ``sender`` had sent it, and return its id:
+        the original for createReply, createReplyAll and createForward. Addresses are
+        ``"a@b.com"`` or ``"Name <a@b.com>"``; ``to`` defaults to the mailbox itself;
+        attachments are ``(name, content_type, bytes)``."""
+        key = self._key(user)
+        fields = {
+            "subject": subject,
+            "body": body,
+            "body_type": body_type,
+            "sender": _recipient(sender),
+            "to": tuple(_recipient(r) for r in to) or (Recipient(key),),
+            "cc": tuple(_recipient(r) for r in cc),
+            "reply_to": tuple(_recipient(r) for r in reply_to),
+            "attachments": tuple(
+                Attachment(attachment_id(), name, content_type, data)
+                for name, content_type, data in attachments
+            ),
+        }
+        return self._mailboxes.new_received(key, fields).id
 
     # ---------------------------------------------------------------- fault injection
 
@@ -319,10 +427,17 @@ class FakeGraph:
             )
         )
 
-    def reset_next(self, count: int = 1, *, user: str | None = None) -> None:
+    def reset_next(
+        self, count: int = 1, *, user: str | None = None, stream_only: bool = False
+    ) -> None:
         """Read the next ``count`` send requests, then reset the connection without answering
-        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent."""
-        self._faults.add(Fault("reset", count, self._key_or_all(user)))
+        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent.
+
+        Over HTTP/2 this resets the whole connection too, failing every request in flight on
+        it. ``stream_only=True`` resets only the request's stream there (RST_STREAM with
+        INTERNAL_ERROR), leaving the connection and its other streams alone; over HTTP/1.1 it
+        changes nothing."""
+        self._faults.add(Fault("reset", count, self._key_or_all(user), stream_only=stream_only))
 
     def stall_next(self, count: int = 1, *, user: str | None = None) -> None:
         """Read the next ``count`` send requests and never answer them (until the client
@@ -330,13 +445,60 @@ class FakeGraph:
         self._faults.add(Fault("stall", count, self._key_or_all(user)))
 
     def clear_faults(self) -> None:
-        """Drop every fault not yet used."""
+        """Drop every fault not yet used (upload faults too)."""
         self._faults.clear()
+        self._uploads.clear_faults()
 
     @property
     def pending_faults(self) -> int:
-        """How many injected faults (counting each ``count``) are still waiting."""
-        return self._faults.pending()
+        """How many injected faults (counting each ``count``) are still waiting; upload faults
+        count one each."""
+        return self._faults.pending() + self._uploads.pending_faults()
+
+    # ---------------------------------------------------------------- upload faults
+
+    def fail_upload_chunk(
+        self,
+        n: int = 1,
+        status: int = 503,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: float | str | None = None,
+    ) -> None:
+        """Answer the ``n``-th chunk PUT to an upload URL from now (1: the next) with
+        ``status`` and Graph's error body; the chunk is not stored, the session stays as it
+        was (so the client resends from ``nextExpectedRanges``). Chunks PUT with an
+        Authorization header do not count: they are refused before."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status from 400 to 599")
+        self._uploads.add_fault(
+            n, UploadFault(0, "status", status, code, message, retry_after_text(retry_after))
+        )
+
+    def reset_upload_chunk(self, n: int = 1) -> None:
+        """Read the ``n``-th chunk PUT to an upload URL from now, then reset the connection
+        without an answer; the chunk is not stored."""
+        self._uploads.add_fault(n, UploadFault(0, "reset"))
+
+    def expire_upload_sessions(self) -> int:
+        """Expire every open upload session now (requests to their URLs get 404
+        ``ErrorItemNotFound``; the client must start over); return how many there were."""
+        return self._uploads.expire_all()
+
+    @property
+    def upload_session_lifetime(self) -> float:
+        """Seconds an upload session made from now on lives (default 900, like Graph's)."""
+        return self._uploads.lifetime
+
+    @upload_session_lifetime.setter
+    def upload_session_lifetime(self, seconds: float) -> None:
+        self._uploads.lifetime = float(seconds)
+
+    @property
+    def open_upload_sessions(self) -> int:
+        """Upload sessions neither completed, cancelled nor expired."""
+        return len(self._uploads.open_sessions())
 
     def set_latency(self, user: str, seconds: float | None) -> None:
         """Wait ``seconds`` before answering sends for ``user``'s mailbox (overrides
@@ -364,7 +526,8 @@ class FakeGraph:
 
     @property
     def connections(self) -> int:
-        """TCP connections accepted so far (since start or reset_stats)."""
+        """TCP connections accepted so far (since start or reset_stats); over HTTP/2 one
+        connection carries many concurrent requests."""
         return self._traffic.connections
 
     @property
@@ -412,3 +575,8 @@ class FakeGraph:
     def _require_started(self) -> None:
         if not self._started_once:
             raise RuntimeError("FakeGraph is not started: call start() or use `with FakeGraph()`")
+
+
+def _recipient(text: str) -> Recipient:
+    name, address = email.utils.parseaddr(text)
+    return Recipient(address or text, name)

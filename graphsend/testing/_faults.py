@@ -21,6 +21,7 @@ class Fault:
     retry_after: str | None = None
     body: bytes | None = None
     headers: tuple[tuple[str, str | None], ...] = ()  # None removes a header
+    stream_only: bool = False  # a reset over HTTP/2: RST_STREAM instead of the connection
 
 
 class FaultQueue:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Final
 
 MAX_HEAD: Final = 64 * 1024
-_MAX_BODY: Final = 4 * 1024 * 1024
+# What the transport reads at most. Graph's own caps (4 MB per request, chunk) are rules that
+# answer 413 in Graph's shape after the body is read (_rules, _upload_rules); this only stops a
+# runaway client, with the same 413 but closing the connection.
+MAX_BODY: Final = 16 * 1024 * 1024
 # Large bodies (fail_next(body=...)) go out in slices, each drained, to bound buffering.
 _WRITE_CHUNK: Final = 256 * 1024
 
@@ -144,7 +147,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes | None:
 
 
 def _refuse_large_body(size: int) -> None:
-    if size > _MAX_BODY:
+    if size > MAX_BODY:
         raise BadRequest(413, "RequestEntityTooLarge", "The request body is too large.")
 
 

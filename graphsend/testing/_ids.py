@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import random
 from typing import Final
 
@@ -43,3 +44,16 @@ class IdMaker:
             if all(c in text for c in needed) and text not in self._issued:
                 self._issued.add(text)
                 return text
+
+
+def attachment_id() -> str:
+    """An attachment id shaped like Graph's (a message id plus more base64); unique, not seeded:
+    tests compare attachments by name and bytes."""
+    raw = b"\x00\x03\x24\x00" + os.urandom(125)
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def conversation_id() -> str:
+    """A conversationId: shorter than a message id, same alphabet."""
+    raw = b"\x00\x03\x24\x00" + os.urandom(32)
+    return base64.urlsafe_b64encode(raw).decode("ascii")

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from typing import Final
 
 from ._http import Reply
-from ._records import Message
 
 _DIAGNOSTIC: Final = json.dumps(
     {
@@ -46,6 +45,17 @@ _BEARER_CHALLENGE: Final = (
 )
 
 
+class Refusal(Exception):
+    """A request Graph refuses: raised by the compose rules, answered with Graph's error body."""
+
+    def __init__(
+        self, status: int, code: str, message: str, extra: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.extra = dict(extra or {})
+
+
 class Replies:
     """Makes the answers to one request; each carries that request's ids, like Graph's."""
 
@@ -59,13 +69,24 @@ class Replies:
         """``202 Accepted`` with an empty body: a send that went through."""
         return Reply(202, self._headers())
 
+    def empty(self, status: int) -> Reply:
+        """An answer with no body (204 No Content, an upload's last 201)."""
+        return Reply(status, self._headers())
+
     def json(self, status: int, payload: object) -> Reply:
         headers = self._headers()
         headers.append(("Content-Type", "application/json; odata.metadata=minimal"))
         return Reply(status, headers, json.dumps(payload).encode("utf-8"))
 
-    def error(self, status: int, code: str | None = None, message: str | None = None) -> Reply:
-        """Graph's error JSON; a missing code or message is the status's usual one."""
+    def error(
+        self,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> Reply:
+        """Graph's error JSON; a missing code or message is the status's usual one. ``extra``
+        adds members to the ``error`` object (an upload's ``nextExpectedRanges``)."""
         default_code, default_message = _DEFAULT_ERRORS.get(status, _UNKNOWN_ERROR)
         inner = {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -76,12 +97,16 @@ class Replies:
             "error": {
                 "code": code or default_code,
                 "message": message or default_message,
+                **(extra or {}),
                 "innerError": inner,
             }
         }
         headers = self._headers()
         headers.append(("Content-Type", "application/json"))
         return Reply(status, headers, json.dumps(body).encode("utf-8"))
+
+    def refusal(self, refusal: Refusal) -> Reply:
+        return self.error(refusal.status, refusal.code, refusal.message, refusal.extra)
 
     def invalid_user(self, user: str) -> Reply:
         return self.error(404, "ErrorInvalidUser", f"The requested user '{user}' is invalid.")
@@ -108,16 +133,6 @@ class Replies:
         if self._https:
             headers.append(("Strict-Transport-Security", "max-age=31536000"))
         return headers
-
-
-def message_json(message: Message) -> dict[str, object]:
-    """A message as Graph lists it (the few fields FakeGraph keeps)."""
-    return {
-        "id": message.id,
-        "subject": message.subject,
-        "isDraft": message.sent_at is None,
-        "sentDateTime": message.sent_at.strftime("%Y-%m-%dT%H:%M:%SZ") if message.sent_at else None,
-    }
 
 
 def retry_after_text(value: float | str | None) -> str | None:

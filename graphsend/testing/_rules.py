@@ -6,20 +6,41 @@ FakeGraph's docstring lists the rules for send requests; ``_send`` applies them 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import dataclasses
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from ._compose import MAX_REQUEST
 from ._faults import fault_reply
-from ._http import Reply, Request, reset, write_reply
+from ._http import Reply, Request
+from ._operations import serve_operation
 from ._records import RecordedRequest
-from ._replies import Replies, message_json, retry_after_text
+from ._replies import Refusal, Replies, retry_after_text
 from ._routing import Route, parse_route
+from ._shapes import message_json
 from ._traffic import Flight
+from ._upload_rules import serve_upload
 
 if TYPE_CHECKING:
     from ._fakegraph import FakeGraph
+
+
+class Channel(Protocol):
+    """Where one request's answer goes: an HTTP/1.1 connection (``_connection``) or an HTTP/2
+    stream (``_http2``). The rules below are the same for both."""
+
+    def client_gone(self) -> bool:
+        """Whether the client has already given up on this request."""
+
+    async def write(self, reply: Reply, *, close: bool, head_only: bool) -> None:
+        """Send ``reply``; raise ConnectionError or OSError when the client is gone."""
+
+    async def wait_gone(self) -> None:
+        """Return once the client has given up on this request (it is never answered)."""
+
+    def reset(self, *, stream_only: bool) -> None:
+        """Abort without an answer (see FakeGraph.reset_next for what the client sees);
+        ``stream_only``: over HTTP/2, reset only this request's stream."""
 
 
 async def serve_request(
@@ -27,8 +48,7 @@ async def serve_request(
     request: Request,
     connection: int,
     served: int,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    channel: Channel,
 ) -> bool:
     """Serve the ``served``-th request of a connection; return whether the connection stays
     open."""
@@ -49,11 +69,20 @@ async def serve_request(
     replies = Replies(https=graph.scheme == "https", request_headers=request.headers)
     limit = graph.max_requests_per_connection
     keep = request.keep_alive and (limit is None or served < limit)
-    exchange = _Exchange(reader, writer, record, graph._traffic.flight(route.user), keep)
+    exchange = _Exchange(channel, record, graph._traffic.flight(route.user), keep)
     try:
+        if route.kind == "upload":
+            return await serve_upload(graph, request, replies, exchange)
+        if len(request.body) > MAX_REQUEST:
+            # Graph's gateway refuses before looking at anything else.
+            message = f"The request body is {len(request.body)} bytes; the limit is {MAX_REQUEST}."
+            return await exchange.answer(replies.error(413, "RequestEntityTooLarge", message))
         if route.kind == "send" and request.method == "POST":
             return await _send(graph, request, route, replies, exchange)
-        reply = _other(graph, request, route, replies)
+        try:
+            reply = _other(graph, request, route, replies)
+        except Refusal as refusal:
+            reply = replies.refusal(refusal)
         return await exchange.answer(reply, head_only=request.method == "HEAD")
     finally:
         exchange.flight.release()
@@ -63,14 +92,9 @@ class _Exchange:
     """The connection's side of one request: where its answer goes, what the answer settles."""
 
     def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        record: RecordedRequest,
-        flight: Flight,
-        keep: bool,
+        self, channel: Channel, record: RecordedRequest, flight: Flight, keep: bool
     ) -> None:
-        self.reader, self.writer = reader, writer
+        self.channel = channel
         self.record, self.flight, self.keep = record, flight, keep
 
     async def answer(self, reply: Reply, head_only: bool = False) -> bool:
@@ -84,11 +108,11 @@ class _Exchange:
         self.record.status = reply.status
         # A client that closed its side before the answer has given up (curl never half-closes);
         # the answer is still written, as Graph would.
-        self.record.outcome = "disconnected" if self.reader.at_eof() else "answered"
+        self.record.outcome = "disconnected" if self.channel.client_gone() else "answered"
         self.record.answered_at = time.monotonic()
         self.flight.release()
         try:
-            await write_reply(self.writer, reply, close=close, head_only=head_only)
+            await self.channel.write(reply, close=close, head_only=head_only)
         except (ConnectionError, OSError):
             self.record.outcome = "disconnected"
             return False
@@ -97,15 +121,13 @@ class _Exchange:
     async def stall(self) -> None:
         """Never answer: wait for the client to give up (stop() cancels this)."""
         self.record.outcome = "stalled"
-        with contextlib.suppress(ConnectionError, OSError):
-            while await self.reader.read(65536):
-                pass
+        await self.channel.wait_gone()
         self.record.outcome = "disconnected"
 
-    def reset(self) -> None:
+    def reset(self, stream_only: bool = False) -> None:
         self.record.outcome = "reset"
         self.flight.release()
-        reset(self.writer)
+        self.channel.reset(stream_only=stream_only)
 
 
 async def _send(
@@ -124,7 +146,7 @@ async def _send(
     latency = graph._latency_for(user)
     if fault is not None and fault.kind == "reset":
         await _sleep(latency)
-        exchange.reset()
+        exchange.reset(fault.stream_only)
         return False
     if fault is not None and not 200 <= fault.status < 300:
         await _sleep(latency)
@@ -148,7 +170,10 @@ async def _send(
 
     exchange.flight.admit()
     await _sleep(latency)
-    result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
+    try:
+        result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
+    except Refusal as refusal:
+        return await exchange.answer(replies.refusal(refusal))
     if result == "no mailbox":
         return await exchange.answer(replies.invalid_user(user))
     if result == "no draft":
@@ -172,31 +197,20 @@ def _other(graph: FakeGraph, request: Request, route: Route, replies: Replies) -
         return error
     user = route.user
     assert user is not None
-    if route.kind == "create":
-        if request.method != "POST":
-            return replies.method_not_allowed(request.method, "POST")
-        return _create_draft(graph, request, user, replies)
-    if request.method not in ("GET", "HEAD"):
-        return replies.method_not_allowed(request.method, "GET")
-    items = graph._mailboxes.folder(user, "drafts" if route.folder == "drafts" else "sentitems")
-    if items is None:
+    if route.kind == "folder":
+        if request.method not in ("GET", "HEAD"):
+            return replies.method_not_allowed(request.method, "GET")
+        folder = route.folder if route.folder in ("inbox", "drafts") else "sentitems"
+        items = graph._mailboxes.folder(user, folder)
+        if items is None:
+            return replies.invalid_user(user)
+        return replies.json(200, {"value": [message_json(m, folder) for m in items]})
+    if route.id_malformed:
+        return replies.error(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+    user = graph._key(user)  # "users/me" is the default user too
+    if route.kind != "create" and not graph._mailboxes.exists(user):
         return replies.invalid_user(user)
-    return replies.json(200, {"value": [message_json(m) for m in items]})
-
-
-def _create_draft(graph: FakeGraph, request: Request, user: str, replies: Replies) -> Reply:
-    subject = "FakeGraph test message"
-    if request.body.strip():
-        try:
-            data = json.loads(request.body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return replies.error(400, "RequestBodyRead", "Invalid JSON body.")
-        subject = str(data.get("subject", subject))
-    # The draft goes where create_draft(user) puts it: "users/me" means the default user.
-    draft = graph._mailboxes.new_draft(graph._key(user), subject, "new", None)
-    return replies.json(201, message_json(draft))
+    return serve_operation(graph, request, dataclasses.replace(route, user=user), replies)
 
 
 def _auth_error(graph: FakeGraph, request: Request, replies: Replies) -> Reply | None:

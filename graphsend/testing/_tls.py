@@ -18,10 +18,22 @@ _NEEDS_CRYPTOGRAPHY: Final = (
 )
 
 
+_NEEDS_H2: Final = (
+    "FakeGraph(http2=True) needs the 'h2' package; "
+    "install it with: pip install 'graphsend[testing]'"
+)
+
+
 def require_cryptography() -> None:
     """Fail early, when FakeGraph(https=True) is made, rather than at start."""
     if importlib.util.find_spec("cryptography") is None:
         raise ImportError(_NEEDS_CRYPTOGRAPHY)
+
+
+def require_h2() -> None:
+    """Fail early, when FakeGraph(http2=True) is made, rather than at the first connection."""
+    if importlib.util.find_spec("h2") is None:
+        raise ImportError(_NEEDS_H2)
 
 
 class TlsFiles:
@@ -32,8 +44,9 @@ class TlsFiles:
         #: Path of the CA certificate (PEM) while the files exist; else None.
         self.ca_bundle: str | None = None
 
-    def server_context(self, host: str) -> ssl.SSLContext:
-        """A server context with a fresh certificate for ``host``."""
+    def server_context(self, host: str, *, http2: bool = False) -> ssl.SSLContext:
+        """A server context with a fresh certificate for ``host``; with ``http2``, ALPN offers
+        ``h2`` first and ``http/1.1`` for clients that do not speak HTTP/2."""
         try:
             from ._certificates import write_certificates
         except ImportError as exc:
@@ -47,7 +60,7 @@ class TlsFiles:
             raise
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_path, key_path)
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
         self.ca_bundle = ca_path
         return context
 

@@ -1,0 +1,112 @@
+"""The synchronous driver: executes an Operation on a Client's per-thread Handle.
+
+What every operation shares lives here once: the headers (Authorization, client-request-id,
+Prefer, Content-Type, Retry-Attempt), the retry policy, logging, and turning an answer into the
+operation's result or into a SendError whose ``may_have_sent`` is exact for the operation.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import _log
+from ._errors import GraphError, SendError, graph_error, transport_error
+from ._request import new_client_request_id
+from ._retry import RetryState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    from ._client import Client
+    from ._native import Result
+    from ._operations import Operation
+
+    T = TypeVar("T")
+
+PREFER_IMMUTABLE = 'Prefer: IdType="ImmutableId"'
+
+
+def failure(result: Result, crid: str) -> SendError:
+    """The error for an answer that is not the operation's success (never raises)."""
+    status, headers, body, _elapsed, curl_code, error, request_sent = result
+    if status == 0:
+        return transport_error(curl_code, error, request_sent, crid)
+    return graph_error(status, headers, body, crid)
+
+
+def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
+    """Only an operation that sends mail may have sent one."""
+    err.may_have_sent = (err.may_have_sent or ambiguous) if op.sends_mail else False
+    err.args = (f"{op.name}: {err.args[0]}",)
+    return err
+
+
+def run(client: Client, op: Operation[T], user: str | None) -> T:
+    path = op.path(user)
+    url = client._prefix + path
+    crid = new_client_request_id()
+    fixed = ["client-request-id: " + crid]
+    if client.immutable_ids:
+        fixed.append(PREFER_IMMUTABLE)
+    if op.body is not None and op.content_type is not None:
+        fixed.append("Content-Type: " + op.content_type)
+    tokens = client._tokens
+    state = RetryState(client.retry)
+    auth = tokens.header()  # a failing provider raises AuthenticationError: nothing was sent
+    while True:
+        extra = (f"Retry-Attempt: {state.attempt - 1}",) if state.attempt > 1 else ()
+        result = client._handle().request(op.method, url, (auth, *fixed, *extra), op.body)
+        status = result[0]
+        _log_attempt(op.method, path, status or f"curl error {result[4]}", result, crid, state)
+        if status in op.success:
+            try:
+                return op.parse(result, crid)
+            except Exception as exc:
+                # Graph did what was asked but the answer cannot be used: say so, never retry.
+                err: SendError = GraphError(
+                    status,
+                    message=f"the answer could not be read: {exc}",
+                    request_id=result[1].get("request-id"),
+                    client_request_id=crid,
+                    may_have_sent=op.sends_mail,
+                )
+                raise settle(err, op, False) from None
+        err = failure(result, crid)
+        wait = state.next_wait(err, tokens)
+        if wait is None:
+            raise settle(err, op, state.ambiguous)
+        log = _log.get(create=True)
+        assert log is not None
+        log.warning(
+            "%s %s failed (%s); attempt %d in %.3fs", op.method, path, err, state.attempt, wait
+        )
+        if wait:
+            time.sleep(wait)
+        if client._closed:
+            err.args = (f"{err.args[0]}; not retried: the Client was closed",)
+            raise settle(err, op, state.ambiguous)
+        try:
+            auth = tokens.header()
+        except SendError as exc:
+            exc.attempts = state.attempt - 1
+            exc.client_request_id = crid
+            raise settle(exc, op, state.ambiguous) from exc.__cause__
+
+
+def _log_attempt(
+    method: str, path: str, status: int | str, result: Result, crid: str, state: RetryState
+) -> None:
+    log = _log.debug_enabled()
+    if log is None:
+        return
+    log.debug(
+        "%s %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
+        method,
+        path,
+        status,
+        result[1].get("request-id"),
+        crid,
+        result[3],
+        state.attempt,
+    )
