@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test lint build deps venv memcheck asan mutants bench bench-quick conformance clean
+.PHONY: demo test test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -37,6 +37,10 @@ lint: build
 
 test: build lint
 	$(VPY) -m pytest -q -rs
+
+# The suite against the portable event wait (curl_multi_poll, as on macOS), built in build/portable.
+test-portable: build
+	./.ci/portable
 
 # Native tests under valgrind: fails on invalid reads/writes and definite leaks from csrc/.
 memcheck: build

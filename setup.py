@@ -4,8 +4,16 @@ import glob
 import os
 import shlex
 import subprocess
+import sys
 
 from setuptools import Extension, setup
+
+if sys.platform == "win32":
+    # csrc/ waits on POSIX sockets and uses pthreads; nobody has ported or tested it on Windows.
+    raise SystemExit(
+        "graphsend does not build on Windows yet: its C core (csrc/) needs a POSIX system "
+        "(Linux, macOS, the BSDs). Use WSL, or a Linux container."
+    )
 
 
 def _libcurl_flags() -> tuple[list[str], list[str]]:
@@ -41,6 +49,10 @@ if os.environ.get("GRAPHSEND_ASAN") == "1":
 # The default targets the running Python, which on 3.12+ declares per-interpreter GIL support.
 abi3 = os.environ.get("GRAPHSEND_ABI3") == "1"
 macros = [("GRAPHSEND_ABI3", "1")] if abi3 else []
+# GRAPHSEND_PORTABLE=1: send_many waits with libcurl's curl_multi_poll() instead of epoll, as it
+# does on every system but Linux (`make test-portable` runs the suite against that build).
+if os.environ.get("GRAPHSEND_PORTABLE") == "1":
+    macros.append(("GRAPHSEND_PORTABLE", "1"))
 
 setup(
     packages=["graphsend", "graphsend.testing"],

@@ -1,18 +1,26 @@
 /*
- * Engine: one multi handle driving many sends, for send_many and AsyncClient.
+ * Engine: one multi handle driving many sends, for send_many; LoopEngine: the same, driven by an
+ * asyncio event loop, for AsyncClient.
  *
- * submit(), cancel() and wakeup() may come from any thread, also while another thread is inside
- * perform(): they only touch a mutex-protected queue of malloc'd requests and cancelled tags, and
- * an eventfd (events.c) to cut a wait short. Everything libcurl is owned by the one thread in
+ * Engine: submit(), cancel() and wakeup() may come from any thread, also while another thread is
+ * inside perform(): they only touch a mutex-protected queue of malloc'd requests and cancelled
+ * tags, and cut a wait short (events.c). Everything libcurl is owned by the one thread in
  * perform() (the busy flag), which runs with the GIL released and drains the queue, so no
  * libcurl handle is ever used from two threads. The waiting itself is libcurl's socket API over
- * epoll (events.c): a wake-up costs the ready sockets, not every transfer in flight.
+ * epoll on Linux (a wake-up costs the ready sockets, not every transfer in flight), libcurl's
+ * curl_multi_poll() elsewhere.
+ *
+ * LoopEngine: no thread waits. drive() is called by the loop's thread when a socket is ready or
+ * libcurl's timer is due; it runs libcurl without waiting (the GIL stays held: these are short,
+ * non-blocking calls) and returns what finished plus the sockets and timer libcurl asked for,
+ * which the caller registers with its loop (add_reader/add_writer, call_at).
  */
 #include "native.h"
 
 #include "events.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -190,6 +198,7 @@ static void collect_finished(EngineObject *self)
 static void fail_unwatched(EngineObject *self)
 {
     char why[CURL_ERROR_SIZE];
+    const char *how = self->ev.mode == GS_EV_LOOP ? "out of memory" : "epoll_ctl failed";
     gs_transfer *t = self->active.head;
     if (!self->ev.unwatched)
         return;
@@ -197,7 +206,7 @@ static void fail_unwatched(EngineObject *self)
     while (t != NULL) {
         gs_transfer *next = t->next;
         if (t->event_errno != 0) {
-            snprintf(why, sizeof(why), "cannot watch the connection: epoll_ctl failed: %s",
+            snprintf(why, sizeof(why), "cannot watch the connection: %s: %s", how,
                      strerror(t->event_errno));
             end_transfer(self, t, t->event_errno == ENOMEM ? CURLE_OUT_OF_MEMORY : CURLE_RECV_ERROR,
                          why);
@@ -380,7 +389,7 @@ static void engine_release(EngineObject *self)
     Py_CLEAR(self->share);
 }
 
-static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+static PyObject *engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds, int mode)
 {
     gs_state *st = PyType_GetModuleState(type);
     EngineObject *self;
@@ -397,7 +406,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_XDECREF(share);
         return NULL;
     }
-    self->ev.epoll_fd = self->ev.wake_fd = -1; /* not 0, which dealloc would close */
+    gs_events_init(&self->ev); /* fds -1, not 0, which dealloc would close */
     if (pthread_mutex_init(&self->lock, NULL) != 0) {
         gs_options_clear(&o);
         Py_XDECREF(share);
@@ -421,12 +430,22 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return gs_setup_error("CURLMOPT_PIPELINING", mc == CURLM_OUT_OF_MEMORY,
                               curl_multi_strerror(mc));
     }
-    if (gs_events_open(&self->ev, self->multi) < 0) {
+    if (gs_events_open(&self->ev, self->multi, mode) < 0) {
         int err = errno;
         Py_DECREF(self);
-        return gs_setup_error("the event loop (epoll, eventfd)", err == ENOMEM, strerror(err));
+        return gs_setup_error("the event loop (" GS_EV_BACKEND ")", err == ENOMEM, strerror(err));
     }
     return (PyObject *)self;
+}
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return engine_new(type, args, kwds, GS_EV_WAIT);
+}
+
+static PyObject *LoopEngine_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return engine_new(type, args, kwds, GS_EV_LOOP);
 }
 
 static void Engine_dealloc(PyObject *op)
@@ -481,7 +500,7 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
     /* A perform() that is not running sees the queue when it starts: no syscall needed. A
      * failed wakeup only delays a running perform() to its next poll slice, so only an explicit
      * wakeup() reports it. */
-    if (outcome == POST_OK && (wake || atomic_load(&self->busy))) {
+    if (outcome == POST_OK && self->ev.mode == GS_EV_WAIT && (wake || atomic_load(&self->busy))) {
         if (gs_events_wake(&self->ev) < 0 && wake) {
             wake_errno = errno;
             outcome = POST_WAKE_FAILED;
@@ -496,7 +515,8 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
         PyErr_NoMemory();
         return -1;
     case POST_WAKE_FAILED:
-        gs_setup_error("write(eventfd)", 0, strerror(wake_errno));
+        gs_setup_error(GS_EV_EPOLL ? "write(eventfd)" : "curl_multi_wakeup", 0,
+                       strerror(wake_errno));
         return -1;
     default:
         return 0;
@@ -659,6 +679,130 @@ done:
     return result;
 }
 
+/* LoopEngine.drive()'s libcurl part, plain C: start, cancel, one socket_action, collect. */
+static void drive_libcurl(EngineObject *self, gs_request *reqs, long long *cancels,
+                          size_t ncancels, long fd, int flags)
+{
+    CURLMcode mc;
+    start_requests(self, reqs);
+    apply_cancels(self, cancels, ncancels);
+    free(cancels);
+    mc = gs_events_action(&self->ev, self->multi, fd < 0 ? CURL_SOCKET_TIMEOUT : (curl_socket_t)fd,
+                          fd < 0 ? 0 : flags);
+    if (mc != CURLM_OK) {
+        /* libcurl cannot go on with this multi: every transfer still gets a result. */
+        char why[CURL_ERROR_SIZE];
+        snprintf(why, sizeof(why), "aborted: curl_multi_socket_action failed: %s",
+                 curl_multi_strerror(mc));
+        abort_all(self, why);
+    }
+    fail_unwatched(self);
+    collect_finished(self);
+}
+
+/* [(fd, what)] libcurl asked for since the last drive(); None when nothing changed. */
+static PyObject *socket_changes_to_py(const gs_events *ev)
+{
+    PyObject *list;
+    if (ev->nchanges == 0)
+        Py_RETURN_NONE;
+    list = PyList_New((Py_ssize_t)ev->nchanges);
+    if (list == NULL)
+        return NULL;
+    for (size_t i = 0; i < ev->nchanges; i++) {
+        PyObject *pair = Py_BuildValue("(li)", (long)ev->changes[i].fd, ev->changes[i].what);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SetItem(list, (Py_ssize_t)i, pair);
+    }
+    return list;
+}
+
+static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *const *args,
+                                  Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"fd", "flags"};
+    EngineObject *self = (EngineObject *)op;
+    PyObject *argv[2], *result = NULL, *item;
+    gs_request *reqs;
+    long long *cancels;
+    size_t ncancels;
+    long fd;
+    long flags = 0;
+
+    if (gs_bind_args("drive", names, 1, 2, args, nargs, kwnames, argv) < 0)
+        return NULL;
+    fd = PyLong_AsLong(argv[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (argv[1] != NULL) {
+        flags = PyLong_AsLong(argv[1]);
+        if (flags == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (fd > INT_MAX || flags < 0 || flags > (CURL_CSELECT_IN | CURL_CSELECT_OUT | CURL_CSELECT_ERR)) {
+        PyErr_SetString(PyExc_ValueError, "drive(): fd or flags out of range");
+        return NULL;
+    }
+    /* Made first: once finished_to_py() has taken the results, nothing may fail. */
+    result = PyTuple_New(3);
+    if (result == NULL)
+        return NULL;
+    if (engine_enter(self, "drive") < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    self->out_of_memory = 0;
+    pthread_mutex_lock(&self->lock);
+    reqs = self->queue;
+    self->queue = NULL;
+    self->queue_tail = &self->queue;
+    cancels = self->cancels;
+    ncancels = self->ncancels;
+    self->cancels = NULL;
+    self->ncancels = self->cancels_cap = 0;
+    pthread_mutex_unlock(&self->lock);
+    /* One ready socket is a few microseconds of libcurl: the GIL stays held. Starting a batch
+     * (hundreds of transfers after a gather) takes milliseconds, so other threads may run then. */
+    if (reqs != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        drive_libcurl(self, reqs, cancels, ncancels, fd, (int)flags);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        drive_libcurl(self, reqs, cancels, ncancels, fd, (int)flags);
+    }
+    if (self->out_of_memory && self->done.head == NULL) {
+        PyErr_NoMemory(); /* the requests stay queued for the next drive() */
+        goto error;
+    }
+    item = socket_changes_to_py(&self->ev);
+    if (item == NULL)
+        goto error;
+    PyTuple_SetItem(result, 1, item);
+    if (self->ev.timer_changed)
+        item = PyFloat_FromDouble(self->ev.timer_ms < 0 ? -1.0 : (double)self->ev.timer_ms / 1e3);
+    else
+        item = Py_NewRef(Py_None);
+    if (item == NULL)
+        goto error;
+    PyTuple_SetItem(result, 2, item);
+    item = finished_to_py(self, PyType_GetModuleState(cls));
+    if (item == NULL)
+        goto error; /* the results stay for the next drive() */
+    PyTuple_SetItem(result, 0, item);
+    self->ev.nchanges = 0;
+    self->ev.timer_changed = 0;
+    atomic_store(&self->busy, 0);
+    return result;
+error:
+    atomic_store(&self->busy, 0);
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyObject *Engine_close(PyObject *op, PyObject *unused)
 {
     EngineObject *self = (EngineObject *)op;
@@ -740,4 +884,47 @@ PyType_Spec gs_engine_spec = {
     .basicsize = sizeof(EngineObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = Engine_slots,
+};
+
+static PyMethodDef LoopEngine_methods[] = {
+    {"submit", FASTCALL_METHOD(Engine_submit), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None)\n--\n\n"
+               "Queue a send; the next drive() starts it.")},
+    {"cancel", FASTCALL_METHOD(Engine_cancel), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("cancel($self, /, tag)\n--\n\n"
+               "Abort the transfers with this tag (curl_code 42) at the next drive().")},
+    {"drive", FASTCALL_METHOD(LoopEngine_drive), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("drive($self, /, fd, flags=0)\n--\n\n"
+               "Start what was submitted, apply cancels, let libcurl run socket fd (flags: "
+               "CURL_CSELECT_IN 1 | OUT 2 | ERR 4), or its timer when fd < 0, without waiting. "
+               "Returns (finished [(tag, Receipt | Result)], socket changes [(fd, what)] or None, "
+               "timer in seconds (-1.0: none) or None when unchanged).")},
+    {"close", Engine_close, METH_NOARGS,
+     PyDoc_STR("close($self, /)\n--\n\n"
+               "Abort everything and free the multi handle; results not yet returned are "
+               "dropped.")},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(LoopEngine_doc,
+             "LoopEngine(*, connect_timeout_ms=10000, timeout_ms=60000, allow_http=False, "
+             "ca_bundle=None, proxy=None, user_agent='graphsend', http2=False, share=None)\n"
+             "--\n\n"
+             "A libcurl multi handle that an event loop drives: one thread, no waiting.");
+
+static PyType_Slot LoopEngine_slots[] = {
+    {Py_tp_new, LoopEngine_new},
+    {Py_tp_dealloc, Engine_dealloc},
+    {Py_tp_methods, LoopEngine_methods},
+    {Py_tp_getset, Engine_getset},
+    {Py_tp_members, Engine_members},
+    {Py_tp_doc, (void *)LoopEngine_doc},
+    {0, NULL},
+};
+
+PyType_Spec gs_loop_engine_spec = {
+    .name = "graphsend._native.LoopEngine",
+    .basicsize = sizeof(EngineObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = LoopEngine_slots,
 };

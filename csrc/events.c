@@ -1,35 +1,78 @@
-/* The Engine's event loop under libcurl's socket API (see events.h). */
+/* How an Engine waits for libcurl's sockets (see events.h). */
 #define _GNU_SOURCE
 
 #include "events.h"
 
 #include <errno.h>
 #include <stdint.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <stdlib.h>
 #include <unistd.h>
 
-#include "transfer.h"
+#if GS_EV_EPOLL
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#endif
 
-#define MAX_EVENTS 64
-#define REGISTERED ((void *)1) /* curl_multi_assign() mark: the socket is in the epoll set */
+#include "transfer.h"
 
 /*
  * A socket we cannot watch would leave its transfer waiting forever. Returning -1 would tell
  * libcurl to fail the whole multi, and with it every transfer in flight, so the one transfer is
  * marked instead and the Engine ends it after the step.
  */
-static int unwatched(gs_events *ev, CURL *easy)
+static int unwatched(gs_events *ev, CURL *easy, int err)
 {
     char *priv = NULL;
-    int err = errno != 0 ? errno : EIO;
     if (easy != NULL && curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK &&
         priv != NULL) {
-        ((gs_transfer *)priv)->event_errno = err;
+        ((gs_transfer *)priv)->event_errno = err != 0 ? err : EIO;
         ev->unwatched = 1;
     }
     return 0;
 }
+
+/* ---- GS_EV_LOOP: record, the caller's event loop does the waiting --------------------------- */
+
+static int on_socket_loop(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    gs_events *ev = userp;
+    (void)socketp;
+    if (ev->nchanges == ev->changes_cap) {
+        size_t cap = ev->changes_cap ? ev->changes_cap * 2 : 16;
+        gs_sock_change *grown = realloc(ev->changes, cap * sizeof(*grown));
+        if (grown == NULL)
+            /* A removal needs no watching; anything else is this transfer's failure. */
+            return what == CURL_POLL_REMOVE ? 0 : unwatched(ev, easy, ENOMEM);
+        ev->changes = grown;
+        ev->changes_cap = cap;
+    }
+    ev->changes[ev->nchanges].fd = s;
+    ev->changes[ev->nchanges].what = what;
+    ev->nchanges++;
+    return 0;
+}
+
+static int on_timer_loop(CURLM *multi, long timeout_ms, void *userp)
+{
+    gs_events *ev = userp;
+    (void)multi;
+    ev->timer_ms = timeout_ms;
+    ev->timer_changed = 1;
+    return 0;
+}
+
+CURLMcode gs_events_action(gs_events *ev, CURLM *multi, curl_socket_t fd, int flags)
+{
+    int running;
+    (void)ev;
+    return curl_multi_socket_action(multi, fd, flags, &running);
+}
+
+/* ---- GS_EV_WAIT over epoll (Linux) ----------------------------------------------------------- */
+#if GS_EV_EPOLL
+
+#define MAX_EVENTS 64
+#define REGISTERED ((void *)1) /* curl_multi_assign() mark: the socket is in the epoll set */
 
 /* CURLMOPT_SOCKETFUNCTION: keep the epoll set in step with what libcurl waits for. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -48,11 +91,11 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_MOD, s, &e) == 0)
             return 0;
         if (errno != ENOENT) /* ENOENT: closed and reopened under the same number */
-            return unwatched(ev, easy);
+            return unwatched(ev, easy, errno);
     }
     if (epoll_ctl(ev->epoll_fd, EPOLL_CTL_ADD, s, &e) != 0 &&
         (errno != EEXIST || epoll_ctl(ev->epoll_fd, EPOLL_CTL_MOD, s, &e) != 0))
-        return unwatched(ev, easy);
+        return unwatched(ev, easy, errno);
     /* Remembered so later changes are one MOD. If it cannot be, the next change finds the
      * socket registered (EEXIST) and falls back to MOD: correct, one syscall dearer. */
     (void)curl_multi_assign(ev->multi, s, REGISTERED);
@@ -68,13 +111,10 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-int gs_events_open(gs_events *ev, CURLM *multi)
+static int open_wait(gs_events *ev, CURLM *multi)
 {
     struct epoll_event e = {.events = EPOLLIN};
 
-    ev->multi = multi;
-    ev->timer_at = -1.0;
-    ev->unwatched = 0;
     ev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     ev->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (ev->epoll_fd < 0 || ev->wake_fd < 0)
@@ -90,15 +130,6 @@ int gs_events_open(gs_events *ev, CURLM *multi)
         return -1;
     }
     return 0;
-}
-
-void gs_events_close(gs_events *ev)
-{
-    if (ev->epoll_fd >= 0)
-        close(ev->epoll_fd);
-    if (ev->wake_fd >= 0)
-        close(ev->wake_fd);
-    ev->epoll_fd = ev->wake_fd = -1;
 }
 
 int gs_events_wake(gs_events *ev)
@@ -171,4 +202,93 @@ int gs_events_step(gs_events *ev, CURLM *multi, double wait, gs_step *st)
     if (ev->timer_at >= 0.0 && ev->timer_at <= gs_now())
         return run_timer(ev, multi, st);
     return 0;
+}
+
+/* ---- GS_EV_WAIT, portable: libcurl's own wait and wake-up ----------------------------------- */
+#else
+
+static int open_wait(gs_events *ev, CURLM *multi)
+{
+    (void)ev;
+    (void)multi;
+    return 0; /* curl_multi_poll() needs no callbacks: it asks every transfer for its sockets */
+}
+
+int gs_events_wake(gs_events *ev)
+{
+    if (curl_multi_wakeup(ev->multi) != CURLM_OK) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+int gs_events_step(gs_events *ev, CURLM *multi, double wait, gs_step *st)
+{
+    int running;
+    (void)ev;
+    st->failed = NULL;
+    if (!(wait > 0.0)) /* also NaN */
+        wait = 0.0;
+    if (wait > 60.0)
+        wait = 60.0;
+    /* Transfers first, so that new ones start and a caller stepping often cannot starve them;
+     * curl_multi_poll() returns early for libcurl's own timeouts and for curl_multi_wakeup(). */
+    st->mc = curl_multi_perform(multi, &running);
+    if (st->mc != CURLM_OK)
+        return -1;
+    if (wait > 0.0) {
+        st->mc = curl_multi_poll(multi, NULL, 0, (int)(wait * 1000.0 + 0.999), NULL);
+        if (st->mc != CURLM_OK)
+            return -1;
+        st->mc = curl_multi_perform(multi, &running);
+        if (st->mc != CURLM_OK)
+            return -1;
+    }
+    return 0;
+}
+
+#endif
+
+/* ---- both ---------------------------------------------------------------------------------- */
+
+void gs_events_init(gs_events *ev)
+{
+    ev->multi = NULL;
+    ev->mode = GS_EV_WAIT;
+    ev->epoll_fd = ev->wake_fd = -1;
+    ev->timer_at = -1.0;
+    ev->unwatched = 0;
+    ev->changes = NULL;
+    ev->nchanges = ev->changes_cap = 0;
+    ev->timer_ms = -1;
+    ev->timer_changed = 0;
+}
+
+int gs_events_open(gs_events *ev, CURLM *multi, int mode)
+{
+    ev->multi = multi;
+    ev->mode = mode;
+    if (mode == GS_EV_WAIT)
+        return open_wait(ev, multi);
+    if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket_loop) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, ev) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer_loop) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERDATA, ev) != CURLM_OK) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+void gs_events_close(gs_events *ev)
+{
+    if (ev->epoll_fd >= 0)
+        close(ev->epoll_fd);
+    if (ev->wake_fd >= 0)
+        close(ev->wake_fd);
+    ev->epoll_fd = ev->wake_fd = -1;
+    free(ev->changes);
+    ev->changes = NULL;
+    ev->nchanges = ev->changes_cap = 0;
 }

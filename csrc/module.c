@@ -4,6 +4,8 @@
  */
 #include "native.h"
 
+#include "events.h"
+
 #include <pthread.h>
 
 #include <string.h>
@@ -103,7 +105,8 @@ static int module_exec(PyObject *module)
     st->pid = gs_pid;
     if (add_type(module, &gs_share_spec, &st->share_type) < 0 ||
         add_type(module, &gs_handle_spec, &st->handle_type) < 0 ||
-        add_type(module, &gs_engine_spec, &st->engine_type) < 0)
+        add_type(module, &gs_engine_spec, &st->engine_type) < 0 ||
+        add_type(module, &gs_loop_engine_spec, &st->loop_engine_type) < 0)
         return -1;
     for (int i = 0; i < GS_H_COUNT; i++) {
         st->header_keys[i] = PyUnicode_InternFromString(gs_headers[i].name);
@@ -112,6 +115,7 @@ static int module_exec(PyObject *module)
     }
     if (PyModule_AddStringConstant(module, "libcurl_version", info->version) < 0 ||
         PyModule_AddStringConstant(module, "libcurl_build_version", LIBCURL_VERSION) < 0 ||
+        PyModule_AddStringConstant(module, "event_backend", GS_EV_BACKEND) < 0 ||
         PyModule_AddStringConstant(module, "ssl_version",
                                    info->ssl_version ? info->ssl_version : "") < 0 ||
         PyModule_AddIntConstant(module, "body_limit", GS_BODY_CAP) < 0 ||
@@ -146,6 +150,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->share_type);
     Py_VISIT(st->handle_type);
     Py_VISIT(st->engine_type);
+    Py_VISIT(st->loop_engine_type);
     Py_VISIT(st->receipt_type);
     return 0;
 }
@@ -156,6 +161,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->share_type);
     Py_CLEAR(st->handle_type);
     Py_CLEAR(st->engine_type);
+    Py_CLEAR(st->loop_engine_type);
     Py_CLEAR(st->receipt_type);
     for (int i = 0; i < GS_H_COUNT; i++)
         Py_CLEAR(st->header_keys[i]);

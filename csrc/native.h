@@ -31,6 +31,7 @@ typedef struct {
     PyTypeObject *share_type;
     PyTypeObject *handle_type;
     PyTypeObject *engine_type;
+    PyTypeObject *loop_engine_type;
     PyObject *header_keys[GS_H_COUNT]; /* interned names for result dicts */
     PyObject *receipt_type;            /* graphsend.Receipt, a tuple subclass (set_receipt_type) */
     newfunc tuple_new;                 /* tuple.__new__, to build a Receipt without Python code */
@@ -42,6 +43,7 @@ typedef struct {
 extern PyType_Spec gs_share_spec;
 extern PyType_Spec gs_handle_spec;
 extern PyType_Spec gs_engine_spec;
+extern PyType_Spec gs_loop_engine_spec; /* engine.c: an Engine an event loop drives */
 
 /* request_id.c: a fresh version 4 UUID (36 characters, no NUL), and the module function. */
 #define GS_REQUEST_ID_LEN 36

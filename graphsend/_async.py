@@ -1,25 +1,25 @@
-"""AsyncClient: asyncio on the same native engine, without blocking the event loop.
+"""AsyncClient: asyncio on the same native core, driven by the running event loop.
 
-One engine thread per client drives a libcurl multi handle (GIL released while it waits) with the
-per-mailbox Scheduler that Client.send_many uses: it submits, retries and requeues on its own,
-and wakes a loop only when a call awaited there has news, once per batch of finished transfers.
-1,000 concurrent sends cost one OS thread; a send_many costs no task or future per item.
+Every event loop that uses a client gets its own _Driver: a LoopEngine (one libcurl multi), the
+per-mailbox Scheduler that Client.send_many uses, and the loop registrations libcurl asks for.
+libcurl's socket callback ends in loop.add_reader()/add_writer(), its timer in one call_later();
+a ready socket calls LoopEngine.drive() (C, short and non-blocking, so the GIL stays held), the
+finished transfers go to the Scheduler and the awaiting calls' futures resolve there and then.
+No thread, no cross-thread hand-off, no task or future per item of a send_many.
 
-The engine thread holds only an _EngineState, never the AsyncClient: a client dropped without
-aclose() is collected, and its finalizer stops the thread. At interpreter exit an atexit handler
-stops every engine thread before libcurl and OpenSSL are torn down.
+A _Driver holds no reference to the AsyncClient: a client dropped without aclose() is collected
+and its finalizer closes every driver's transfers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import inspect
+import math
 import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -50,32 +50,24 @@ if TYPE_CHECKING:
 
 
 class _Call(Batch):
-    """A Batch awaited in an event loop. The engine thread fills the Batch fields; the seen_*
-    fields and the waiter are only touched in the loop."""
+    """A Batch awaited in an event loop; everything about it happens in that loop's thread."""
 
-    __slots__ = ("loop", "progress", "seen_done", "seen_finished", "waiter")
+    __slots__ = ("ended", "progress", "waiter")
 
-    loop: asyncio.AbstractEventLoop
     waiter: asyncio.Future[None]
 
     def __init__(self, limit: int, stop_on_error: bool = False) -> None:
         super().__init__(limit, stop_on_error)
-        self.progress = False  # wake the loop on every batch of results, not just at the end
-        self.seen_done = 0
-        self.seen_finished = False
-
-
-# (call, items done, finished) as the engine thread saw them.
-_News: TypeAlias = list[tuple[_Call, int, bool]]
+        self.progress = False  # wake the caller on every batch of results, not just at the end
+        self.ended = False  # every item has its outcome (or the driver stopped)
 
 
 class _AsyncToken(TokenSource):
     """An async credential (``async def get_token``) or an async callable returning a token.
 
-    The token is fetched in the event loop (awaited) before a call is handed to the engine
-    thread, and again when the engine thread finds none valid (after a 401, or near expiry): it
-    then raises TokenPending and asks a loop to fetch one. The engine thread never runs a
-    coroutine and never waits on a loop.
+    The token is awaited in the event loop before a call is handed to the Scheduler. When the
+    Scheduler finds none valid later (after a 401, or near expiry), header() raises TokenPending:
+    the Scheduler starts nothing, and the driver awaits a fresh token and starts again.
     """
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float]]], per_call: bool) -> None:
@@ -95,6 +87,13 @@ class _AsyncToken(TokenSource):
 
     def invalidate(self) -> None:
         self._state = (None, 0.0, None)
+
+    def stale(self, header: str) -> bool:
+        """A request that carried header got a 401, but a newer token is here already (the
+        answers of the requests sent with the old one come in one by one, each in its own loop
+        callback): retry with the new token rather than fetch yet another."""
+        current = self._state[0]
+        return current is not None and current != header
 
     def error(self) -> BaseException | None:
         return self._state[2]
@@ -172,137 +171,279 @@ def _async_token(token: object, scope: str) -> _AsyncToken | None:
     return None
 
 
-class _EngineState:
-    """What the engine thread works with. It holds no reference to the AsyncClient, so a client
-    dropped without aclose() can be collected (its finalizer then stops the thread)."""
+# libcurl's CURL_POLL_* (what to watch) and CURL_CSELECT_* (what is ready) bits.
+_POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
 
-    def __init__(self, client: Client, max_per_mailbox: int, lock: threading.Lock) -> None:
-        self.lock = lock  # the client's: guards calls against _abandon
-        self.engine = _native.Engine(share=_native.Share(), **client._options)
+# While a call is awaited, the loop wakes at least this often (seconds). Some loops' signal
+# handlers schedule work with call_soon(), which does not wake a loop asleep in select():
+# ipykernel's SIGINT handler (a kernel interrupt) is one, and its cancellation of the cell would
+# wait for the next socket event, which for a slow server may be minutes away.
+_HEARTBEAT = 0.2
+
+_NO_ADD_READER = (
+    "AsyncClient needs an event loop that can watch sockets (loop.add_reader), and {loop} "
+    "cannot (the Windows Proactor loop is one such). On Windows, run it under the selector "
+    "loop: asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())."
+)
+
+
+def _check_loop(loop: asyncio.AbstractEventLoop) -> None:
+    proactor = getattr(asyncio, "ProactorEventLoop", None)
+    add_reader = getattr(type(loop), "add_reader", None)
+    if (
+        add_reader is None
+        or add_reader is asyncio.AbstractEventLoop.add_reader  # raises NotImplementedError
+        or (proactor is not None and isinstance(loop, proactor))
+    ):
+        raise RuntimeError(_NO_ADD_READER.format(loop=type(loop).__name__))
+
+
+class _Driver:
+    """One event loop's libcurl multi, Scheduler and socket registrations. Runs in that loop's
+    thread only; holds no reference to the AsyncClient."""
+
+    def __init__(
+        self, client: Client, max_per_mailbox: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        _check_loop(loop)
+        self.loop = loop
+        self.engine = _native.LoopEngine(share=_native.Share(), **client._options)
         self.scheduler = Scheduler(client, self.engine, max_per_mailbox)
-        # Work for the engine thread, which alone touches the scheduler: loops append, it pops.
-        self.inbox: deque[tuple[Callable[[Batch], None], Batch]] = deque()
-        self.wake_pending = False  # a wakeup() is on its way, so more posts need none
-        self.calls: dict[_Call, None] = {}  # awaited now: answered even if the engine stops
-        self.closed = False  # set once; the thread leaves its loop and libcurl for good
-        self.why = "the AsyncClient was closed during the send"
-        self.token_requested = False
-        self.forsaken = False  # exit did not wait for this thread: it must not touch libcurl
-        self.thread = threading.Thread(
-            target=_run_engine, args=(self,), name="graphsend-engine", daemon=True
-        )
+        self.fds: dict[int, int] = {}  # fd -> the _POLL_* bits registered with the loop
+        # libcurl's timer: when it is due (loop time, inf: none), and the one call_at() that
+        # serves it; a later deadline keeps the handle (it fires early and re-arms), so the
+        # frequent timer updates of libcurl cost no loop handle each.
+        self.timer_at = math.inf
+        self.timer: asyncio.TimerHandle | None = None
+        self.wake: asyncio.TimerHandle | None = None  # a throttled mailbox resumes
+        self.wake_at = math.inf
+        self.beat: asyncio.TimerHandle | None = None  # see _HEARTBEAT
+        self.kick_pending = False
+        self.refreshing = False
+        self.tasks: set[asyncio.Task[None]] = set()  # token refreshes
+        self.calls: dict[_Call, None] = {}  # awaited now
+        self.closing = False  # close() began: a failure inside it does not close again
+        self.closed = False
 
-    def stop(self, why: str | None = None) -> None:
-        """Any thread: make the engine thread leave its loop, close the engine and exit."""
+    # ---- calls, from the awaiting coroutines
+
+    def add(self, call: _Call) -> None:
+        self.calls[call] = None
+        self.scheduler.add(call)
+        if self.kick_pending or len(self.calls) > 1:
+            self._kick_soon()  # sends made in one go (a gather) start together
+        else:
+            self._kick()  # a lone send starts now, not one loop iteration later
+        if self.beat is None:
+            self.beat = self.loop.call_later(_HEARTBEAT, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self.beat = None
+        if self.calls and not self.closed:
+            self.beat = self.loop.call_later(_HEARTBEAT, self._heartbeat)
+
+    def cancel(self, call: _Call) -> None:
+        """Start nothing more for call and abort its transfers now: their results (which say
+        whether each request was written) come back from this very drive()."""
         if not self.closed:
-            if why is not None:
-                self.why = why
-            self.closed = True
-        if self.thread.is_alive():
-            self.engine.wakeup()  # no libcurl call: it writes the engine's eventfd
+            self.scheduler.cancel(call)
+            self._drive(-1)
 
-    def want_token(self) -> None:
-        """Engine thread: ask the loops of the awaiting calls to fetch a token."""
-        if self.token_requested:
+    # ---- libcurl and the Scheduler
+
+    def _kick_soon(self) -> None:
+        if not self.kick_pending:
+            self.kick_pending = True
+            self.loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self.kick_pending = False
+        if self.closed:
             return
-        self.token_requested = True
-        for loop in {call.loop for call in list(self.calls)}:
-            try:
-                loop.call_soon_threadsafe(self._start_refresh)
-            except RuntimeError:
-                pass  # that loop is closed
+        scheduler = self.scheduler
+        now = time.monotonic()
+        running = len(scheduler.in_flight)
+        next_wake = scheduler.start_ready(now)
+        if scheduler.token_wanted:
+            scheduler.token_wanted = False
+            self._refresh_token()
+        if next_wake is not None and next_wake < self.wake_at:
+            if self.wake is not None:
+                self.wake.cancel()
+            self.wake_at = next_wake
+            self.wake = self.loop.call_later(max(0.0, next_wake - now), self._on_wake)
+        if len(scheduler.in_flight) > running:
+            self._drive(-1)  # starts what was submitted
+        elif scheduler.touched:  # items settled without a transfer (a token error, a stop)
+            self._drive(-1)
 
-    def _start_refresh(self) -> None:
-        """In a loop: fetch the token, then wake the engine thread to use it (or report the
-        error on the items waiting for it)."""
+    def _on_wake(self) -> None:
+        self.wake = None
+        self.wake_at = math.inf
+        self._kick()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.timer_at <= self.loop.time():
+            self.timer_at = math.inf
+            self._drive(-1)
+        else:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """One call_at for libcurl's timer, while transfers are in flight. Idle, libcurl still
+        asks for a last call after each transfer; the next kick drives it anyway."""
+        at = self.timer_at
+        if at == math.inf or not self.scheduler.in_flight or self.closed:
+            return
+        if self.timer is not None:
+            if self.timer.when() <= at:
+                return  # fires early and re-arms
+            self.timer.cancel()
+        self.timer = self.loop.call_at(at, self._on_timer)
+
+    def _drive(self, fd: int, flags: int = 0) -> None:
+        """libcurl runs socket fd (or its timer); what finished goes to the Scheduler."""
+        try:
+            finished, changes, timer = self.engine.drive(fd, flags)
+            if changes is not None:
+                self._watch(changes)
+            scheduler = self.scheduler
+            if finished:
+                log = _log.debug_enabled() is not None
+                finish = scheduler.finish
+                for tag, result in finished:
+                    finish(tag, result, log)
+                if scheduler.ready:
+                    self._kick_soon()  # room under a cap: start the next items
+            if timer is not None:
+                self.timer_at = math.inf if timer < 0.0 else self.loop.time() + timer
+            self._arm_timer()  # after finish(): in_flight says whether anything runs
+            if scheduler.touched:
+                touched, scheduler.touched = scheduler.touched, {}
+                for call in touched:
+                    _tell(call)  # type: ignore[arg-type]
+        except Exception as exc:  # never leave awaiting calls hanging
+            if not self.closing:
+                self.close(f"the event loop driver failed ({exc!r})")
+            raise
+
+    def _watch(self, changes: list[tuple[int, int]]) -> None:
+        """Keep the loop's registrations in step with what libcurl waits for."""
+        loop, fds, drive = self.loop, self.fds, self._drive
+        for fd, what in changes:
+            want = 0 if what & _POLL_REMOVE else what
+            had = fds.get(fd, 0)
+            if want == had:
+                continue
+            # libcurl may already have closed a socket it no longer wants: nothing to undo.
+            if had & _POLL_IN and not want & _POLL_IN:
+                _quietly(loop.remove_reader, fd)
+            if had & _POLL_OUT and not want & _POLL_OUT:
+                _quietly(loop.remove_writer, fd)
+            if want & _POLL_IN and not had & _POLL_IN:
+                loop.add_reader(fd, drive, fd, _POLL_IN)
+            if want & _POLL_OUT and not had & _POLL_OUT:
+                loop.add_writer(fd, drive, fd, _POLL_OUT)
+            if want:
+                fds[fd] = want
+            else:
+                del fds[fd]
+
+    def _refresh_token(self) -> None:
+        """The async token source has no valid token: await one, then start again."""
+        if self.refreshing:
+            return
+        self.refreshing = True
         tokens = self.scheduler.tokens
         assert isinstance(tokens, _AsyncToken)
 
         async def refresh() -> None:
             try:
-                await tokens.refresh()
+                await tokens.refresh()  # never raises: a failure is each item's outcome
             finally:
-                self.token_requested = False
+                self.refreshing = False
                 if not self.closed:
-                    self.engine.wakeup()
+                    self._kick_soon()
 
-        task = asyncio.get_running_loop().create_task(refresh())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        task = self.loop.create_task(refresh())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # ---- the end
+
+    def shutdown(self, why: str) -> None:
+        """From any thread: close, in the loop's thread when that loop runs elsewhere."""
+        loop = self.loop
+        if loop.is_closed():
+            self.close(why, touch_loop=False)
+        elif _running_loop() is loop or not loop.is_running():
+            self.close(why)
+        else:
+            try:
+                loop.call_soon_threadsafe(self.close, why)
+            except RuntimeError:  # closed meanwhile
+                self.close(why, touch_loop=False)
+
+    def close(self, why: str, touch_loop: bool = True) -> None:
+        """Abort every transfer (the awaited calls get their results), unregister every socket
+        and free the multi."""
+        if self.closing:
+            return
+        self.closing = True
+        calls = list(self.calls)
+        if touch_loop:
+            for call in calls:
+                self.scheduler.cancel(call)
+            try:
+                self._drive(-1)  # the aborted transfers' results
+            except Exception:
+                pass  # the calls are settled below
+        self.closed = True
+        for handle in (self.timer, self.wake, self.beat):
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.wake = self.beat = None
+        if touch_loop:
+            for fd, had in self.fds.items():
+                if had & _POLL_IN:
+                    _quietly(self.loop.remove_reader, fd)
+                if had & _POLL_OUT:
+                    _quietly(self.loop.remove_writer, fd)
+        self.fds.clear()
+        self.engine.close()
+        for call in calls:
+            if not call.ended:
+                call.settle(self.scheduler.in_flight, f"{why}; it may have been sent", True)
+                call.ended = True
+                if touch_loop and not call.waiter.done():
+                    call.waiter.set_result(None)
 
 
-_background: set[asyncio.Task[None]] = set()  # token refreshes running in some loop
-_live: weakref.WeakSet[_EngineState] = weakref.WeakSet()  # engine threads not yet stopped
-_exiting = False
-_atexit_registered = False
+def _tell(call: _Call) -> None:
+    """The Scheduler has news of call: wake its coroutine if it is waiting for it."""
+    if call.finished():
+        call.ended = True
+    elif not call.progress:
+        return
+    if not call.waiter.done():
+        call.waiter.set_result(None)
 
 
-def _stop_all_at_exit() -> None:
-    """At interpreter exit, before libcurl and OpenSSL clean up: stop every engine thread.
-
-    A daemon thread still inside libcurl when OpenSSL's atexit cleanup runs crashes the process.
-    """
-    global _exiting
-    _exiting = True
-    states = list(_live)
-    for state in states:
-        state.stop("the interpreter exited during the send")
-    deadline = time.monotonic() + 5.0
-    for state in states:
-        state.thread.join(max(0.0, deadline - time.monotonic()))
-        if state.thread.is_alive():  # stuck in a token provider, say: leave its engine alone
-            state.forsaken = True
-
-
-def _run_engine(state: _EngineState) -> None:
-    """The engine thread: wait on sockets with the GIL released, schedule, tell the loops."""
-    engine, scheduler, inbox = state.engine, state.scheduler, state.inbox
+def _quietly(remove: Callable[[int], object], fd: int) -> None:
     try:
-        while not state.closed:
-            state.wake_pending = False  # before draining: a post after this wakes us again
-            while inbox:
-                op, call = inbox.popleft()
-                op(call)
-            now = time.monotonic()
-            next_wake = scheduler.start_ready(now)
-            if scheduler.token_wanted:
-                scheduler.token_wanted = False
-                state.want_token()
-            if scheduler.touched:
-                timeout = 0.0  # items settled without a transfer: tell their loops now
-            else:
-                timeout = 1.0 if next_wake is None else max(0.0, min(next_wake - now, 1.0))
-            if state.closed:
-                break  # never enter libcurl again once a stop began
-            finished = engine.perform(timeout)
-            log = _log.debug_enabled() is not None
-            for tag, result in finished:
-                scheduler.finish(tag, result, log)
-            if scheduler.touched:
-                touched, scheduler.touched = scheduler.touched, {}
-                news = [(c, c.done, c.finished()) for c in touched]  # type: ignore[attr-defined]
-                _tell([n for n in news if n[2] or n[0].progress])  # type: ignore[misc]
-    except BaseException as exc:  # never leave awaiting calls hanging
-        state.closed = True
-        state.why = f"the engine thread failed ({exc!r})"
-        raise
-    finally:
-        _live.discard(state)
-        try:
-            if not state.forsaken:
-                engine.close()
-        finally:
-            _abandon(state)
+        remove(fd)
+    except (OSError, ValueError, RuntimeError):
+        pass  # closed already (by libcurl, or the loop is closed)
 
 
-def _abandon(state: _EngineState) -> None:
-    """Calls still awaited learn that their transfers were abandoned mid-flight."""
-    with state.lock:  # after this, _post refuses new calls
-        state.closed = True
-        calls = list(state.calls)
-    for call in calls:
-        call.settle(state.scheduler.in_flight, f"{state.why}; it may have been sent")
-    _tell([(call, call.done, True) for call in calls])
+_running_loop = asyncio._get_running_loop  # None outside a running loop, never raises
+
+
+def _shutdown(drivers: dict[asyncio.AbstractEventLoop, _Driver], why: str) -> None:
+    for driver in list(drivers.values()):
+        driver.shutdown(why)
+    drivers.clear()
 
 
 class AsyncClient:
@@ -349,9 +490,11 @@ class AsyncClient:
         )
         self.base_url = self._client.base_url
         self.max_per_mailbox = max_per_mailbox
-        self._state: _EngineState | None = None
-        self._lock = threading.Lock()
+        self._drivers: dict[asyncio.AbstractEventLoop, _Driver] = {}  # one per event loop
+        self._lock = threading.Lock()  # loops in other threads may use this client too
         self._closed = False
+        # Dropped without aclose(): every loop's transfers are aborted and its multi freed.
+        weakref.finalize(self, _shutdown, self._drivers, "the AsyncClient was garbage-collected")
 
     def __repr__(self) -> str:
         return f"<graphsend.AsyncClient base_url={self.base_url!r}>"
@@ -363,15 +506,11 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the engine thread (without blocking the loop) and close every connection.
-
-        Calls still awaited end at once: their in-flight items may have been sent."""
+        """Close every connection. Calls still awaited end at once: their transfers are
+        aborted, and the results say which requests had been written (may_have_sent)."""
         with self._lock:
             self._closed = True
-            state = self._state
-        if state is not None:
-            state.stop("the AsyncClient was closed during the send")
-            await asyncio.get_running_loop().run_in_executor(None, state.thread.join)
+        _shutdown(self._drivers, "the AsyncClient was closed during the send")
         self._client.close()
 
     async def send(
@@ -437,7 +576,7 @@ class AsyncClient:
         try:
             if total:
                 await self._run(call, show)
-            show(call.seen_done)
+            show(call.done)
         except BaseException as exc:
             exc.results = call.settle({})  # type: ignore[attr-defined]
             raise
@@ -454,93 +593,46 @@ class AsyncClient:
         return results
 
     async def _run(self, call: _Call, progress: Callable[[int], None] | None = None) -> None:
-        """Hand the call to the engine thread and wait until it has finished.
+        """Hand the call to this loop's driver and wait until every item has its outcome.
 
-        If the wait ends early (cancelled, or ``progress`` raised), the call is stopped and this
-        waits until the engine thread has aborted its transfers, so that every item's outcome
-        is known: the results then say which requests were written."""
+        If the wait ends early (cancelled, or ``progress`` raised), nothing more of the call is
+        started and its transfers are aborted there and then, so that every item's outcome is
+        known: the results say which requests were written."""
         loop = asyncio.get_running_loop()
-        call.loop = loop
+        driver = self._driver(loop)
         call.waiter = loop.create_future()
-        state = self._post(call)
+        driver.add(call)
         try:
-            while not call.seen_finished:
+            while not call.ended:
                 await call.waiter
-                call.waiter = loop.create_future()  # before anything else can await
-                if progress is not None and not call.seen_finished:
-                    progress(call.seen_done)
-        except BaseException:
-            self._post(call, cancel=True)  # start nothing more, abort what is in flight
-            if call.waiter.done():  # cancelled along with the task
-                call.waiter = loop.create_future()
-            try:
-                while not call.seen_finished:
-                    await call.waiter
+                if not call.ended:
                     call.waiter = loop.create_future()
-            except asyncio.CancelledError:
-                # Cancelled again while waiting: report what the engine thread knows now.
+                    if progress is not None:
+                        progress(call.done)
+        except BaseException:
+            driver.cancel(call)
+            if not call.ended:  # the driver has stopped: report what it knows
                 call.settle(
-                    state.scheduler.in_flight,
+                    driver.scheduler.in_flight,
                     "cancelled while in flight; it may have been sent",
                     keep_jobs=True,
                 )
             raise
         finally:
-            state.calls.pop(call, None)
+            driver.calls.pop(call, None)
 
-    def _post(self, call: _Call, cancel: bool = False) -> _EngineState:
+    def _driver(self, loop: asyncio.AbstractEventLoop) -> _Driver:
+        driver = self._drivers.get(loop)  # the common case, without the lock
+        if driver is not None and not driver.closed and not self._closed:
+            return driver
         with self._lock:
-            state = self._state
-            if cancel:
-                assert state is not None
-                if state.closed:
-                    return state  # the engine thread has stopped (or is stopping) everything
-            else:
-                if self._closed:
-                    raise ValueError("this AsyncClient is closed")
-                if state is None:
-                    state = self._state = self._start_engine()
-                elif state.closed:
-                    raise ValueError(f"this AsyncClient can no longer send: {state.why}")
-                state.calls[call] = None
-            state.inbox.append((state.scheduler.cancel if cancel else state.scheduler.add, call))
-            # Sends posted in one go (a gather) wake the engine thread once.
-            if not state.wake_pending:
-                state.wake_pending = True
-                state.engine.wakeup()
-            return state
-
-    def _start_engine(self) -> _EngineState:
-        global _atexit_registered
-        if _exiting:
-            raise RuntimeError("the interpreter is shutting down")
-        state = _EngineState(self._client, self.max_per_mailbox, self._lock)
-        if not _atexit_registered:
-            atexit.register(_stop_all_at_exit)
-            _atexit_registered = True
-        # Dropping the client without aclose() stops the thread; so does interpreter exit.
-        weakref.finalize(self, state.stop, "the AsyncClient was garbage-collected").atexit = False
-        _live.add(state)
-        state.thread.start()
-        return state
-
-
-def _tell(news: _News) -> None:
-    """Wake each loop once for all its calls with news."""
-    by_loop: dict[asyncio.AbstractEventLoop, _News] = {}
-    for item in news:
-        by_loop.setdefault(item[0].loop, []).append(item)
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_wake, items)
-        except RuntimeError:
-            pass  # that loop is closed: nobody is waiting any more
-
-
-def _wake(news: _News) -> None:
-    """In the loop: record what the engine thread saw and wake the awaiting coroutines."""
-    for call, done, finished in news:
-        call.seen_done = max(call.seen_done, done)
-        call.seen_finished = call.seen_finished or finished
-        if not call.waiter.done():
-            call.waiter.set_result(None)
+            if self._closed:
+                raise ValueError("this AsyncClient is closed")
+            driver = self._drivers.get(loop)
+            if driver is not None and not driver.closed:
+                return driver
+            # A loop that has been closed (a finished asyncio.run) will not come back.
+            for old in [old for old in self._drivers if old.is_closed()]:
+                self._drivers.pop(old).shutdown("its event loop was closed")
+            driver = self._drivers[loop] = _Driver(self._client, self.max_per_mailbox, loop)
+            return driver

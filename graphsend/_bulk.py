@@ -2,7 +2,7 @@
 
 Policy stays here: per-mailbox and overall caps, requeueing throttled items after Retry-After
 while the other mailboxes go on, and the same RetryState that Client.send uses. send_many drives
-a Scheduler from the calling thread; AsyncClient drives one from its engine thread.
+a Scheduler from the calling thread; AsyncClient drives one per event loop, from that loop.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class Job:
     """One item: its request, its place in its batch, and its retry state once it failed."""
 
-    __slots__ = ("batch", "crid", "index", "mailbox", "retry", "tag", "url")
+    __slots__ = ("auth", "batch", "crid", "index", "mailbox", "retry", "tag", "url")
 
     def __init__(self, batch: Batch, index: int, mailbox: str, url: str, crid: str) -> None:
         self.batch = batch
@@ -44,13 +44,13 @@ class Job:
         self.crid = crid
         self.retry: RetryState | None = None
         self.tag = -1  # the Engine tag of its latest attempt
+        self.auth = ""  # the Authorization line its latest attempt carried
 
 
 class TokenPending(Exception):
-    """Raised by an AsyncClient's async token source in the engine thread: no valid token now.
-
-    The Scheduler then starts nothing and asks the event loop to fetch one (the engine thread
-    never runs a coroutine)."""
+    """Raised by an AsyncClient's async token source: no valid token now (after a 401, or near
+    expiry). The Scheduler then starts nothing and sets token_wanted; the AsyncClient's driver
+    awaits a fresh token in its loop and starts again (header() itself cannot await)."""
 
 
 def token_error(exc: Exception) -> SendError:
@@ -143,7 +143,7 @@ class _Mailbox:
 class Scheduler:
     """Per-mailbox queues over one Engine: starts what the caps allow, requeues after Retry-After.
 
-    Not thread-safe: one thread drives it (send_many's caller, or AsyncClient's engine thread).
+    Not thread-safe: one thread drives it (send_many's caller, or an AsyncClient's event loop).
     Items of several batches may share a mailbox; its cap covers them all, first come first served.
     """
 
@@ -230,6 +230,7 @@ class Scheduler:
             headers: tuple[str, ...] = (auth,)
         else:
             headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}")
+        job.auth = auth
         tag = job.tag = next(self._tags)
         # The engine writes the client-request-id line, and returns a 202 as the Receipt.
         self.engine.submit(tag, job.url, headers, job.crid)
@@ -261,7 +262,11 @@ class Scheduler:
         if isinstance(got, SendError):
             if job.retry is None:
                 job.retry = RetryState(self.client.retry)
-            wait = job.retry.next_wait(got, self.tokens)
+            tokens = self.tokens
+            stale = getattr(tokens, "stale", None)
+            if stale is not None and stale(job.auth):
+                tokens = _KEEP_FRESH  # a 401 for a token already replaced: keep the new one
+            wait = job.retry.next_wait(got, tokens)
             if wait is not None and not batch.stopping:
                 self.client._log_retry(job.url[self.prefix_len :], got, wait, job.retry.attempt)
                 # The mailbox pauses (Graph throttles per mailbox); the others go on.
@@ -309,6 +314,19 @@ class Scheduler:
         for job in batch.jobs:
             if self.in_flight.get(job.tag) is job:
                 self.engine.cancel(job.tag)
+
+
+class _KeepFresh:
+    """What RetryState.next_wait sees for a 401 whose request carried a token that an async
+    source has already replaced: it retries (with the new token) without dropping it."""
+
+    refreshable = True
+
+    def invalidate(self) -> None:
+        pass
+
+
+_KEEP_FRESH = _KeepFresh()
 
 
 def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:

@@ -21,6 +21,7 @@ Result: TypeAlias = tuple[int, dict[str, str], bytes, float, int, str, bool]
 libcurl_version: Final[str]  # the libcurl loaded at run time
 libcurl_build_version: Final[str]  # the libcurl headers compiled against (never newer)
 ssl_version: Final[str]
+event_backend: Final[str]  # how send_many waits: "epoll" (Linux) or "curl_multi_poll" (portable)
 http2_supported: Final[bool]
 body_limit: Final[int]  # 65536
 body_limit_ok: Final[int]  # 8 MiB: Handle.request() keeps a 2xx body up to this
@@ -138,3 +139,47 @@ class Engine:
         """
     def close(self) -> None:
         """Abort everything and free libcurl's handles; unreturned results are dropped."""
+
+SocketChange: TypeAlias = tuple[int, int]
+"""(fd, what): what libcurl wants watched on fd; 1 readable, 2 writable, 3 both, 4 nothing."""
+
+class LoopEngine:
+    """A multi handle an event loop drives (AsyncClient): submit, then drive() when a socket
+    is ready or the timer is due. One thread; drive() never waits."""
+
+    def __new__(
+        cls,
+        *,
+        connect_timeout_ms: int = 10000,
+        timeout_ms: int = 60000,
+        allow_http: bool = False,
+        ca_bundle: str | None = None,
+        proxy: str | None = None,
+        user_agent: str = "graphsend",
+        http2: bool = False,
+        share: Share | None = None,
+    ) -> LoopEngine: ...
+    @property
+    def closed(self) -> bool: ...
+    def submit(
+        self,
+        tag: int,
+        url: str,
+        headers: tuple[str, ...],
+        client_request_id: str | None = None,
+    ) -> None:
+        """Queue a send; the next drive() starts it."""
+    def cancel(self, tag: int) -> None:
+        """Abort the sends with this tag (curl_code 42) at the next drive()."""
+    def drive(
+        self, fd: int, flags: int = 0
+    ) -> tuple[list[tuple[int, Receipt | Result]], list[SocketChange] | None, float | None]:
+        """Start what was submitted, apply cancels, then let libcurl run socket fd (flags:
+        1 readable, 2 writable, 4 error) or, with fd < 0, its timer; never waits.
+
+        Returns (finished, the socket changes libcurl asked for since the last call or None,
+        the timer in seconds (-1.0: none) or None when unchanged).
+        """
+    def close(self) -> None:
+        """Abort everything and free libcurl's handles; unreturned results are dropped.
+        Every socket reported is closed: unregister them all from the loop."""

@@ -4,6 +4,7 @@ Every case runs against a real loopback server."""
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -129,7 +130,8 @@ def test_i9_15_untrusted_certificate_fails_at_once(
     start = time.monotonic()
     with pytest.raises(graphsend.TransportError) as info:
         client.send("AAMk")
-    assert time.monotonic() - start < 1.0
+    # Scaled: under valgrind (GRAPHSEND_TIME_SCALE=30) the TLS handshake alone takes ~1 s.
+    assert time.monotonic() - start < 1.0 * float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
     assert info.value.curl_code == 60
     assert info.value.may_have_sent is False
     assert info.value.attempts == 1

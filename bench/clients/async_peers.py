@@ -86,3 +86,34 @@ async def aiohttp_bulk(
 ) -> AsyncBulk:
     session = _aiohttp_session(target, plan.max_in_flight)
     return AsyncBulk(loop, plan, _aiohttp_send(session, target), session.close)
+
+
+# Peers at their best (issue 10): the same runners with smaller pools; S3 reports each size.
+def _sized(make, pool: int):  # make: httpx_bulk or aiohttp_bulk
+    async def factory(target: Target, plan: BulkPlan, loop: asyncio.AbstractEventLoop) -> AsyncBulk:
+        sized = BulkPlan(plan.mailboxes, plan.per_mailbox, plan.cap)
+        runner = await make(target, _PoolPlan(sized, pool), loop)
+        runner._plan = plan  # the items and caps stay the scenario's
+        return runner
+
+    return factory
+
+
+class _PoolPlan(BulkPlan):
+    """A BulkPlan whose max_in_flight (the pool size the runners read) is `pool`."""
+
+    def __init__(self, plan: BulkPlan, pool: int) -> None:
+        object.__setattr__(self, "mailboxes", plan.mailboxes)
+        object.__setattr__(self, "per_mailbox", plan.per_mailbox)
+        object.__setattr__(self, "cap", plan.cap)
+        object.__setattr__(self, "_pool", pool)
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._pool  # type: ignore[attr-defined,no-any-return]
+
+
+httpx_bulk_64 = _sized(httpx_bulk, 64)
+httpx_bulk_128 = _sized(httpx_bulk, 128)
+aiohttp_bulk_64 = _sized(aiohttp_bulk, 64)
+aiohttp_bulk_128 = _sized(aiohttp_bulk, 128)

@@ -111,9 +111,9 @@ class RequestsBulk:
     Session per thread (requests does not promise a shared Session is thread-safe) and a
     threading.Semaphore(cap) per mailbox."""
 
-    def __init__(self, target: Target, plan: BulkPlan) -> None:
+    def __init__(self, target: Target, plan: BulkPlan, workers: int | None = None) -> None:
         self._target, self._plan = target, plan
-        self._pool = ThreadPoolExecutor(max_workers=plan.max_in_flight)
+        self._pool = ThreadPoolExecutor(max_workers=workers or plan.max_in_flight)
         self._local = threading.local()
         self._limits = {u: threading.Semaphore(plan.cap) for u, _ in plan.items()}
         self._round = 0
@@ -147,6 +147,14 @@ class RequestsBulk:
 
 def requests_bulk(target: Target, plan: BulkPlan) -> RequestsBulk:
     return RequestsBulk(target, plan)
+
+
+def requests_bulk_64(target: Target, plan: BulkPlan) -> RequestsBulk:
+    return RequestsBulk(target, plan, 64)
+
+
+def requests_bulk_128(target: Target, plan: BulkPlan) -> RequestsBulk:
+    return RequestsBulk(target, plan, 128)
 
 
 def httpx_runner(target: Target) -> Sequential:

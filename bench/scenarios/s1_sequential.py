@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..clients import SEQUENTIAL
+from ..clients import SEQUENTIAL, selected
 from ..common import Target
 from ..procs import Proc, c_program, python_worker, start_all
 from ..servers import NginxEndpoints
@@ -47,7 +47,7 @@ def _run(ep: NginxEndpoints, settings: Settings, log: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for proto, target in protocols(ep).items():
         procs: dict[str, Proc] = {C_CLIENT: c_program(C_CLIENT, "sendloop", target)}
-        for name in SEQUENTIAL:
+        for name in selected(SEQUENTIAL):
             procs[name] = python_worker(name, "sequential", target)
         start_all(procs)
         rows: dict[str, Any] = {}

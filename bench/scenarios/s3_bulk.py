@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..clients import BULK
+from ..clients import BULK, selected
 from ..common import BulkPlan, Target
 from ..procs import Proc, RoundTimeout, c_program, python_worker, start_all
 from ..servers import Latencyd
@@ -37,7 +37,7 @@ def run(settings: Settings, log: Any = print) -> dict[str, Any]:
             C_POLL: c_program(C_POLL, "sendmulti", target, [*plan_args, "--api", "poll"]),
             C_SOCKET: c_program(C_SOCKET, "sendmulti", target, [*plan_args, "--api", "socket"]),
         }
-        for name in BULK:
+        for name in selected(BULK):
             procs[name] = python_worker(name, "bulk", target, plan=PLAN)
         start_all(procs)
         try:
