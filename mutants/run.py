@@ -479,7 +479,7 @@ def main() -> int:
         # The baseline runs every listed test file at once: far longer than one mutant's run.
         verdict, seconds = scratch.run_tests(scratch.tests(baseline), show=True, timeout=900)
         if verdict != "passed":
-            print(f"the unmutated tree fails its tests ({verdict}): fix that first", file=sys.stderr)
+            print(f"the unmutated tree's tests {verdict}: fix that first", file=sys.stderr)
             return 2
         print(f"baseline passes ({seconds:.0f} s)", flush=True)
         promises = [] if args.ast_only else run_promises(scratch, set(args.only or []))
