@@ -346,12 +346,13 @@ class Scheduler:
             self.ready.update(self.blocked)
             self.blocked.clear()
         op = job.op
+        got: Any  # an Outcome; for an Operation, whatever its parse yields
         if op is not None:
-            got = self._op_outcome(job, op, result)  # type: ignore[arg-type]
+            got = self._op_outcome(job, op, result)
         elif result.__class__ is not Receipt:
-            got = outcome(result, job.crid)  # type: ignore[arg-type]
+            got = outcome(result, job.crid)
         else:
-            got = result  # type: ignore[assignment]  # a 202: the engine built the Receipt
+            got = result  # a 202: the engine built the Receipt
         if log:
             self._log_attempt(job, got, result)
         if isinstance(got, SendError) and not (op is not None and got.__dict__.get("_final")):
