@@ -108,7 +108,9 @@ def test_i11_bulk_bad_message_input_raises_before_anything_is_sent(
     graph: FakeGraph, send_many: Runner
 ) -> None:
     good = Message("ok", "b", to="a@b.com")
-    big = Message("big", "b", to="a@b.com", attachments=[Attachment(os.urandom(3_500_000), name="b.bin")])
+    big = Message(
+        "big", "b", to="a@b.com", attachments=[Attachment(os.urandom(3_500_000), name="b.bin")]
+    )
     for items in (
         [good, ("bad\nuser", Message("x", "b", to="a@b.com"))],
         [good, big, ("bad\nuser", big)],
@@ -120,7 +122,9 @@ def test_i11_bulk_bad_message_input_raises_before_anything_is_sent(
 
 
 def test_i11_bulk_large_message_whose_draft_fails(graph: FakeGraph, send_many: Runner) -> None:
-    big = Message("big", "b", to="a@b.com", attachments=[Attachment(os.urandom(3_500_000), name="b.bin")])
+    big = Message(
+        "big", "b", to="a@b.com", attachments=[Attachment(os.urandom(3_500_000), name="b.bin")]
+    )
     for n in range(1, 12):
         graph.fail_upload_chunk(n, 500)  # its upload fails for good: the draft is incomplete
     results = send_many(
