@@ -707,15 +707,21 @@ class AsyncClient:
         client = self._client
         prefer = PREFER_IMMUTABLE if client.immutable_ids else None
         large = call.add_items(client._prefix, items, prefer)  # bad input raises here
-        for job, user, message in large:
-            # Too large for one sendMail: its draft and uploads first, then its send with the rest.
-            try:
-                call.to_draft(
-                    job, client._prefix, user, await self.create_draft(message, user=user)
-                )
-            except SendError as exc:
-                exc.may_have_sent = False
-                call.preset(job, exc)
+        try:
+            for job, user, message in large:
+                if call.stopping:
+                    break  # stop_on_error: no more drafts for a batch that will not send them
+                # Too large for one sendMail: its draft and uploads first, then its send goes
+                # out with the rest.
+                try:
+                    draft_id = await self.create_draft(message, user=user)
+                except SendError as exc:
+                    call.preset(job, exc)
+                else:
+                    call.to_draft(job, client._prefix, user, draft_id)
+        except BaseException as exc:  # cancelled while composing: nothing of it was sent
+            exc.results = call.abandon()  # type: ignore[attr-defined]
+            raise
         total = len(call.jobs)
         if self._async_token is not None and total:
             try:

@@ -178,9 +178,17 @@ class Batch:
     def to_draft(self, job: Job, prefix: str, user: str | None, draft_id: str) -> None:
         job.url = prefix + send_path(user, draft_id)
 
-    def preset(self, job: Job, got: Outcome) -> None:
+    def preset(self, job: Job, got: SendError) -> None:
         """An item whose outcome is known before the Scheduler sees it (its draft failed)."""
+        got.may_have_sent = False  # composing never sends
         self.known[job.index] = got
+        if self.stop_on_error:
+            self.stopping = True
+
+    def abandon(self) -> list[Outcome]:
+        """Every outcome when the call ends before its items were handed to a Scheduler."""
+        self.results = [self.known.get(job.index) for job in self.jobs]
+        return self.settle({})
 
     def finished(self) -> bool:
         return self.running == 0 and (self.stopping or self.done == len(self.results))
@@ -523,14 +531,21 @@ def send_many(
     batch = Batch(max_concurrency, stop_on_error)
     prefer = PREFER_IMMUTABLE if client.immutable_ids else None
     large = batch.add_items(client._prefix, items, prefer)  # bad input raises here
-    for job, user, message in large:
-        # Too large for one sendMail: a draft with its uploads first (in this thread), then
-        # its send goes out with the others.
-        try:
-            batch.to_draft(job, client._prefix, user, client.create_draft(message, user=user))
-        except SendError as exc:
-            exc.may_have_sent = False
-            batch.preset(job, exc)
+    try:
+        for job, user, message in large:
+            if batch.stopping:
+                break  # stop_on_error: no more drafts for a batch that will not send them
+            # Too large for one sendMail: a draft with its uploads first (in this thread),
+            # then its send goes out with the others.
+            try:
+                draft_id = client.create_draft(message, user=user)
+            except SendError as exc:
+                batch.preset(job, exc)
+            else:
+                batch.to_draft(job, client._prefix, user, draft_id)
+    except BaseException as exc:  # Ctrl-C while composing: nothing of the batch was sent
+        exc.results = batch.abandon()  # type: ignore[attr-defined]
+        raise
     engine = client._engine()
     scheduler = Scheduler(client, engine, max_per_mailbox)
     scheduler.add(batch)

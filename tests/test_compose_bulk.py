@@ -231,3 +231,47 @@ def test_i11_bulk_send_mail_item_500_may_have_sent_not_retried(
     assert isinstance(second, Receipt)
     assert isinstance(third, graphsend.BadRequestError) and third.may_have_sent is False
     assert sum(1 for r in boxes.requests if b'"ambiguous"' in r.body) == 1  # never repeated
+
+
+def test_i11_bulk_stop_on_error_when_a_large_message_cannot_be_composed(
+    graph: FakeGraph, send_many: Runner
+) -> None:
+    def big(subject: str) -> Message:
+        return Message(
+            subject, "b", to="a@b.com", attachments=[Attachment(b"x" * 3_500_000, name="b")]
+        )
+
+    for n in range(1, 12):
+        graph.fail_upload_chunk(n, 500)
+    results = send_many(
+        graph.base_url,
+        graph.token,
+        [big("first"), Message("small", "b", to="a@b.com"), big("second")],
+        stop_on_error=True,
+    )
+    assert all(isinstance(r, SendError) and r.may_have_sent is False for r in results)
+    assert "not sent" in str(results[1]) and "not sent" in str(results[2])
+    assert graph.delivered() == []
+    assert len([r for r in graph.requests if r.path.endswith("/messages")]) == 1  # no 2nd draft
+
+
+def test_i11_bulk_interrupted_while_composing_keeps_the_record(graph: FakeGraph) -> None:
+    big = Message("big", "b", to="a@b.com", attachments=[Attachment(b"x" * 3_500_000, name="b")])
+
+    async def main() -> None:
+        async with AsyncClient(graph.token, base_url=graph.base_url, http2=False) as c:
+            # Its chunk is refused with Retry-After: 2; the cancel comes during that wait.
+            graph.fail_upload_chunk(1, 503, retry_after=2)
+            task = asyncio.ensure_future(c.send_many([Message("small", "b", to="a@b.com"), big]))
+            while not any(r.method == "PUT" and r.status == 503 for r in graph.requests):
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+            results = graphsend.interrupted_results(info.value)
+            assert results is not None and len(results) == 2
+            assert all(isinstance(r, SendError) and not r.may_have_sent for r in results)
+            assert len([r for r in graph.requests if r.method == "PUT"]) == 1
+
+    asyncio.run(main())
+    assert graph.delivered() == []
