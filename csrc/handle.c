@@ -8,6 +8,7 @@
  */
 #include "native.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -277,6 +278,10 @@ int gs_body_from_py(PyObject *body, PyObject *file, gs_body *b)
         }
         if (fd < 0 || off < 0 || len < 0) {
             PyErr_SetString(PyExc_ValueError, "file: fd, offset and length must be >= 0");
+            return -1;
+        }
+        if (off > LLONG_MAX - len) { /* on_read adds offset and position: no overflow there */
+            PyErr_SetString(PyExc_ValueError, "file: offset + length is too large");
             return -1;
         }
         b->fd = fd;

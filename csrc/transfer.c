@@ -620,10 +620,12 @@ void gs_transfer_free(gs_transfer *t, int keep_curl)
     free(t);
 }
 
+/* Only whitespace ends a token: a password may hold quotes or backticks, and libcurl wraps
+ * URLs in '...', so a token may start with a quote; the mask runs to the token's last '@'. */
 static int token_end(char c)
 {
-    return c == '\0' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\'' ||
-           c == '"' || c == '`';
+    return c == '\0' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
+           c == '\f';
 }
 
 void gs_redact(const char *text, char *out, size_t size)

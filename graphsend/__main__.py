@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--base-url", default=CLOUDS["global"])
     send.add_argument("--api-version", default="v1.0")
     send.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
+    _timeout_argument(send)
     send_mail = commands.add_parser(
         "send-mail",
         help="compose and send in one request (sendMail: needs only Mail.Send; up to 4 MB)",
@@ -71,6 +72,26 @@ def _message_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--base-url", default=CLOUDS["global"])
     sub.add_argument("--api-version", default="v1.0")
     sub.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
+    _timeout_argument(sub)
+
+
+def _timeout_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        default=100.0,
+        metavar="SECONDS",
+        help="give up on a request after this long (default 100)",
+    )
+
+
+def _send_failed(exc: SendError) -> int:
+    """Exit 1 for any SendError, on one line; says so when the mail may have gone out."""
+    hint = ""
+    if exc.may_have_sent:
+        hint = "; the message may have been sent: check Sent Items before sending again"
+    print(f"graphsend: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return 1
 
 
 def compose_one(args: argparse.Namespace) -> int:
@@ -93,7 +114,11 @@ def compose_one(args: argparse.Namespace) -> int:
             attachments=[Attachment(path) for path in args.attach],
         )
         with Client(
-            token, base_url=args.base_url, api_version=args.api_version, ca_bundle=args.ca_bundle
+            token,
+            base_url=args.base_url,
+            api_version=args.api_version,
+            ca_bundle=args.ca_bundle,
+            timeout=args.timeout,
         ) as client:
             if args.command == "send-mail":
                 receipt = client.send_mail(message, user=args.user)
@@ -103,12 +128,11 @@ def compose_one(args: argparse.Namespace) -> int:
                     print(draft_id)
                     return 0
                 receipt = client.send(draft_id, user=args.user)
+    except SendError as exc:  # first: graphsend.TimeoutError is an OSError too
+        return _send_failed(exc)
     except (ValueError, TypeError, OSError) as exc:
         print(f"graphsend: {exc}", file=sys.stderr)
         return 2
-    except SendError as exc:
-        print(f"graphsend: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
     print(
         f"sent: {receipt.status} request-id={receipt.request_id} "
         f"client-request-id={receipt.client_request_id} elapsed={receipt.elapsed * 1000:.1f}ms"
@@ -124,15 +148,18 @@ def send_one(args: argparse.Namespace) -> int:
         return 2
     try:
         with Client(
-            token, base_url=args.base_url, api_version=args.api_version, ca_bundle=args.ca_bundle
+            token,
+            base_url=args.base_url,
+            api_version=args.api_version,
+            ca_bundle=args.ca_bundle,
+            timeout=args.timeout,
         ) as client:
             receipt = client.send(args.message_id, user=args.user)
+    except SendError as exc:  # first: graphsend.TimeoutError is an OSError too
+        return _send_failed(exc)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"graphsend: {exc}", file=sys.stderr)
         return 2
-    except SendError as exc:
-        print(f"graphsend: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
     print(
         f"sent: {receipt.status} request-id={receipt.request_id} "
         f"client-request-id={receipt.client_request_id} elapsed={receipt.elapsed * 1000:.1f}ms"

@@ -97,7 +97,6 @@ class Client:
         # Every request that returns ids asks for immutable ones, so a draft keeps its id in Sent
         # Items. Not the send itself: it returns no id, and the header costs 4 % of its work.
         self.immutable_ids = _flag(immutable_ids, "immutable_ids")
-        self._prefer = 'Prefer: IdType="ImmutableId"' if immutable_ids else None
         self._closed = False
         self._lock = threading.Lock()
         self._reset_handles()
@@ -198,22 +197,40 @@ class Client:
         create request (as long as it stays under Graph's 4 MB), the rest one by one, through
         an upload session above 3 MB. Needs Mail.ReadWrite. Errors are SendErrors with
         ``may_have_sent=False`` (a draft is not a send).
+
+        Every attachment file is checked (opened, a regular file, at most 150 MB) before the
+        draft is made. If adding an attachment fails once the draft exists, the exception
+        (a SendError, or e.g. an OSError for a file that went away meanwhile) carries
+        ``exc.draft_id``: the draft is left in Drafts without that attachment and the ones
+        after it; delete it or attach them again.
         """
-        from . import _driver, _operations
+        from . import _driver, _operations, _upload
         from ._message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
+        for att in message.attachments:
+            if att.path is not None:  # cheap, and no draft is left behind for a missing file
+                fd, _size = _upload.open_regular(att.path, att.name)
+                os.close(fd)
         inline, later = message.split_attachments(REQUEST_MAX)
         draft_id = _driver.run(self, _operations.create_draft(message.json(inline)), user)
-        for att in later:
+        for index, att in enumerate(later):
             try:
                 self.attach(draft_id, att, user=user)
-            except SendError as exc:
-                exc.args = (
-                    f"{exc.args[0]}; the draft {draft_id} was created without this attachment",
+            except BaseException as exc:
+                missing = len(later) - index - 1
+                note = f"the draft {draft_id} was created without this attachment" + (
+                    f" and the {missing} after it" if missing else ""
                 )
-                exc.draft_id = draft_id  # type: ignore[attr-defined]
+                if isinstance(exc, SendError):
+                    exc.args = (f"{exc.args[0]}; {note}",)
+                elif hasattr(exc, "add_note"):
+                    exc.add_note(note)
+                try:
+                    exc.draft_id = draft_id  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass  # an exception type with __slots__: nothing more to do
                 raise
         return draft_id
 
@@ -424,20 +441,25 @@ class Client:
         self._natives: weakref.WeakKeyDictionary[threading.Thread, list[Any]]
         self._natives = weakref.WeakKeyDictionary()
 
+    # The one format of the per-attempt DEBUG record and of the WARNING before a retry, for
+    # every path (send, send_many, compose operations, upload chunks). ``path`` never holds a
+    # secret: an upload chunk passes a description, never its pre-authenticated URL.
     @staticmethod
     def _log_attempt(
         path: str,
         status: int | str,
         request_id: str | None,
-        crid: str,
+        crid: str | None,
         elapsed: float,
         attempt: int,
+        method: str = "POST",
     ) -> None:
         log = _log.debug_enabled()
         if log is None:
             return
         log.debug(
-            "POST %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
+            "%s %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
+            method,
             path,
             status,
             request_id,
@@ -447,10 +469,12 @@ class Client:
         )
 
     @staticmethod
-    def _log_retry(path: str, error: SendError, wait: float, attempt: int) -> None:
+    def _log_retry(
+        path: str, error: SendError, wait: float, attempt: int, method: str = "POST"
+    ) -> None:
         log = _log.get(create=True)
         assert log is not None
-        log.warning("POST %s failed (%s); attempt %d in %.3fs", path, error, attempt, wait)
+        log.warning("%s %s failed (%s); attempt %d in %.3fs", method, path, error, attempt, wait)
 
 
 def _ca_bundle(value: str | os.PathLike[str] | None) -> str | None:

@@ -58,7 +58,16 @@ def run(client: Client, op: Operation[T], user: str | None) -> T:
         extra = (f"Retry-Attempt: {state.attempt - 1}",) if state.attempt > 1 else ()
         result = client._handle().request(op.method, url, (auth, *fixed, *extra), op.body)
         status = result[0]
-        _log_attempt(op.method, path, status or f"curl error {result[4]}", result, crid, state)
+        if _log.debug_enabled():
+            client._log_attempt(
+                path,
+                status or f"curl error {result[4]}",
+                result[1].get("request-id"),
+                crid,
+                result[3],
+                state.attempt,
+                op.method,
+            )
         if status in op.success:
             try:
                 return op.parse(result, crid)
@@ -76,11 +85,7 @@ def run(client: Client, op: Operation[T], user: str | None) -> T:
         wait = state.next_wait(err, tokens)
         if wait is None:
             raise settle(err, op, state.ambiguous)
-        log = _log.get(create=True)
-        assert log is not None
-        log.warning(
-            "%s %s failed (%s); attempt %d in %.3fs", op.method, path, err, state.attempt, wait
-        )
+        client._log_retry(path, err, wait, state.attempt, op.method)
         if wait:
             time.sleep(wait)
         if client._closed:
@@ -92,21 +97,3 @@ def run(client: Client, op: Operation[T], user: str | None) -> T:
             exc.attempts = state.attempt - 1
             exc.client_request_id = crid
             raise settle(exc, op, state.ambiguous) from exc.__cause__
-
-
-def _log_attempt(
-    method: str, path: str, status: int | str, result: Result, crid: str, state: RetryState
-) -> None:
-    log = _log.debug_enabled()
-    if log is None:
-        return
-    log.debug(
-        "%s %s -> %s request-id=%s client-request-id=%s elapsed=%.3fs attempt=%d",
-        method,
-        path,
-        status,
-        result[1].get("request-id"),
-        crid,
-        result[3],
-        state.attempt,
-    )

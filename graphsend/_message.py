@@ -17,10 +17,9 @@ if TYPE_CHECKING:
     Recipient: TypeAlias = "str | tuple[str, str]"
     Source: TypeAlias = "str | os.PathLike[str] | bytes"
 
-#: Graph's limits (bytes): a request body, an attachment added in one POST (decoded), any
-#: attachment (through an upload session), and recipients per message (Exchange's default).
+#: Graph's limits (bytes): a request body, any attachment (through an upload session), and
+#: recipients per message (Exchange's default).
 REQUEST_MAX = 4 * 1024 * 1024
-INLINE_MAX = 3 * 1024 * 1024
 ATTACHMENT_MAX = 150 * 1024 * 1024
 RECIPIENTS_MAX = 500
 #: Attachments up to this size go in one JSON POST: base64 makes 4 bytes of 3, and the JSON

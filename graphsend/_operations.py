@@ -51,19 +51,37 @@ class Operation(Generic[T]):
     sends_mail: bool = False
 
     def path(self, user: str | None) -> str:
-        """/me or /users/{user}, then the message, then the suffix; each part one encoded
-        segment (the same C encoder as the send path)."""
+        """The mailbox, then the message (if any), then the suffix."""
         if self.message_id is None:
-            return _native.send_path(user, "x")[: -len("/messages/x/send")] + self.suffix
-        return _native.send_path(user, self.message_id)[: -len("/send")] + self.suffix
+            return mailbox(user) + self.suffix
+        return message_path(user, self.message_id) + self.suffix
+
+
+def mailbox(user: str | None) -> str:
+    """ "/me" or "/users/{user}", the user one percent-encoded segment: the C encoder of the send
+    path is the one implementation of those rules, so the prefix is cut from its answer."""
+    return _native.send_path(user, "x")[: -len("/messages/x/send")]
+
+
+def message_path(user: str | None, message_id: str) -> str:
+    """mailbox(user) + "/messages/{message_id}", the id one encoded segment."""
+    return _native.send_path(user, message_id)[: -len("/send")]
+
+
+def read_json(body: bytes) -> object:
+    """The JSON value of ``body``, or None when there is none to read. Never raises: a body is
+    untrusted input (deep nesting raises RecursionError, huge numbers ValueError, ...)."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except Exception:  # ValueError, RecursionError, MemoryError: all "unreadable"
+        return None
 
 
 def json_body(result: Result) -> dict[str, Any]:
     """A success's JSON object; ValueError when it is none (the driver reports that)."""
-    try:
-        doc = json.loads(result[2])
-    except ValueError:
-        raise ValueError("the answer is not JSON") from None
+    doc = read_json(result[2])
     if not isinstance(doc, dict):
         raise ValueError("the answer is not a JSON object")
     return doc

@@ -75,7 +75,10 @@ class Retry:
             f"retry_ambiguous={self.retry_ambiguous})"
         )
 
-    def is_retryable(self, error: SendError) -> bool:
+    def is_retryable(self, error: SendError, *, idempotent: bool = False) -> bool:
+        """Whether another attempt may help. ``idempotent``: the request sends no mail (an
+        upload chunk), so an answer that may have reached Graph is retried too; what no retry
+        can cure (2xx/3xx/4xx answers but 429, permanent transport failures) still is not."""
         if isinstance(error, (ThrottledError, ServiceUnavailableError)):
             return True
         if isinstance(error, GraphError) and error.status < 400:
@@ -84,15 +87,21 @@ class Retry:
             return False
         if isinstance(error, TransportError) and not error.may_have_sent:
             return True
+        if idempotent and isinstance(error, TransportError):
+            return True
+        if idempotent and isinstance(error, GraphError):
+            return error.status >= 500
         return self.retry_ambiguous and error.may_have_sent
 
-    def wait_before_retry(self, error: SendError, attempt: int, waited: float) -> float | None:
+    def wait_before_retry(
+        self, error: SendError, attempt: int, waited: float, *, idempotent: bool = False
+    ) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up and raise ``error``.
 
         Gives up at once (without sleeping first) when the wait would take the total past
         ``max_total_wait``.
         """
-        if attempt >= self.max_attempts or not self.is_retryable(error):
+        if attempt >= self.max_attempts or not self.is_retryable(error, idempotent=idempotent):
             return None
         if attempt >= 2 and getattr(error, "curl_code", None) in _DNS_FAILURES:
             return None  # one more lookup may catch a resolver hiccup; more are wasted time
@@ -116,10 +125,13 @@ _DNS_FAILURES = (CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY)
 class RetryState:
     """The retry bookkeeping of one send, shared by Client, send_many and AsyncClient."""
 
-    __slots__ = ("ambiguous", "attempt", "policy", "refreshed", "waited")
+    __slots__ = ("ambiguous", "attempt", "idempotent", "policy", "refreshed", "waited")
 
-    def __init__(self, policy: Retry) -> None:
+    def __init__(self, policy: Retry, *, idempotent: bool = False) -> None:
+        """``idempotent``: a request that sends no mail and carries no token (an upload
+        chunk): safe to repeat after an ambiguous failure, and a 401 is no token's fault."""
         self.policy = policy
+        self.idempotent = idempotent
         self.attempt = 1
         self.waited = 0.0
         self.refreshed = False
@@ -137,6 +149,7 @@ class RetryState:
             and error.status == 401
             and tokens.refreshable
             and not self.refreshed
+            and not self.idempotent
             and self.attempt < self.policy.max_attempts
         ):
             tokens.invalidate()
@@ -155,10 +168,12 @@ class RetryState:
                 f"{error.args[0]}; an earlier attempt ended ambiguously and may have delivered it",
             )
             return None
-        wait = self.policy.wait_before_retry(error, self.attempt, self.waited)
+        wait = self.policy.wait_before_retry(
+            error, self.attempt, self.waited, idempotent=self.idempotent
+        )
         if wait is None:
             return None
-        self.ambiguous = self.ambiguous or error.may_have_sent
+        self.ambiguous = self.ambiguous or (error.may_have_sent and not self.idempotent)
         self.waited += wait
         self.attempt += 1
         return wait

@@ -9,14 +9,15 @@ passes through Python, so memory stays flat whatever the size.
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import time
 
-from . import _operations
+from . import _log, _operations
 from ._driver import PREFER_IMMUTABLE, failure, run, settle
 from ._errors import GraphError, SendError
 from ._request import is_loopback
+from ._retry import RetryState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,18 +44,34 @@ def upload(
     fd = -1
     try:
         if att.path is not None:
-            fd = os.open(att.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            size = os.fstat(fd).st_size  # the size the session is made for, read once
+            fd, size = open_regular(att.path, att.name)
         else:
             size = att.size
-        from ._message import ATTACHMENT_MAX
-
-        if size > ATTACHMENT_MAX:
-            raise ValueError(f"attachment {att.name!r} grew past 150 MB")
         return _Upload(client, message_id, att, user, progress, fd, size).run()
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def open_regular(path: str, name: str) -> tuple[int, int]:
+    """(fd, size) of the regular file ``path``, at most 150 MB. O_NONBLOCK: a path that became
+    a FIFO would block open() for ever; the flag is cleared again, pread ignores it anyway."""
+    from ._message import ATTACHMENT_MAX
+
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)  # the size the session is made for, read once
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"attachment {name!r} is no longer a regular file: {path}")
+        if st.st_size > ATTACHMENT_MAX:
+            raise ValueError(f"attachment {name!r} grew past 150 MB")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
 
 
 class _Upload:
@@ -78,7 +95,10 @@ class _Upload:
         doc = run(self.client, op, self.user)
         url = doc.get("uploadUrl")
         if not isinstance(url, str) or not self._url_ok(url):
-            err = GraphError(201, message=f"createUploadSession gave no usable uploadUrl: {url!r}")
+            # Never the URL itself: it carries the session's authtoken.
+            err = GraphError(
+                201, message=f"createUploadSession gave no usable uploadUrl ({_where(url)})"
+            )
             raise settle(err, op, False)
         return url
 
@@ -105,24 +125,36 @@ class _Upload:
 
     def run(self) -> str:
         url = self.session()
-        retry = self.client.retry
-        restarts = failures = 0
+        restarts = 0
         start = 0
-        waited = 0.0
+        # One RetryState per position: progress starts a fresh count; no progress (a 416, or a
+        # 200 whose next range does not move forward) counts toward the attempt limit as well.
+        state = RetryState(self.client.retry, idempotent=True)
         while True:
             end = min(start + CHUNK, self.size) - 1
             result = self.put(url, start, end)
             status = result[0]
+            what = f"<upload session> bytes {start}-{end}/{self.size}"
+            if _log.debug_enabled():
+                shown = status or f"curl error {result[4]}"
+                self.client._log_attempt(
+                    what, shown, result[1].get("request-id"), None, result[3], state.attempt, "PUT"
+                )
             if status in (200, 201, 202):
                 nxt = _next_start(result[2])
                 if status == 201 or (nxt is None and end == self.size - 1):
                     if self.progress is not None:
                         self.progress(self.size, self.size)
-                    return _attachment_id(result)
-                start = end + 1 if nxt is None else nxt
-                failures = 0
-                if self.progress is not None:
-                    self.progress(start, self.size)
+                    return self._attachment_id(result)
+                if nxt is None:
+                    nxt = end + 1
+                if start < nxt < self.size:
+                    start = nxt
+                    state = self._fresh(state)
+                    if self.progress is not None:
+                        self.progress(start, self.size)
+                    continue
+                self._no_progress(result, state, f"the server asked for byte {nxt} next")
                 continue
             if status == 404:
                 # The session expired (or was lost): a new one, from the first byte.
@@ -131,26 +163,37 @@ class _Upload:
                     raise self._fail(result, "the upload session expired again")
                 url = self.session()
                 start = 0
+                state = self._fresh(state)
                 continue
             if status == 416:
                 nxt = _next_start(result[2])
-                failures += 1
-                if nxt is None or failures >= retry.max_attempts:
-                    raise self._fail(result, "the server refused the byte range")
-                start = nxt
+                self._no_progress(result, state, "the server refused the byte range")
+                if nxt is not None and nxt < self.size:
+                    start = nxt
                 continue
-            # 5xx, 429 or a transport failure: a chunk is safe to send again.
-            failures += 1
+            # 5xx, 429 or a transport failure: a chunk sends no mail, so what may help is
+            # retried; what cannot (an untrusted certificate, a 4xx) fails at once.
             err = failure(result, "")
-            if failures >= retry.max_attempts or not _transient(err):
-                raise self._fail(result, f"chunk {start}-{end} failed {failures} times")
-            wait = getattr(err, "retry_after", None)
+            wait = state.next_wait(err, self.client._tokens)
             if wait is None:
-                wait = retry.backoff(failures)
-            if waited + wait > retry.max_total_wait:
-                raise self._fail(result, "out of retry time")
-            waited += wait
-            time.sleep(wait)
+                raise self._fail(result, f"chunk {start}-{end} failed (attempt {state.attempt})")
+            self.client._log_retry(what, err, wait, state.attempt, "PUT")
+            if wait:
+                time.sleep(wait)
+            if self.client._closed:
+                raise self._fail(result, "not retried: the Client was closed")
+
+    def _fresh(self, old: RetryState) -> RetryState:
+        """A new attempt count for a new position; the time waited counts for the whole upload."""
+        state = RetryState(self.client.retry, idempotent=True)
+        state.waited = old.waited
+        return state
+
+    def _no_progress(self, result: Result, state: RetryState, why: str) -> None:
+        """An answer that does not move the upload forward: one failed attempt."""
+        if state.attempt >= self.client.retry.max_attempts:
+            raise self._fail(result, f"{why}; no progress after {state.attempt} attempts")
+        state.attempt += 1
 
     def _fail(self, result: Result, why: str) -> SendError:
         err = failure(result, "")
@@ -159,18 +202,33 @@ class _Upload:
         err.args = (f"uploading {self.att.name!r}: {why}: {err.args[0]}",)
         return err
 
+    def _attachment_id(self, result: Result) -> str:
+        found = _attachment_id(result)
+        if found is None:
+            raise self._fail(
+                result,
+                "the attachment was uploaded, but the answer names no id (no Location header, "
+                "no id in the body)",
+            )
+        return found
 
-def _transient(err: SendError) -> bool:
-    status = getattr(err, "status", 0)
-    return status == 0 or status == 429 or status >= 500
+
+def _where(url: object) -> str:
+    """The scheme and host of a URL, for messages: never its path or query (secrets)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        return f"a {type(url).__name__}"
+    try:
+        parts = urlsplit(url)
+        return f"scheme {parts.scheme[:16]!r}, host {(parts.hostname or '')[:255]!r}"
+    except ValueError:
+        return "not a URL"
 
 
 def _next_start(body: bytes) -> int | None:
     """The start of the first of nextExpectedRanges ("12345-" or "12345-67890"), if any."""
-    try:
-        doc = json.loads(body) if body else None
-    except ValueError:
-        return None
+    doc = _operations.read_json(body)
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         doc = doc["error"]
     ranges = None
@@ -179,11 +237,14 @@ def _next_start(body: bytes) -> int | None:
     if not isinstance(ranges, list) or not ranges or not isinstance(ranges[0], str):
         return None
     first = ranges[0].split("-", 1)[0]
-    return int(first) if first.isdigit() else None
+    # ASCII digits, and few enough of them for int() (which refuses > 4300 digits).
+    if not first or len(first) > 20 or not first.isascii() or not first.isdigit():
+        return None
+    return int(first)
 
 
-def _attachment_id(result: Result) -> str:
-    """From Location: ...Attachments('<id>') (or a JSON body with an id)."""
+def _attachment_id(result: Result) -> str | None:
+    """From Location: ...Attachments('<id>') (or a JSON body with an id); None when neither."""
     location = result[1].get("location", "")
     marker = location.rfind("ttachments('")
     if marker >= 0:
@@ -193,9 +254,6 @@ def _attachment_id(result: Result) -> str:
             from urllib.parse import unquote
 
             return unquote(rest[:end])
-    try:
-        doc = json.loads(result[2]) if result[2] else {}
-        value = doc.get("id") if isinstance(doc, dict) else None
-    except ValueError:
-        value = None
-    return value if isinstance(value, str) else ""
+    doc = _operations.read_json(result[2])
+    value = doc.get("id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) and value else None

@@ -158,3 +158,16 @@ def test_i11_native_put_chunk_may_be_resent_with_its_body(handle, serve) -> None
         got = handle.request("PUT", srv.url("/upload/s"), (), file=(f.fileno(), 4, 8))
     assert got[0] == 200
     assert len(srv.requests) == 3 and srv.requests[2].extra == b"456789ab"
+
+
+def test_r11_8_file_offset_plus_length_past_llong_max_is_refused(
+    handle: _native.Handle, recorder: Callable[..., Recorder]
+) -> None:
+    # offset + position would overflow a long long in the read callback: refused up front.
+    srv = recorder()
+    with tempfile.TemporaryFile() as f:
+        f.write(b"x" * 100)
+        f.flush()
+        with pytest.raises(ValueError, match="too large"):
+            handle.request("PUT", srv.base_url + "/u", (), file=(f.fileno(), 2**63 - 10, 100))
+    assert srv.requests == []

@@ -262,6 +262,39 @@ def test_i9_06_client_error_and_logs_hide_the_environment_proxy_password(
     assert all(secret not in text for text in texts), texts
 
 
+# Review of issue 11, defect 3: a password holding a quote or a backtick (libcurl quotes the
+# proxy URL in its messages: a token must not end there).
+QUOTED_PROXIES = [f"http://alice:S3cret{q}Pw9x@@proxy:3128" for q in ("'", '"', "`")]
+
+
+@pytest.mark.parametrize("proxy", QUOTED_PROXIES)
+def test_r11_3_native_error_text_hides_a_quoted_proxy_password(proxy: str) -> None:
+    result = http_handle(proxy=proxy).send("http://graph.example.invalid/x", ())
+    assert result[CODE] != 0
+    assert "S3cret" not in result[ERROR] and "Pw9x" not in result[ERROR], result[ERROR]
+
+
+@pytest.mark.parametrize("proxy", QUOTED_PROXIES)
+def test_r11_3_client_error_and_logs_hide_a_quoted_environment_proxy_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, proxy: str
+) -> None:
+    for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", proxy)
+    caplog.set_level(logging.DEBUG)
+    client = graphsend.Client(
+        "token", base_url="https://graph.example.invalid", retry=graphsend.Retry(max_attempts=1)
+    )
+    try:
+        with pytest.raises(graphsend.SendError) as info:
+            client.send("AAMkAD", user="adele@contoso.com")
+    finally:
+        client.close()
+    texts = [str(info.value), repr(info.value), str(getattr(info.value, "reason", ""))]
+    texts += [record.getMessage() for record in caplog.records]
+    assert all("S3cret" not in t and "Pw9x" not in t for t in texts), texts
+
+
 # ---- item 9: teardown and the GIL during a slow DNS lookup ------------------------------------
 
 

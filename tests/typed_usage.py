@@ -115,7 +115,39 @@ def with_providers(tenant: str, client_id: str, secret: str) -> list[Client]:
         Client(msal_token, retry=Retry(max_attempts=1)),
         Client(plain_token, proxy="http://proxy.example:3128", http2=False),
         Client("a-token", user_agent="my-app/1.0", ca_bundle=Path("ca.pem")),
+        Client(plain_token, immutable_ids=False),
     ]
+
+
+def composing(client: Client, report: Path) -> Receipt:
+    """Compose: a Message with attachments, a draft, attach, sendMail."""
+    logo = graphsend.Attachment(
+        b"\x89PNG...", name="logo.png", content_type="image/png", inline=True, content_id="logo"
+    )
+    message = graphsend.Message(
+        "Quarterly report",
+        '<p>See attached.</p><img src="cid:logo">',
+        body_type="html",
+        to=["adele@contoso.com", ("Megan Bowen", "megan@contoso.com")],
+        cc="lee@contoso.com",
+        attachments=[report, logo],
+    )
+    try:
+        draft_id: str = client.create_draft(message, user="adele@contoso.com")
+    except SendError as exc:
+        left: object = getattr(exc, "draft_id", None)  # a draft made before the failure
+        print(left)
+        raise
+
+    def progress(done: int, total: int) -> None:
+        print(f"{done}/{total}")
+
+    attachment_id: str = client.attach(draft_id, report, name="report.pdf", progress=progress)
+    client.attach(draft_id, graphsend.Attachment(Path("notes.txt")))
+    print(attachment_id)
+    client.send(draft_id, user="adele@contoso.com")
+    quick = graphsend.Message("Lunch?", "12:30?", to="megan@contoso.com")
+    return client.send_mail(quick, save_to_sent_items=False)
 
 
 def in_bulk(client: Client, ids: list[str]) -> int:
