@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from . import _log, _native, _operations, _upload
 from ._bulk import Batch, Scheduler, TokenPending, check_limits, mime_op, sendmail_op, token_error
 from ._client import DEFAULT_RETRY, Client
-from ._driver import PREFER_IMMUTABLE, failure, settle
+from ._driver import PREFER_IMMUTABLE, settle
 from ._errors import AuthenticationError, GraphError, SendError
 from ._operations import Operation
 from ._progress import reporter
@@ -552,16 +552,28 @@ class AsyncClient:
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
+        for att in message.attachments:
+            if att.path is not None:  # cheap, and no draft is left behind for a missing file
+                fd, _size = _upload.open_regular(att.path, att.name)
+                os.close(fd)
         inline, later = message.split_attachments(REQUEST_MAX)
         draft_id: str = await self._run_op(_operations.create_draft(message.json(inline)), user)
-        for att in later:
+        for index, att in enumerate(later):
             try:
                 await self.attach(draft_id, att, user=user)
-            except SendError as exc:
-                exc.args = (
-                    f"{exc.args[0]}; the draft {draft_id} was created without this attachment",
+            except BaseException as exc:
+                missing = len(later) - index - 1
+                note = f"the draft {draft_id} was created without this attachment" + (
+                    f" and the {missing} after it" if missing else ""
                 )
-                exc.draft_id = draft_id  # type: ignore[attr-defined]
+                if isinstance(exc, SendError):
+                    exc.args = (f"{exc.args[0]}; {note}",)
+                elif hasattr(exc, "add_note"):
+                    exc.add_note(note)
+                try:
+                    exc.draft_id = draft_id  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass  # an exception type with __slots__: nothing more to do
                 raise
         return draft_id
 
@@ -637,7 +649,7 @@ class AsyncClient:
             if report is not None:
                 report(att.size, att.size)
             return attachment_id
-        return await _AsyncUpload(self, message_id, att, user, report).run()
+        return await _AsyncUpload(self, message_id, att, user, report).run_async()
 
     async def send_mail(
         self, message: Message, *, user: str | None = None, save_to_sent_items: bool = True
@@ -821,7 +833,7 @@ _ANY_STATUS = frozenset(range(0, 1000))
 
 
 class _AsyncUpload(_upload._Upload):
-    """_upload._Upload's session and chunk rules, each request awaited on the loop's engine."""
+    """_upload._Upload's rules (its steps()), each request awaited on the loop's engine."""
 
     def __init__(
         self,
@@ -834,17 +846,24 @@ class _AsyncUpload(_upload._Upload):
         super().__init__(owner._client, message_id, att, user, progress, -1, att.size)
         self.owner = owner
 
-    async def run(self) -> str:  # type: ignore[override]
-        from ._message import ATTACHMENT_MAX
-
-        att = self.att
+    async def run_async(self) -> str:
         try:
-            if att.path is not None:
-                self.fd = os.open(att.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                self.size = os.fstat(self.fd).st_size  # the size the session is made for
-            if self.size > ATTACHMENT_MAX:
-                raise ValueError(f"attachment {att.name!r} grew past 150 MB")
-            return await self._chunks()
+            if self.att.path is not None:
+                self.fd, self.size = _upload.open_regular(self.att.path, self.att.name)
+            steps = self.steps()
+            try:
+                step = next(steps)
+                while True:
+                    if step[0] == "session":
+                        answer: object = await self._session()
+                    elif step[0] == "put":
+                        answer = await self._put(step[1], step[2], step[3])
+                    else:
+                        await asyncio.sleep(step[1])
+                        answer = None
+                    step = steps.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
         finally:
             if self.fd >= 0:
                 os.close(self.fd)  # no transfer reads it now: a cancel aborts them first
@@ -855,8 +874,9 @@ class _AsyncUpload(_upload._Upload):
         doc = await self.owner._run_op(op, self.user)
         url = doc.get("uploadUrl")
         if not isinstance(url, str) or not self._url_ok(url):
-            err = GraphError(201, message=f"createUploadSession gave no usable uploadUrl: {url!r}")
-            raise settle(err, op, False)
+            # Never the URL itself: it carries the session's authtoken.
+            why = f"createUploadSession gave no usable uploadUrl ({_upload._where(url)})"
+            raise settle(GraphError(201, message=why), op, False)
         return url
 
     async def _put(self, url: str, start: int, end: int) -> Result:
@@ -873,51 +893,3 @@ class _AsyncUpload(_upload._Upload):
         )
         # No Authorization: the upload URL is pre-authenticated (another host in production).
         return await self.owner._run_op(op, self.user, url=url, file=file, fixed=headers)
-
-    async def _chunks(self) -> str:
-        """_upload._Upload.run's loop, awaiting instead of blocking."""
-        url = await self._session()
-        retry = self.client.retry
-        restarts = failures = 0
-        start = 0
-        waited = 0.0
-        while True:
-            end = min(start + _upload.CHUNK, self.size) - 1
-            result = await self._put(url, start, end)
-            status = result[0]
-            if status in (200, 201, 202):
-                nxt = _upload._next_start(result[2])
-                if status == 201 or (nxt is None and end == self.size - 1):
-                    if self.progress is not None:
-                        self.progress(self.size, self.size)
-                    return _upload._attachment_id(result)
-                start = end + 1 if nxt is None else nxt
-                failures = 0
-                if self.progress is not None:
-                    self.progress(start, self.size)
-                continue
-            if status == 404:
-                restarts += 1
-                if restarts > _upload.RESTARTS:
-                    raise self._fail(result, "the upload session expired again")
-                url = await self._session()
-                start = 0
-                continue
-            if status == 416:
-                nxt = _upload._next_start(result[2])
-                failures += 1
-                if nxt is None or failures >= retry.max_attempts:
-                    raise self._fail(result, "the server refused the byte range")
-                start = nxt
-                continue
-            failures += 1
-            err = failure(result, "")
-            if failures >= retry.max_attempts or not _upload._transient(err):
-                raise self._fail(result, f"chunk {start}-{end} failed {failures} times")
-            wait = getattr(err, "retry_after", None)
-            if wait is None:
-                wait = retry.backoff(failures)
-            if waited + wait > retry.max_total_wait:
-                raise self._fail(result, "out of retry time")
-            waited += wait
-            await asyncio.sleep(wait)

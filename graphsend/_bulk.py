@@ -361,7 +361,7 @@ class Scheduler:
             got = outcome(result, job.crid)
         else:
             got = result  # a 202: the engine built the Receipt
-        if log:
+        if log and job.signed:  # (an upload chunk is logged by the upload, never by URL)
             self._log_attempt(job, got, result)
         if isinstance(got, SendError) and not (op is not None and got.__dict__.get("_final")):
             if job.retry is None:
@@ -372,7 +372,13 @@ class Scheduler:
                 tokens = _KEEP_FRESH  # a 401 for a token already replaced: keep the new one
             wait = job.retry.next_wait(got, tokens)
             if wait is not None and not batch.stopping:
-                self.client._log_retry(job.url[self.prefix_len :], got, wait, job.retry.attempt)
+                self.client._log_retry(
+                    job.url[self.prefix_len :],
+                    got,
+                    wait,
+                    job.retry.attempt,
+                    "POST" if job.op is None else job.op.method,
+                )
                 # The mailbox pauses (Graph throttles per mailbox); the others go on.
                 until = time.monotonic() + wait
                 if until > box.paused_until:
@@ -420,9 +426,10 @@ class Scheduler:
     def _log_attempt(self, job: Job, got: Outcome, result: Receipt | Result) -> None:
         attempt = 1 if job.retry is None else job.retry.attempt
         path = job.url[self.prefix_len :]
+        method = "POST" if job.op is None else job.op.method
         if isinstance(got, Receipt):
             self.client._log_attempt(
-                path, got.status, got.request_id, job.crid, got.elapsed, attempt
+                path, got.status, got.request_id, job.crid, got.elapsed, attempt, method
             )
         else:
             status, headers, _, elapsed, curl_code = result[:5]  # type: ignore[misc]
@@ -433,6 +440,7 @@ class Scheduler:
                 job.crid,
                 elapsed,
                 attempt,
+                method,
             )
 
     def cancel(self, batch: Batch) -> None:

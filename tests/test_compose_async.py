@@ -337,3 +337,50 @@ def test_i11_async_compose_with_an_async_token_provider(graph: FakeGraph) -> Non
 
     asyncio.run(main())
     assert calls >= 1 and [m.subject for m in graph.sent_items()] == ["s"]
+
+
+def test_i11_async_upload_logged_without_the_upload_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    from compose_servers import Request
+
+    size = 5_000_000
+    path, _ = blob(tmp_path, size)
+    answers = iter([Answer(503, b"{}")])
+    holder: list[Recorder] = []
+
+    def reply(r: Request) -> Answer:
+        if r.method == "POST":
+            url = holder[0].base_url + "/up?authtoken=SECRETTOKEN"
+            return Answer(201, json.dumps({"uploadUrl": url}).encode())
+        first = next(answers, None)
+        if first is not None:
+            return first
+        end = int(r.headers["content-range"].split("-")[1].split("/")[0])
+        if end == size - 1:
+            return Answer(201, b"", (("Location", "https://x/Attachments('ATT1')"),))
+        return Answer(200, json.dumps({"nextExpectedRanges": [f"{end + 1}-"]}).encode())
+
+    rec = Recorder(reply)
+    holder.append(rec)
+    caplog.set_level(logging.DEBUG, logger="graphsend")
+
+    async def main() -> str:
+        async with aclient(rec.base_url) as c:
+            return await c.attach("AAA", path)
+
+    try:
+        assert asyncio.run(main()) == "ATT1"
+    finally:
+        rec.close()
+    puts = [r for r in rec.requests if r.method == "PUT"]
+    assert all("authorization" not in r.headers for r in puts)
+    records = [r for r in caplog.records if r.name == "graphsend"]
+    put_debug = [r for r in records if r.levelno == logging.DEBUG and "PUT" in r.getMessage()]
+    assert len(put_debug) == len(puts) == 3
+    assert any(r.levelno == logging.WARNING and "PUT" in r.getMessage() for r in records)
+    for r in records:
+        assert "authtoken" not in r.getMessage() and "SECRETTOKEN" not in r.getMessage()
