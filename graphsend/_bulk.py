@@ -355,15 +355,16 @@ class Scheduler:
             self.blocked.clear()
         op = job.op
         got: Any  # an Outcome; for an Operation, whatever its parse yields
+        final = False  # an Operation's success that could not be read: never retried
         if op is not None:
-            got = self._op_outcome(job, op, result)
+            got, final = self._op_outcome(job, op, result)
         elif result.__class__ is not Receipt:
             got = outcome(result, job.crid)
         else:
             got = result  # a 202: the engine built the Receipt
         if log and job.signed:  # (an upload chunk is logged by the upload, never by URL)
             self._log_attempt(job, got, result)
-        if isinstance(got, SendError) and not (op is not None and got.__dict__.get("_final")):
+        if isinstance(got, SendError) and not final:
             if job.retry is None:
                 job.retry = RetryState(self.client.retry)
             tokens = self.tokens
@@ -390,18 +391,18 @@ class Scheduler:
                 return None
         if op is not None and isinstance(got, SendError):
             # Only an operation that sends mail may have sent one (as _driver.run says).
-            got.__dict__.pop("_final", None)
             settle(got, op, job.retry is not None and job.retry.ambiguous)
         self._record(job, got)
         return job
 
     @staticmethod
-    def _op_outcome(job: Job, op: Operation[Any], result: Result) -> Any:
+    def _op_outcome(job: Job, op: Operation[Any], result: Result) -> tuple[Any, bool]:
         """What _driver.run makes of one attempt's answer: op.parse's value for a success,
-        else the SendError of failure() (retried by the caller's RetryState as a send's)."""
+        else the SendError of failure() (retried by the caller's RetryState as a send's);
+        and whether that outcome is final whatever the retry policy says."""
         if result[0] in op.success:
             try:
-                return op.parse(result, job.crid)
+                return op.parse(result, job.crid), False
             except Exception as exc:
                 # Graph did what was asked but the answer cannot be used: say so, never retry.
                 err: SendError = GraphError(
@@ -411,9 +412,8 @@ class Scheduler:
                     client_request_id=job.crid,
                     may_have_sent=op.sends_mail,
                 )
-                err._final = True  # type: ignore[attr-defined]
-                return err
-        return failure(result, job.crid)
+                return err, True
+        return failure(result, job.crid), False
 
     def _record(self, job: Job, got: Outcome) -> None:
         batch = job.batch
