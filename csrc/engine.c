@@ -126,6 +126,7 @@ static void start_requests(EngineObject *self, gs_request *req)
     while (req != NULL) {
         gs_request *next = req->next;
         gs_transfer *t = take_transfer(self, req);
+        const char *what = "the request";
         CURLcode rc;
         CURLMcode mc;
 
@@ -138,8 +139,10 @@ static void start_requests(EngineObject *self, gs_request *req)
         if (t->broken) {
             list_push(&self->done, t);
         }
-        else if ((rc = gs_transfer_begin(t, req)) != CURLE_OK) {
-            gs_transfer_fail(t, rc, "the request", curl_easy_strerror(rc));
+        else if ((rc = gs_transfer_begin(t, req)) != CURLE_OK ||
+                 (rc = req->has_body ? gs_transfer_body(t, &req->body, &what)
+                                     : gs_transfer_plain(t)) != CURLE_OK) {
+            gs_transfer_fail(t, rc, what, curl_easy_strerror(rc));
             list_push(&self->done, t);
         }
         else if ((mc = curl_multi_add_handle(self->multi, t->easy)) != CURLM_OK) {
@@ -523,22 +526,61 @@ static int engine_post(EngineObject *self, gs_request *req, const long long *can
     }
 }
 
+/* A bytes body is copied after the request block's own bytes: the block is grown, then built
+ * again in place (gs_request_begin() reuses a block that is big enough, and its size field still
+ * says where the request part ends), so the queue's one free() releases both. */
+static int attach_body(gs_request **reqp, PyObject *url, PyObject *headers, gs_body *b)
+{
+    gs_request *req = *reqp;
+    size_t used = req->size;
+    if (b->mem != NULL && b->len > 0) {
+        gs_request *grown = realloc(req, used + (size_t)b->len);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *reqp = req = grown;
+        if (gs_request_from_py(reqp, url, headers, NULL) < 0)
+            return -1; /* cannot happen: the same arguments succeeded a moment ago */
+        req = *reqp;
+        memcpy((char *)req + used, b->mem, (size_t)b->len);
+        b->mem = (char *)req + used;
+    }
+    req->has_body = 1;
+    req->body = *b;
+    return 0;
+}
+
 static PyObject *Engine_submit(PyObject *op, PyTypeObject *cls, PyObject *const *args,
                                Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"tag", "url", "headers", "client_request_id"};
+    static const char *const names[] = {"tag",    "url",  "headers", "client_request_id",
+                                        "method", "body", "file"};
     EngineObject *self = (EngineObject *)op;
-    PyObject *argv[4];
+    PyObject *argv[7];
     gs_request *req = NULL;
+    gs_body b = {GS_POST, NULL, -1, 0, 0};
+    int custom;
     long long tag;
     (void)cls;
 
-    if (gs_bind_args("submit", names, 3, 4, args, nargs, kwnames, argv) < 0)
+    if (gs_bind_args("submit", names, 3, 7, args, nargs, kwnames, argv) < 0)
         return NULL;
     tag = PyLong_AsLongLong(argv[0]);
     if (tag == -1 && PyErr_Occurred())
         return NULL;
+    custom = (argv[4] != NULL && argv[4] != Py_None) || (argv[5] != NULL && argv[5] != Py_None) ||
+             (argv[6] != NULL && argv[6] != Py_None);
+    if (argv[4] != NULL && argv[4] != Py_None && gs_method_from_py(argv[4], &b.method) < 0)
+        return NULL;
+    if (custom && gs_body_from_py(argv[5], argv[6], &b) < 0)
+        return NULL;
     if (gs_request_from_py(&req, argv[1], argv[2], argv[3]) < 0) {
+        free(req);
+        return NULL;
+    }
+    /* Not the send: the whole 2xx body comes back, and the method/body are set per transfer. */
+    if (custom && attach_body(&req, argv[1], argv[2], &b) < 0) {
         free(req);
         return NULL;
     }
@@ -833,9 +875,12 @@ static PyObject *Engine_get_closed(PyObject *op, void *closure)
 
 static PyMethodDef Engine_methods[] = {
     {"submit", FASTCALL_METHOD(Engine_submit), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
-     PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None)\n--\n\n"
+     PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None, method=None, "
+               "body=None, file=None)\n--\n\n"
                "Queue a send; safe from any thread. With client_request_id, it is sent as its "
-               "own header line and a 202 comes back from perform() as a Receipt carrying it.")},
+               "own header line and a 202 comes back from perform() as a Receipt carrying it. "
+               "With method, body (bytes, copied) or file ((fd, offset, length), kept open by "
+               "the caller until the result), any request as Handle.request makes it.")},
     {"cancel", FASTCALL_METHOD(Engine_cancel), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("cancel($self, /, tag)\n--\n\n"
                "Abort the transfers with this tag (curl_code 42); safe from any thread.")},
@@ -888,8 +933,9 @@ PyType_Spec gs_engine_spec = {
 
 static PyMethodDef LoopEngine_methods[] = {
     {"submit", FASTCALL_METHOD(Engine_submit), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
-     PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None)\n--\n\n"
-               "Queue a send; the next drive() starts it.")},
+     PyDoc_STR("submit($self, /, tag, url, headers, client_request_id=None, method=None, "
+               "body=None, file=None)\n--\n\n"
+               "Queue a send (or any request, as Engine.submit); the next drive() starts it.")},
     {"cancel", FASTCALL_METHOD(Engine_cancel), METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("cancel($self, /, tag)\n--\n\n"
                "Abort the transfers with this tag (curl_code 42) at the next drive().")},

@@ -231,7 +231,7 @@ static PyObject *Handle_send(PyObject *op, PyTypeObject *cls, PyObject *const *a
 }
 
 /* "GET" | "POST" | "PUT" | "DELETE", else ValueError. */
-static int method_from_py(PyObject *m, enum gs_method *out)
+int gs_method_from_py(PyObject *m, enum gs_method *out)
 {
     static const char *const names[] = {"GET", "POST", "PUT", "DELETE"};
     static const enum gs_method methods[] = {GS_GET, GS_POST, GS_PUT, GS_DELETE};
@@ -248,7 +248,7 @@ static int method_from_py(PyObject *m, enum gs_method *out)
 
 /* The body: bytes (immutable, so it may be read without the GIL while the caller's reference
  * keeps it alive), or file = (fd, offset, length), read with pread() in C. */
-static int body_from_py(PyObject *body, PyObject *file, gs_body *b)
+int gs_body_from_py(PyObject *body, PyObject *file, gs_body *b)
 {
     b->mem = NULL;
     b->fd = -1;
@@ -312,7 +312,7 @@ static PyObject *Handle_request(PyObject *op, PyTypeObject *cls, PyObject *const
 
     if (gs_bind_args("request", names, 3, 5, args, nargs, kwnames, argv) < 0)
         return NULL;
-    if (method_from_py(argv[0], &b.method) < 0 || body_from_py(argv[3], argv[4], &b) < 0)
+    if (gs_method_from_py(argv[0], &b.method) < 0 || gs_body_from_py(argv[3], argv[4], &b) < 0)
         return NULL;
     if (handle_usable(self, "request") < 0)
         return NULL;

@@ -64,6 +64,10 @@ const char *gs_wire_line(PyObject *s, const char *what, Py_ssize_t *len);
 /* crid: NULL or None, or a client-request-id: sent as its own header line, and carried by the
  * Receipt of a 202 (Engine). */
 int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers, PyObject *crid);
+/* Handle.request()'s and Engine.submit()'s method ("GET", "POST", "PUT", "DELETE") and body
+ * (bytes, or file = (fd, offset, length)); -1 with an exception set. */
+int gs_method_from_py(PyObject *m, enum gs_method *out);
+int gs_body_from_py(PyObject *body, PyObject *file, gs_body *b);
 PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
 /* Receipt(202, request_id, client_request_id, date, elapsed); RuntimeError before registration. */
 PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id);

@@ -60,6 +60,7 @@ int gs_request_begin(gs_request **reqp, size_t nheaders, size_t text_len, gs_req
     req->url = NULL;
     req->crid = NULL;
     req->crid_len = 0;
+    req->has_body = 0;
     req->headers = (struct curl_slist *)(req + 1);
     w->req = req;
     w->node = req->headers;

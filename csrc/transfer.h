@@ -55,6 +55,19 @@ typedef struct gs_options {
 void gs_options_clear(gs_options *o);
 
 /*
+ * The method and body of a Handle.request(): none (the send default, an empty POST), bytes the
+ * caller keeps alive for the transfer, or len bytes of an open file from off, read in C with
+ * pread() while the GIL is released.
+ */
+enum gs_method { GS_GET, GS_POST, GS_PUT, GS_DELETE };
+typedef struct gs_body {
+    enum gs_method method;
+    const char *mem; /* bytes body, or NULL */
+    int fd;          /* file body when >= 0 */
+    long long off, len;
+} gs_body;
+
+/*
  * A request lives in one malloc'd block: this header, the curl_slist nodes of the header list,
  * then the strings. libcurl does not copy CURLOPT_HTTPHEADER, so the block must outlive the
  * transfer; building the list ourselves costs no allocation once a Handle's block is big enough.
@@ -67,6 +80,10 @@ typedef struct gs_request {
     struct curl_slist *headers;
     const char *crid; /* the client-request-id sent, when the block wrote it; else NULL */
     size_t crid_len;
+    /* Engine.submit() with a method or body: has_body set, and a bytes body is a copy kept in
+     * this same block after its first size bytes, so freeing the block frees it too. */
+    int has_body;
+    gs_body body;
 } gs_request;
 
 typedef struct gs_request_writer {
@@ -91,18 +108,6 @@ void gs_request_put_url(gs_request_writer *w, const char *url, size_t len);
 void gs_request_put_header(gs_request_writer *w, const char *line, size_t len);
 void gs_request_end(gs_request_writer *w);
 
-/*
- * The method and body of a Handle.request(): none (the send default, an empty POST), bytes the
- * caller keeps alive for the transfer, or len bytes of an open file from off, read in C with
- * pread() while the GIL is released.
- */
-enum gs_method { GS_GET, GS_POST, GS_PUT, GS_DELETE };
-typedef struct gs_body {
-    enum gs_method method;
-    const char *mem; /* bytes body, or NULL */
-    int fd;          /* file body when >= 0 */
-    long long off, len;
-} gs_body;
 
 typedef struct gs_transfer {
     CURL *easy;

@@ -23,18 +23,26 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
-from . import _log, _native
-from ._bulk import Batch, Scheduler, TokenPending, check_limits, token_error
+from . import _log, _native, _operations, _upload
+from ._bulk import Batch, Scheduler, TokenPending, check_limits, mime_op, sendmail_op, token_error
 from ._client import DEFAULT_RETRY, Client
-from ._errors import AuthenticationError, SendError
+from ._driver import PREFER_IMMUTABLE, settle
+from ._errors import AuthenticationError, GraphError, SendError
+from ._operations import Operation
 from ._progress import reporter
 from ._receipt import Receipt
-from ._request import CLOUDS, client_request_id_or_new
+from ._request import CLOUDS, check_text, client_request_id_or_new
 from ._retry import Retry
 from ._tokens import EXPIRY_MARGIN, TokenSource, token_from_result
 
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    import email.message
+    from typing import Any, Protocol, TypeVar
+
+    from ._message import Attachment, Message
+    from ._native import Result
+
+    T = TypeVar("T")
 
     from ._outcome import Outcome
     from ._progress import ProgressArg
@@ -470,6 +478,7 @@ class AsyncClient:
         ca_bundle: str | os.PathLike[str] | None = None,
         user_agent: str | None = None,
         http2: bool = True,
+        immutable_ids: bool = True,
         max_per_mailbox: int = 4,
     ) -> None:
         check_limits(1, max_per_mailbox)
@@ -487,8 +496,10 @@ class AsyncClient:
             ca_bundle=ca_bundle,
             user_agent=user_agent,
             http2=http2,
+            immutable_ids=immutable_ids,
         )
         self.base_url = self._client.base_url
+        self.immutable_ids = self._client.immutable_ids
         self.max_per_mailbox = max_per_mailbox
         self._drivers: dict[asyncio.AbstractEventLoop, _Driver] = {}  # one per event loop
         self._lock = threading.Lock()  # loops in other threads may use this client too
@@ -532,6 +543,164 @@ class AsyncClient:
             raise got
         return got
 
+    # --- compose: the Operations of _operations.py, run on this loop's LoopEngine by the same
+    # Scheduler as the sends (per-mailbox caps, Retry-After, RetryState, exact may_have_sent).
+
+    async def create_draft(self, message: Message, *, user: str | None = None) -> str:
+        """Like ``Client.create_draft``: a draft in Drafts (attachments of any size); its id."""
+        from ._message import REQUEST_MAX, Message
+
+        if not isinstance(message, Message):
+            raise TypeError("message must be a graphsend.Message")
+        for att in message.attachments:
+            if att.path is not None:  # cheap, and no draft is left behind for a missing file
+                fd, _size = _upload.open_regular(att.path, att.name)
+                os.close(fd)
+        inline, later = message.split_attachments(REQUEST_MAX)
+        draft_id: str = await self._run_op(_operations.create_draft(message.json(inline)), user)
+        for index, att in enumerate(later):
+            try:
+                await self.attach(draft_id, att, user=user)
+            except BaseException as exc:
+                missing = len(later) - index - 1
+                note = f"the draft {draft_id} was created without this attachment" + (
+                    f" and the {missing} after it" if missing else ""
+                )
+                if isinstance(exc, SendError):
+                    exc.args = (f"{exc.args[0]}; {note}",)
+                elif hasattr(exc, "add_note"):
+                    exc.add_note(note)
+                try:
+                    exc.draft_id = draft_id  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass  # an exception type with __slots__: nothing more to do
+                raise
+        return draft_id
+
+    async def create_reply(
+        self,
+        message_id: str,
+        *,
+        comment: str = "",
+        reply_all: bool = False,
+        user: str | None = None,
+    ) -> str:
+        """Like ``Client.create_reply``: a reply (or reply-all) draft; its id."""
+        from ._client import _flag
+        from ._message import _no_controls
+
+        _no_controls(comment, "comment", multiline=True)
+        check_text(message_id, "message_id")
+        op = _operations.create_reply(message_id, comment, _flag(reply_all, "reply_all"))
+        result: str = await self._run_op(op, user)
+        return result
+
+    async def create_forward(
+        self,
+        message_id: str,
+        *,
+        to: Iterable[str | tuple[str, str]] | str,
+        comment: str = "",
+        user: str | None = None,
+    ) -> str:
+        """Like ``Client.create_forward``: a forward draft to ``to``; its id."""
+        from ._message import RECIPIENTS_MAX, _no_controls, recipients
+
+        _no_controls(comment, "comment", multiline=True)
+        check_text(message_id, "message_id")
+        rcpt = recipients(to, "to")
+        if not rcpt:
+            raise ValueError("create_forward needs at least one recipient in to=")
+        if len(rcpt) > RECIPIENTS_MAX:
+            raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
+        op = _operations.create_forward(message_id, rcpt, comment)
+        result: str = await self._run_op(op, user)
+        return result
+
+    async def attach(
+        self,
+        message_id: str,
+        source: str | os.PathLike[str] | bytes | Attachment,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        inline: bool = False,
+        content_id: str | None = None,
+        user: str | None = None,
+        progress: ProgressArg = None,
+    ) -> str:
+        """Like ``Client.attach``: up to 3 MB one request, larger an upload session whose
+        chunks are read from disk in C and never carry the token; the attachment id."""
+        from ._message import Attachment
+
+        check_text(message_id, "message_id")
+        if isinstance(source, Attachment):
+            if name is not None or content_type is not None or inline or content_id is not None:
+                raise ValueError("pass name/content_type/inline/content_id to the Attachment")
+            att = source
+        else:
+            att = Attachment(
+                source, name=name, content_type=content_type, inline=inline, content_id=content_id
+            )
+        report = reporter(progress, att.size)
+        if att.small:
+            op = _operations.add_attachment(message_id, att.file_json())
+            attachment_id: str = await self._run_op(op, user)
+            if report is not None:
+                report(att.size, att.size)
+            return attachment_id
+        return await _AsyncUpload(self, message_id, att, user, report).run_async()
+
+    async def send_mail(
+        self, message: Message, *, user: str | None = None, save_to_sent_items: bool = True
+    ) -> Receipt:
+        """Like ``Client.send_mail``: one POST /sendMail, under 4 MB, treated as a send."""
+        result: Receipt = await self._run_op(sendmail_op(message, save_to_sent_items), user)
+        return result
+
+    async def send_mime(
+        self,
+        mime: bytes | email.message.Message,
+        *,
+        user: str | None = None,
+        save_to_sent_items: bool = True,
+    ) -> Receipt:
+        """Like ``Client.send_mime``: RFC 5322 bytes through POST /sendMail."""
+        result: Receipt = await self._run_op(mime_op(mime, save_to_sent_items), user)
+        return result
+
+    async def _run_op(
+        self,
+        op: Operation[T],
+        user: str | None,
+        *,
+        url: str | None = None,
+        file: tuple[int, int, int] | None = None,
+        fixed: tuple[str, ...] | None = None,
+    ) -> T:
+        """One Operation as a one-item call; to ``url`` (an upload URL: unsigned, the ``fixed``
+        lines only) or to its Graph path with _driver.run's headers."""
+        client = self._client
+        call = _Call(1)
+        prefer = PREFER_IMMUTABLE if client.immutable_ids else None
+        signed = url is None
+        job = call.add_op(client._prefix, user, op, prefer, url=url, file=file, signed=signed)
+        if fixed is not None:
+            job.fixed = fixed
+        if signed and self._async_token is not None:
+            try:
+                await self._async_token.ensure()
+            except SendError as error:
+                error.client_request_id = job.crid
+                raise settle(error, op, False) from error.__cause__
+        await self._run(call)
+        got = call.settle({})[0]
+        if isinstance(got, SendError):
+            if not op.sends_mail:
+                got.may_have_sent = False  # (the driver stopped mid-way: still no mail)
+            raise got
+        return got  # type: ignore[return-value]
+
     async def send_many(
         self,
         items: Iterable[Item],
@@ -547,7 +716,24 @@ class AsyncClient:
         """
         check_limits(max_concurrency, 1)
         call = _Call(max_concurrency, stop_on_error)
-        call.add_items(self._client._prefix, items)  # bad input raises before anything is sent
+        client = self._client
+        prefer = PREFER_IMMUTABLE if client.immutable_ids else None
+        large = call.add_items(client._prefix, items, prefer)  # bad input raises here
+        try:
+            for job, user, message in large:
+                if call.stopping:
+                    break  # stop_on_error: no more drafts for a batch that will not send them
+                # Too large for one sendMail: its draft and uploads first, then its send goes
+                # out with the rest.
+                try:
+                    draft_id = await self.create_draft(message, user=user)
+                except SendError as exc:
+                    call.preset(job, exc)
+                else:
+                    call.to_draft(job, client._prefix, user, draft_id)
+        except BaseException as exc:  # cancelled while composing: nothing of it was sent
+            exc.results = call.abandon()  # type: ignore[attr-defined]
+            raise
         total = len(call.jobs)
         if self._async_token is not None and total:
             try:
@@ -636,3 +822,74 @@ class AsyncClient:
                 self._drivers.pop(old).shutdown("its event loop was closed")
             driver = self._drivers[loop] = _Driver(self._client, self.max_per_mailbox, loop)
             return driver
+
+
+def _raw(result: Result, crid: str) -> Result:
+    return result
+
+
+# An upload chunk's every answer goes back to _AsyncUpload as is (status 0 too): its own rules.
+_ANY_STATUS = frozenset(range(0, 1000))
+
+
+class _AsyncUpload(_upload._Upload):
+    """_upload._Upload's rules (its steps()), each request awaited on the loop's engine."""
+
+    def __init__(
+        self,
+        owner: AsyncClient,
+        message_id: str,
+        att: Attachment,
+        user: str | None,
+        progress: Callable[[int, int], object] | None,
+    ) -> None:
+        super().__init__(owner._client, message_id, att, user, progress, -1, att.size)
+        self.owner = owner
+
+    async def run_async(self) -> str:
+        try:
+            if self.att.path is not None:
+                self.fd, self.size = _upload.open_regular(self.att.path, self.att.name)
+            steps = self.steps()
+            try:
+                step = next(steps)
+                while True:
+                    if step[0] == "session":
+                        answer: object = await self._session()
+                    elif step[0] == "put":
+                        answer = await self._put(step[1], step[2], step[3])
+                    else:
+                        await asyncio.sleep(step[1])
+                        answer = None
+                    step = steps.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)  # no transfer reads it now: a cancel aborts them first
+                self.fd = -1
+
+    async def _session(self) -> str:
+        op = _operations.create_upload_session(self.message_id, self.att.item_json(self.size))
+        doc = await self.owner._run_op(op, self.user)
+        url = doc.get("uploadUrl")
+        if not isinstance(url, str) or not self._url_ok(url):
+            # Never the URL itself: it carries the session's authtoken.
+            why = f"createUploadSession gave no usable uploadUrl ({_upload._where(url)})"
+            raise settle(GraphError(201, message=why), op, False)
+        return url
+
+    async def _put(self, url: str, start: int, end: int) -> Result:
+        headers = (f"Content-Range: bytes {start}-{end}/{self.size}", *self.extra)
+        body = None
+        file = None
+        if self.fd >= 0:
+            file = (self.fd, start, end - start + 1)
+        else:
+            assert self.att.data is not None
+            body = self.att.data[start : end + 1]
+        op: Operation[Result] = Operation(
+            "uploadChunk", "PUT", "", _raw, body=body, content_type=None, success=_ANY_STATUS
+        )
+        # No Authorization: the upload URL is pre-authenticated (another host in production).
+        return await self.owner._run_op(op, self.user, url=url, file=file, fixed=headers)

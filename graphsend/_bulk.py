@@ -12,8 +12,9 @@ import threading
 import time
 from collections import deque
 
-from . import _log, _native
-from ._errors import SendError
+from . import _log, _native, _operations
+from ._driver import PREFER_IMMUTABLE, failure, settle
+from ._errors import GraphError, SendError
 from ._outcome import Outcome, outcome
 from ._progress import reporter
 from ._receipt import Receipt
@@ -24,17 +25,37 @@ from ._tokens import provider_failed
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
 
     from ._client import Client
+    from ._message import Message
     from ._native import Result
+    from ._operations import Operation
     from ._progress import ProgressArg
     from ._request import Item
 
 
 class Job:
-    """One item: its request, its place in its batch, and its retry state once it failed."""
+    """One item: its request, its place in its batch, and its retry state once it failed.
 
-    __slots__ = ("auth", "batch", "crid", "index", "mailbox", "retry", "tag", "url")
+    A send (``op`` None) takes the engine's fast path. Any other Operation (sendMail, a draft,
+    an upload chunk) carries its method, body, fixed header lines and how its answer is read.
+    """
+
+    __slots__ = (
+        "auth",
+        "batch",
+        "crid",
+        "file",
+        "fixed",
+        "index",
+        "mailbox",
+        "op",
+        "retry",
+        "signed",
+        "tag",
+        "url",
+    )
 
     def __init__(self, batch: Batch, index: int, mailbox: str, url: str, crid: str) -> None:
         self.batch = batch
@@ -45,6 +66,10 @@ class Job:
         self.retry: RetryState | None = None
         self.tag = -1  # the Engine tag of its latest attempt
         self.auth = ""  # the Authorization line its latest attempt carried
+        self.op: Operation[Any] | None = None
+        self.fixed: tuple[str, ...] = ()  # an op's header lines besides Authorization
+        self.file: tuple[int, int, int] | None = None  # an op's body read from a file
+        self.signed = True  # False: no Authorization (an upload URL is pre-authenticated)
 
 
 class TokenPending(Exception):
@@ -68,6 +93,7 @@ class Batch:
     __slots__ = (
         "done",
         "jobs",
+        "known",
         "limit",
         "notice",
         "results",
@@ -78,6 +104,7 @@ class Batch:
 
     def __init__(self, limit: int, stop_on_error: bool = False) -> None:
         self.jobs: list[Job] = []
+        self.known: dict[int, Outcome] = {}  # outcomes settled before scheduling
         self.results: list[Outcome | None] = []
         self.limit = limit  # max_concurrency: transfers of this batch in flight at once
         self.stop_on_error = stop_on_error
@@ -92,17 +119,76 @@ class Batch:
         mailbox = "me" if user is None else user.lower()
         self.jobs.append(Job(self, len(self.jobs), mailbox, url, crid))
 
-    def add_items(self, prefix: str, items: Iterable[Item]) -> None:
+    def add_op(
+        self,
+        prefix: str,
+        user: str | None,
+        op: Operation[Any],
+        prefer: str | None,
+        *,
+        url: str | None = None,
+        extra: tuple[str, ...] = (),
+        file: tuple[int, int, int] | None = None,
+        signed: bool = True,
+    ) -> Job:
+        """Append one Operation: the headers _driver.run sends (client-request-id, Prefer but
+        not on a send, Content-Type), to ``url`` when given (an upload URL) instead of its path."""
+        crid = _native.new_client_request_id()
+        fixed = ["client-request-id: " + crid]
+        if prefer is not None:
+            fixed.append(prefer)
+        if (op.body is not None or file is not None) and op.content_type is not None:
+            fixed.append("Content-Type: " + op.content_type)
+        mailbox = "me" if user is None else user.lower()
+        job = Job(self, len(self.jobs), mailbox, url or prefix + op.path(user), crid)
+        job.op, job.fixed, job.file, job.signed = op, (*fixed, *extra), file, signed
+        self.jobs.append(job)
+        return job
+
+    def add_items(
+        self, prefix: str, items: Iterable[Item], prefer: str | None = None
+    ) -> list[tuple[Job, str | None, Message]]:
+        """Append every item; a Message that fits one request becomes a sendMail Operation.
+        Returns the Messages too large for that (job, user, message): the caller composes each
+        as a draft and then calls ``to_draft`` (or ``preset`` with the error)."""
+        from ._message import Message
+
+        large: list[tuple[Job, str | None, Message]] = []
         for index, item in enumerate(items, len(self.jobs)):
             if isinstance(item, tuple):
                 if len(item) != 2:
                     raise ValueError(
                         f"item {index}: expected (user, message_id), got {len(item)} values"
                     )
-                user, message_id = item
+                user, what = item
             else:
-                user, message_id = None, item
-            self.add(prefix, user, message_id, _native.new_client_request_id())
+                user, what = None, item
+            if isinstance(what, Message):
+                op = small_sendmail(what)
+                if op is not None:
+                    self.add_op(prefix, user, op, prefer)
+                    continue
+                send_path(user, "x")  # a bad user raises now, before anything is sent
+                self.add(prefix, user, "pending", _native.new_client_request_id())
+                large.append((self.jobs[-1], user, what))
+            else:
+                self.add(prefix, user, what, _native.new_client_request_id())
+        return large
+
+    def to_draft(self, job: Job, prefix: str, user: str | None, draft_id: str) -> None:
+        job.url = prefix + send_path(user, draft_id)
+
+    def preset(self, job: Job, got: SendError) -> None:
+        """An item whose outcome is known before the Scheduler sees it (its draft failed)."""
+        got.may_have_sent = False  # composing never sends
+        self.known[job.index] = got
+        if self.stop_on_error:
+            self.stopping = True
+
+    def abandon(self) -> list[Outcome]:
+        """Every outcome when the call ends before its items were handed to a Scheduler."""
+        self.results = [self.known.get(job.index) for job in self.jobs]
+        return self.settle({})
 
     def finished(self) -> bool:
         return self.running == 0 and (self.stopping or self.done == len(self.results))
@@ -166,9 +252,14 @@ class Scheduler:
 
     def add(self, batch: Batch) -> None:
         batch.results = [None] * len(batch.jobs)
-        if not batch.jobs:
+        if not batch.jobs or batch.known:
             self.touched[batch] = None
         for job in batch.jobs:
+            known = batch.known.get(job.index)
+            if known is not None:
+                batch.results[job.index] = known
+                batch.done += 1
+                continue
             box = self.mailboxes.get(job.mailbox)
             if box is None:
                 box = self.mailboxes[job.mailbox] = _Mailbox(job.mailbox)
@@ -219,21 +310,29 @@ class Scheduler:
         return next_wake
 
     def _submit(self, job: Job, box: _Mailbox) -> None:
+        op = job.op
         try:
-            auth = self.tokens.header()
+            auth = self.tokens.header() if job.signed else ""
         except TokenPending:
             raise
         except Exception as exc:  # the provider failed: this item's outcome, the others go on
-            self._record(job, token_error(exc))
+            err = token_error(exc)
+            self._record(job, err if op is None else settle(err, op, False))
             return
         if job.retry is None:
-            headers: tuple[str, ...] = (auth,)
+            headers: tuple[str, ...] = (auth,) if auth else ()
         else:
-            headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}")
+            headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}") if auth else ()
         job.auth = auth
         tag = job.tag = next(self._tags)
-        # The engine writes the client-request-id line, and returns a 202 as the Receipt.
-        self.engine.submit(tag, job.url, headers, job.crid)
+        if op is not None:
+            # Any other request: its own header lines, the whole 2xx body back as a Result.
+            self.engine.submit(
+                tag, job.url, (*headers, *job.fixed), None, op.method, op.body, job.file
+            )
+        else:
+            # The engine writes the client-request-id line, and returns a 202 as the Receipt.
+            self.engine.submit(tag, job.url, headers, job.crid)
         self.in_flight[tag] = job
         box.in_flight += 1
         job.batch.running += 1
@@ -254,12 +353,18 @@ class Scheduler:
         if self.blocked:  # a batch got room under its max_concurrency
             self.ready.update(self.blocked)
             self.blocked.clear()
-        got: Outcome = result  # type: ignore[assignment]  # a 202: the engine built the Receipt
-        if result.__class__ is not Receipt:
-            got = outcome(result, job.crid)  # type: ignore[arg-type]
-        if log:
+        op = job.op
+        got: Any  # an Outcome; for an Operation, whatever its parse yields
+        final = False  # an Operation's success that could not be read: never retried
+        if op is not None:
+            got, final = self._op_outcome(job, op, result)
+        elif result.__class__ is not Receipt:
+            got = outcome(result, job.crid)
+        else:
+            got = result  # a 202: the engine built the Receipt
+        if log and job.signed:  # (an upload chunk is logged by the upload, never by URL)
             self._log_attempt(job, got, result)
-        if isinstance(got, SendError):
+        if isinstance(got, SendError) and not final:
             if job.retry is None:
                 job.retry = RetryState(self.client.retry)
             tokens = self.tokens
@@ -268,7 +373,13 @@ class Scheduler:
                 tokens = _KEEP_FRESH  # a 401 for a token already replaced: keep the new one
             wait = job.retry.next_wait(got, tokens)
             if wait is not None and not batch.stopping:
-                self.client._log_retry(job.url[self.prefix_len :], got, wait, job.retry.attempt)
+                self.client._log_retry(
+                    job.url[self.prefix_len :],
+                    got,
+                    wait,
+                    job.retry.attempt,
+                    "POST" if job.op is None else job.op.method,
+                )
                 # The mailbox pauses (Graph throttles per mailbox); the others go on.
                 until = time.monotonic() + wait
                 if until > box.paused_until:
@@ -278,8 +389,31 @@ class Scheduler:
                         self.touched[batch] = None
                 box.queue.appendleft(job)
                 return None
+        if op is not None and isinstance(got, SendError):
+            # Only an operation that sends mail may have sent one (as _driver.run says).
+            settle(got, op, job.retry is not None and job.retry.ambiguous)
         self._record(job, got)
         return job
+
+    @staticmethod
+    def _op_outcome(job: Job, op: Operation[Any], result: Result) -> tuple[Any, bool]:
+        """What _driver.run makes of one attempt's answer: op.parse's value for a success,
+        else the SendError of failure() (retried by the caller's RetryState as a send's);
+        and whether that outcome is final whatever the retry policy says."""
+        if result[0] in op.success:
+            try:
+                return op.parse(result, job.crid), False
+            except Exception as exc:
+                # Graph did what was asked but the answer cannot be used: say so, never retry.
+                err: SendError = GraphError(
+                    result[0],
+                    message=f"the answer could not be read: {exc}",
+                    request_id=result[1].get("request-id"),
+                    client_request_id=job.crid,
+                    may_have_sent=op.sends_mail,
+                )
+                return err, True
+        return failure(result, job.crid), False
 
     def _record(self, job: Job, got: Outcome) -> None:
         batch = job.batch
@@ -292,9 +426,10 @@ class Scheduler:
     def _log_attempt(self, job: Job, got: Outcome, result: Receipt | Result) -> None:
         attempt = 1 if job.retry is None else job.retry.attempt
         path = job.url[self.prefix_len :]
+        method = "POST" if job.op is None else job.op.method
         if isinstance(got, Receipt):
             self.client._log_attempt(
-                path, got.status, got.request_id, job.crid, got.elapsed, attempt
+                path, got.status, got.request_id, job.crid, got.elapsed, attempt, method
             )
         else:
             status, headers, _, elapsed, curl_code = result[:5]  # type: ignore[misc]
@@ -305,6 +440,7 @@ class Scheduler:
                 job.crid,
                 elapsed,
                 attempt,
+                method,
             )
 
     def cancel(self, batch: Batch) -> None:
@@ -329,6 +465,59 @@ class _KeepFresh:
 _KEEP_FRESH = _KeepFresh()
 
 
+def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operation[Receipt] | None:
+    """The sendMail Operation for a message that fits in one request (every attachment small,
+    the JSON under Graph's 4 MB), else None: that one needs a draft and uploads."""
+    from ._message import REQUEST_MAX
+
+    if any(not a.small for a in message.attachments):
+        return None
+    op = _operations.send_mail(message.json(message.attachments), save_to_sent_items)
+    if op.body is not None and len(op.body) > REQUEST_MAX:
+        return None
+    return op
+
+
+def sendmail_op(message: Message, save_to_sent_items: bool) -> Operation[Receipt]:
+    """Client.send_mail's checks and Operation (the AsyncClient's uses it too)."""
+    from ._client import _flag
+    from ._message import Message
+
+    if not isinstance(message, Message):
+        raise TypeError("message must be a graphsend.Message")
+    _flag(save_to_sent_items, "save_to_sent_items")
+    if any(not a.small for a in message.attachments):
+        raise ValueError(
+            "an attachment is over 3 MB: sendMail cannot carry it (Graph's 4 MB request "
+            "cap); use client.send(client.create_draft(message)), which uploads it"
+        )
+    op = small_sendmail(message, save_to_sent_items)
+    if op is None:
+        raise ValueError(
+            "the sendMail request would be over Graph's 4 MB cap; "
+            "use client.send(client.create_draft(message)), which uploads attachments"
+        )
+    return op
+
+
+def mime_op(mime: object, save_to_sent_items: bool) -> Operation[Receipt]:
+    """Client.send_mime's checks and Operation."""
+    import base64
+
+    from ._client import _flag
+    from ._message import REQUEST_MAX, mime_bytes
+
+    if not _flag(save_to_sent_items, "save_to_sent_items"):
+        raise ValueError("Graph's MIME sendMail always saves to Sent Items")
+    encoded = base64.b64encode(mime_bytes(mime))
+    if len(encoded) > REQUEST_MAX:
+        raise ValueError(
+            f"the MIME message is {len(encoded)} bytes in base64, over Graph's 4 MB cap; "
+            "use create_draft() + attach() + send() for large messages"
+        )
+    return _operations.send_mime(encoded)
+
+
 def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:
     for name, value in (("max_concurrency", max_concurrency), ("max_per_mailbox", max_per_mailbox)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -348,7 +537,23 @@ def send_many(
 ) -> list[Outcome]:
     check_limits(max_concurrency, max_per_mailbox)
     batch = Batch(max_concurrency, stop_on_error)
-    batch.add_items(client._prefix, items)
+    prefer = PREFER_IMMUTABLE if client.immutable_ids else None
+    large = batch.add_items(client._prefix, items, prefer)  # bad input raises here
+    try:
+        for job, user, message in large:
+            if batch.stopping:
+                break  # stop_on_error: no more drafts for a batch that will not send them
+            # Too large for one sendMail: a draft with its uploads first (in this thread),
+            # then its send goes out with the others.
+            try:
+                draft_id = client.create_draft(message, user=user)
+            except SendError as exc:
+                batch.preset(job, exc)
+            else:
+                batch.to_draft(job, client._prefix, user, draft_id)
+    except BaseException as exc:  # Ctrl-C while composing: nothing of the batch was sent
+        exc.results = batch.abandon()  # type: ignore[attr-defined]
+        raise
     engine = client._engine()
     scheduler = Scheduler(client, engine, max_per_mailbox)
     scheduler.add(batch)

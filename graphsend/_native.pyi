@@ -122,9 +122,14 @@ class Engine:
         url: str,
         headers: tuple[str, ...],
         client_request_id: str | None = None,
+        method: Literal["GET", "POST", "PUT", "DELETE"] | None = None,
+        body: bytes | None = None,
+        file: tuple[int, int, int] | None = None,
     ) -> None:
         """Queue a send; any thread. With client_request_id, the id goes out as its own header
-        line and perform() returns a 202 as a Receipt carrying it (no Result to convert)."""
+        line and perform() returns a 202 as a Receipt carrying it (no Result to convert).
+        With method, body (bytes, copied) or file ((fd, offset, length), open until the
+        result is back): any request, as Handle.request makes it (whole 2xx body back)."""
     def cancel(self, tag: int) -> None:
         """Abort the sends with this tag (curl_code 42); any thread; unknown tags are ignored."""
     def wakeup(self) -> None:
@@ -167,8 +172,11 @@ class LoopEngine:
         url: str,
         headers: tuple[str, ...],
         client_request_id: str | None = None,
+        method: Literal["GET", "POST", "PUT", "DELETE"] | None = None,
+        body: bytes | None = None,
+        file: tuple[int, int, int] | None = None,
     ) -> None:
-        """Queue a send; the next drive() starts it."""
+        """Queue a send, or any request as Engine.submit; the next drive() starts it."""
     def cancel(self, tag: int) -> None:
         """Abort the sends with this tag (curl_code 42) at the next drive()."""
     def drive(

@@ -11,8 +11,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    # A send_many item: a message id (sent from /me) or a (user, message_id) pair.
-    Item: TypeAlias = str | tuple[str | None, str]
+    from ._message import Message
+
+    # A send_many item: a message id (sent from /me) or a (user, message_id) pair, or a
+    # Message (sent from /me) or a (user, Message) pair.
+    Item: TypeAlias = str | tuple[str | None, str] | Message | tuple[str | None, Message]
 
 CLOUDS = {
     "global": "https://graph.microsoft.com",

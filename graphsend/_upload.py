@@ -21,11 +21,15 @@ from ._retry import RetryState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
+    from typing import Any, TypeAlias
 
     from ._client import Client
     from ._message import Attachment
     from ._native import Result
+
+    #: What steps() asks its driver for (see there).
+    Step: TypeAlias = tuple[Any, ...]  # ("session",), ("put", url, start, end), ("sleep", s)
 
 #: 12 x 320 KiB: Graph wants chunks in multiples of 320 KiB, each request under 4 MB.
 CHUNK = 12 * 320 * 1024
@@ -124,7 +128,27 @@ class _Upload:
         return handle.request("PUT", url, headers, self.att.data[start : end + 1])
 
     def run(self) -> str:
-        url = self.session()
+        """Drive steps() with this thread's Handle (AsyncClient drives it on its loop)."""
+        steps = self.steps()
+        try:
+            step = next(steps)
+            while True:
+                if step[0] == "session":
+                    answer: object = self.session()
+                elif step[0] == "put":
+                    answer = self.put(step[1], step[2], step[3])
+                else:
+                    time.sleep(step[1])
+                    answer = None
+                step = steps.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def steps(self) -> Generator[Step, Any, str]:
+        """The upload's rules, without I/O: yields ("session",) for a new session's URL,
+        ("put", url, start, end) for a chunk's Result, ("sleep", seconds); returns the
+        attachment id. Raises what the upload ends with."""
+        url = yield ("session",)
         restarts = 0
         start = 0
         # One RetryState per position: progress starts a fresh count; no progress (a 416, or a
@@ -132,7 +156,7 @@ class _Upload:
         state = RetryState(self.client.retry, idempotent=True)
         while True:
             end = min(start + CHUNK, self.size) - 1
-            result = self.put(url, start, end)
+            result = yield ("put", url, start, end)
             status = result[0]
             what = f"<upload session> bytes {start}-{end}/{self.size}"
             if _log.debug_enabled():
@@ -161,7 +185,7 @@ class _Upload:
                 restarts += 1
                 if restarts > RESTARTS:
                     raise self._fail(result, "the upload session expired again")
-                url = self.session()
+                url = yield ("session",)
                 start = 0
                 state = self._fresh(state)
                 continue
@@ -179,7 +203,7 @@ class _Upload:
                 raise self._fail(result, f"chunk {start}-{end} failed (attempt {state.attempt})")
             self.client._log_retry(what, err, wait, state.attempt, "PUT")
             if wait:
-                time.sleep(wait)
+                yield ("sleep", wait)
             if self.client._closed:
                 raise self._fail(result, "not retried: the Client was closed")
 

@@ -181,7 +181,23 @@ async def asynchronously(graph: FakeGraph) -> list[Receipt | SendError]:
     async with AsyncClient(graph.token, base_url=graph.base_url, max_per_mailbox=4) as client:
         receipt: Receipt = await client.send(graph.create_draft(), user=None)
         receipt_fields(receipt)
-        return await client.send_many([graph.create_draft()], max_concurrency=8)
+        draft_id: str = await client.create_draft(graphsend.Message("s", "b", to="a@b.c"))
+        attachment_id: str = await client.attach(draft_id, b"x", name="x.txt")
+        reply_id: str = await client.create_reply(draft_id, comment="c", reply_all=True)
+        forward_id: str = await client.create_forward(draft_id, to=["a@b.c"], comment="c")
+        print(attachment_id, reply_id, forward_id)
+        mailed: Receipt = await client.send_mail(graphsend.Message("m", to="a@b.c"))
+        mimed: Receipt = await client.send_mime(b"Subject: x\r\n\r\nb", user="a@b.c")
+        receipt_fields(mailed)
+        receipt_fields(mimed)
+        mixed: list[
+            str | tuple[str | None, str] | graphsend.Message | tuple[str | None, graphsend.Message]
+        ] = [
+            graph.create_draft(),
+            graphsend.Message("n", to="a@b.c"),
+            ("adele@contoso.com", graphsend.Message("o", to="a@b.c")),
+        ]
+        return await client.send_many(mixed, max_concurrency=8)
 
 
 def with_fake_graph() -> None:
