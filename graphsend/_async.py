@@ -552,28 +552,14 @@ class AsyncClient:
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
-        for att in message.attachments:
-            if att.path is not None:  # cheap, and no draft is left behind for a missing file
-                fd, _size = _upload.open_regular(att.path, att.name)
-                os.close(fd)
+        _upload.check_files(message)  # cheap, and no draft is left behind for a missing file
         inline, later = message.split_attachments(REQUEST_MAX)
         draft_id: str = await self._run_op(_operations.create_draft(message.json(inline)), user)
         for index, att in enumerate(later):
             try:
                 await self.attach(draft_id, att, user=user)
             except BaseException as exc:
-                missing = len(later) - index - 1
-                note = f"the draft {draft_id} was created without this attachment" + (
-                    f" and the {missing} after it" if missing else ""
-                )
-                if isinstance(exc, SendError):
-                    exc.args = (f"{exc.args[0]}; {note}",)
-                elif hasattr(exc, "add_note"):
-                    exc.add_note(note)
-                try:
-                    exc.draft_id = draft_id  # type: ignore[attr-defined]
-                except AttributeError:
-                    pass  # an exception type with __slots__: nothing more to do
+                _upload.tag_unfinished_draft(exc, draft_id, len(later) - index - 1)
                 raise
         return draft_id
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from typing import Any, TypeAlias
 
     from ._client import Client
-    from ._message import Attachment
+    from ._message import Attachment, Message
     from ._native import Result
 
     #: What steps() asks its driver for (see there).
@@ -235,6 +235,29 @@ class _Upload:
                 "no id in the body)",
             )
         return found
+
+
+def check_files(message: Message) -> None:
+    """Open and check every attachment file before a draft exists (no draft left behind)."""
+    for att in message.attachments:
+        if att.path is not None:
+            fd, _size = open_regular(att.path, att.name)
+            os.close(fd)
+
+
+def tag_unfinished_draft(exc: BaseException, draft_id: str, missing: int) -> None:
+    """An attachment failed after the draft was made: say so, and give the draft's id."""
+    note = f"the draft {draft_id} was created without this attachment" + (
+        f" and the {missing} after it" if missing else ""
+    )
+    if isinstance(exc, SendError):
+        exc.args = (f"{exc.args[0]}; {note}",)
+    elif hasattr(exc, "add_note"):
+        exc.add_note(note)
+    try:
+        exc.draft_id = draft_id  # type: ignore[attr-defined]
+    except AttributeError:
+        pass  # an exception type with __slots__: nothing more to do
 
 
 def _where(url: object) -> str:
