@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import Attachment, Client, Message, NotFoundError, SendError, __version__
+from . import Attachment, Client, Message, NotFoundError, Receipt, SendError, __version__
 from ._request import CLOUDS
 
 
@@ -133,11 +133,7 @@ def compose_one(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as exc:
         print(f"graphsend: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"sent: {receipt.status} request-id={receipt.request_id} "
-        f"client-request-id={receipt.client_request_id} elapsed={receipt.elapsed * 1000:.1f}ms"
-    )
-    return 0
+    return _sent(receipt)
 
 
 def send_one(args: argparse.Namespace) -> int:
@@ -160,6 +156,10 @@ def send_one(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"graphsend: {exc}", file=sys.stderr)
         return 2
+    return _sent(receipt)
+
+
+def _sent(receipt: Receipt) -> int:
     print(
         f"sent: {receipt.status} request-id={receipt.request_id} "
         f"client-request-id={receipt.client_request_id} elapsed={receipt.elapsed * 1000:.1f}ms"
