@@ -55,7 +55,14 @@ if os.environ.get("GRAPHSEND_PORTABLE") == "1":
     macros.append(("GRAPHSEND_PORTABLE", "1"))
 
 setup(
-    packages=["graphsend", "graphsend.testing"],
+    packages=[
+        "graphsend",
+        "graphsend._rules",
+        "graphsend._operations",
+        "graphsend._drivers",
+        "graphsend.integrations",
+        "graphsend.testing",
+    ],
     package_data={"graphsend": ["py.typed", "*.pyi"]},
     ext_modules=[
         Extension(

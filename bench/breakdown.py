@@ -78,7 +78,7 @@ def python_layer() -> list[tuple[str, float]]:
         send_message()
     except graphsend.SendError:
         pass
-    for cached in graphsend._send._clients.values():  # type: ignore[attr-defined]
+    for cached in graphsend._drivers.send._clients.values():  # type: ignore[attr-defined]
         cached._local.handle = StubHandle()  # ...which gets the stub too
     rows = [
         ("Client.send over a stub Handle (Python layer)", _per_call(lambda: client.send(mid))),

@@ -133,7 +133,7 @@ def bench_upload(base: str, cafile: str, size: int, rounds: int, tmp: Path) -> N
 
 def bench_compose(base: str, cafile: str, n: int, rounds: int) -> None:
     import graphsend
-    from graphsend._message import dumps
+    from graphsend._operations.message import dumps
 
     message = graphsend.Message("Quarterly report", "Numbers inside", to=["adele@contoso.com"])
     body = dumps(message.json())

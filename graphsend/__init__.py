@@ -5,8 +5,10 @@
 Receipt(status=202, ...)
 """
 
-from ._client import Client, interrupted_results
-from ._errors import (
+from graphsend._drivers.client import Client, interrupted_results
+from graphsend._drivers.send import send_message
+from graphsend._operations.message import Attachment, Message
+from graphsend._rules.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -19,14 +21,12 @@ from ._errors import (
     ThrottledError,
     TransportError,
 )
-from ._errors import (
+from graphsend._rules.errors import (
     TimeoutError as TimeoutError,  # public, not in __all__ (see below)
 )
-from ._message import Attachment, Message
-from ._receipt import Receipt
-from ._retry import Retry
-from ._send import send_message
-from ._version import __version__
+from graphsend._rules.receipt import Receipt
+from graphsend._rules.retry import Retry
+from graphsend._version import __version__
 
 # graphsend.TimeoutError is public but left out of __all__: `from graphsend import *` must not
 # shadow the builtin (it subclasses the builtin, so `except TimeoutError` catches it anyway).
@@ -55,13 +55,13 @@ __all__ = [
 
 TYPE_CHECKING = False  # typing itself costs milliseconds to import
 if TYPE_CHECKING:
-    from ._async import AsyncClient
+    from graphsend._drivers.async_client import AsyncClient
 
 
 def __getattr__(name: str) -> object:
     # asyncio costs more to import than the rest of graphsend: load it on first use only.
     if name == "AsyncClient":
-        from ._async import AsyncClient
+        from graphsend._drivers.async_client import AsyncClient
 
         return AsyncClient
     raise AttributeError(f"module 'graphsend' has no attribute {name!r}")

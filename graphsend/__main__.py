@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from . import Attachment, Client, Message, NotFoundError, Receipt, SendError, __version__
-from ._request import CLOUDS
+from graphsend import Attachment, Client, Message, NotFoundError, Receipt, SendError, __version__
+from graphsend._rules.request import CLOUDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +168,7 @@ def _sent(receipt: Receipt) -> int:
 
 
 def demo() -> int:
-    from .testing import FakeGraph
+    from graphsend.testing import FakeGraph
 
     try:
         graph = FakeGraph(https=True)

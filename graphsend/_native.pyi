@@ -2,7 +2,7 @@
 
 from typing import Final, Literal, TypeAlias, final
 
-from ._receipt import Receipt
+from graphsend._rules.receipt import Receipt
 
 #: (status, headers, body, elapsed, curl_code, error, request_sent)
 #:   status        HTTP status of the final response; 0 when none arrived (a status with a

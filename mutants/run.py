@@ -51,11 +51,11 @@ _RETRY_TESTS = [
     "tests/test_fix_upload.py",
 ]
 AST_TARGETS: list[tuple[str, str | None, list[str]]] = [
-    ("graphsend/_retry.py", None, _RETRY_TESTS),
-    ("graphsend/_errors.py", None, _RETRY_TESTS),
-    ("graphsend/_outcome.py", None, _RETRY_TESTS),
+    ("graphsend/_rules/retry.py", None, _RETRY_TESTS),
+    ("graphsend/_rules/errors.py", None, _RETRY_TESTS),
+    ("graphsend/_rules/outcome.py", None, _RETRY_TESTS),
     (
-        "graphsend/_bulk.py",
+        "graphsend/_drivers/bulk.py",
         "Scheduler",
         [
             "tests/test_bulk.py",

@@ -18,7 +18,7 @@ from collections import namedtuple
 import pytest
 
 import graphsend
-from graphsend._async import _async_token
+from graphsend._drivers.async_client import _async_token
 from graphsend.testing import FakeGraph
 
 SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))

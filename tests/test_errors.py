@@ -12,7 +12,7 @@ import pytest
 
 import graphsend
 from graphsend import Retry
-from graphsend._retry import parse_retry_after
+from graphsend._rules.retry import parse_retry_after
 from graphsend.testing import FakeGraph
 
 STATUS_TABLE = [

@@ -1057,7 +1057,7 @@ def test_https_fixture(fake_graph_https):
 def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PLUGIN_TESTS)
     # Load the plugin by module name; block the entry point (if installed) so it loads once.
-    result = pytester.runpytest("-p", "no:graphsend", "-p", "graphsend.pytest_plugin")
+    result = pytester.runpytest("-p", "no:graphsend", "-p", "graphsend.integrations.pytest_plugin")
     result.assert_outcomes(
         passed=4 if HAS_CRYPTOGRAPHY else 3, skipped=0 if HAS_CRYPTOGRAPHY else 1
     )
@@ -1067,7 +1067,7 @@ def test_pytest_entry_point_when_installed(pytester: pytest.Pytester) -> None:
     from importlib.metadata import entry_points
 
     names = {ep.value for ep in entry_points(group="pytest11")}
-    if "graphsend.pytest_plugin" not in names:
+    if "graphsend.integrations.pytest_plugin" not in names:
         pytest.skip("graphsend is not installed as a distribution here")
     pytester.makepyfile(PLUGIN_TESTS.split("@pytest.mark")[0])
     pytester.runpytest().assert_outcomes(passed=2)
@@ -1115,7 +1115,7 @@ def test_command_line_serves_until_terminated(tmp_path: Path) -> None:
 def test_imports_stay_cheap() -> None:
     code = (
         "import sys\n"
-        "import graphsend.pytest_plugin\n"
+        "import graphsend.integrations.pytest_plugin\n"
         "assert 'graphsend.testing' not in sys.modules, 'plugin imported FakeGraph eagerly'\n"
         "import graphsend.testing\n"
         "assert 'cryptography' not in sys.modules, 'cryptography imported eagerly'\n"

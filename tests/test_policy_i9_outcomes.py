@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphsend
-from graphsend._errors import status_may_have_sent
-from graphsend._outcome import outcome
+from graphsend._rules.errors import status_may_have_sent
+from graphsend._rules.outcome import outcome
 from graphsend.testing import FakeGraph
 
 DEEP_BODY = '{"error":' + "[" * 30_000

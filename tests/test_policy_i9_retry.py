@@ -169,5 +169,5 @@ def test_i9_15_dns_failure_is_retried_once_and_said_once() -> None:
 
 @pytest.mark.parametrize("code", [1, 3, 4, 27, 58, 59, 60, 77])
 def test_i9_15_policy_never_retries_permanent_curl_codes(code: int) -> None:
-    error = graphsend._errors.transport_error(code, "", False, "crid")
+    error = graphsend._rules.errors.transport_error(code, "", False, "crid")
     assert Retry(max_attempts=10).wait_before_retry(error, 1, 0.0) is None

@@ -11,8 +11,8 @@ import time
 import pytest
 
 import graphsend
-from graphsend._retry import RetryState
-from graphsend._tokens import token_source
+from graphsend._rules.retry import RetryState
+from graphsend._rules.tokens import token_source
 from graphsend.testing import FakeGraph
 
 SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))

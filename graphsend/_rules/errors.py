@@ -242,7 +242,7 @@ def graph_error(
     ``may_have_sent`` follows from the status alone; a part that could not be read is named in
     its message.
     """
-    from ._retry_after import parse_retry_after
+    from graphsend._rules.retry_after import parse_retry_after
 
     problems: list[str] = []
     text = ""

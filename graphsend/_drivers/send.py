@@ -6,9 +6,9 @@ import os
 import threading
 from collections import OrderedDict
 
-from ._client import Client
-from ._receipt import Receipt
-from ._tokens import StaticToken, TokenSource
+from graphsend._drivers.client import Client
+from graphsend._rules.receipt import Receipt
+from graphsend._rules.tokens import StaticToken, TokenSource
 
 _Key = tuple[str, str, float, float, "str | None"]
 # A small LRU: each Client keeps a Share, and per thread a handle with its connections. An

@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from . import _native
-from ._message import dumps
-from ._receipt import Receipt
+from graphsend import _native
+from graphsend._operations.message import dumps
+from graphsend._rules.receipt import Receipt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-    from ._native import Result
+    from graphsend._native import Result
 
     T = TypeVar("T")
     Method: TypeAlias = Literal["GET", "POST", "PUT", "DELETE"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ._errors import AuthenticationError
-from ._request import check_token
+from graphsend._rules.errors import AuthenticationError
+from graphsend._rules.request import check_token
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ._errors import SendError, graph_error, transport_error, unreadable_response
-from ._receipt import Receipt
+from graphsend._rules.errors import SendError, graph_error, transport_error, unreadable_response
+from graphsend._rules.receipt import Receipt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._native import Result
+    from graphsend._native import Result
 
 Outcome = Receipt | SendError
 

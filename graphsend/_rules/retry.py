@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ._errors import (
+from graphsend._rules.errors import (
     CURLE_COULDNT_RESOLVE_HOST,
     CURLE_COULDNT_RESOLVE_PROXY,
     PERMANENT_CURL_CODES,
@@ -16,11 +16,11 @@ from ._errors import (
     ThrottledError,
     TransportError,
 )
-from ._retry_after import parse_retry_after as parse_retry_after  # re-exported
+from graphsend._rules.retry_after import parse_retry_after as parse_retry_after  # re-exported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._tokens import TokenSource
+    from graphsend._rules.tokens import TokenSource
 
 
 class Retry:

@@ -13,20 +13,21 @@ import os
 import stat
 import time
 
-from . import _log, _operations
-from ._driver import PREFER_IMMUTABLE, failure, run, settle
-from ._errors import GraphError, SendError
-from ._request import is_loopback
-from ._retry import RetryState
+from graphsend._drivers.sync import PREFER_IMMUTABLE, failure, run, settle
+from graphsend._operations import catalog as _operations
+from graphsend._rules import log as _log
+from graphsend._rules.errors import GraphError, SendError
+from graphsend._rules.request import is_loopback
+from graphsend._rules.retry import RetryState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
     from typing import Any, TypeAlias
 
-    from ._client import Client
-    from ._message import Attachment, Message
-    from ._native import Result
+    from graphsend._drivers.client import Client
+    from graphsend._native import Result
+    from graphsend._operations.message import Attachment, Message
 
     #: What steps() asks its driver for (see there).
     Step: TypeAlias = tuple[Any, ...]  # ("session",), ("put", url, start, end), ("sleep", s)
@@ -60,7 +61,7 @@ def upload(
 def open_regular(path: str, name: str) -> tuple[int, int]:
     """(fd, size) of the regular file ``path``, at most 150 MB. O_NONBLOCK: a path that became
     a FIFO would block open() for ever; the flag is cleared again, pread ignores it anyway."""
-    from ._message import ATTACHMENT_MAX
+    from graphsend._operations.message import ATTACHMENT_MAX
 
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     fd = os.open(path, flags)

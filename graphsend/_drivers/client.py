@@ -7,11 +7,13 @@ import threading
 import time
 import weakref
 
-from . import _fork, _log, _native
-from ._errors import SendError
-from ._outcome import outcome
-from ._receipt import Receipt
-from ._request import (
+from graphsend import _native
+from graphsend._drivers import fork as _fork
+from graphsend._rules import log as _log
+from graphsend._rules.errors import SendError
+from graphsend._rules.outcome import outcome
+from graphsend._rules.receipt import Receipt
+from graphsend._rules.request import (
     CLOUDS,
     USER_AGENT,
     check_api_version,
@@ -22,8 +24,8 @@ from ._request import (
     is_loopback,
     send_path,
 )
-from ._retry import Retry, RetryState
-from ._tokens import TokenSource, token_source
+from graphsend._rules.retry import Retry, RetryState
+from graphsend._rules.tokens import TokenSource, token_source
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; annotations are strings here
 if TYPE_CHECKING:
@@ -31,11 +33,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, TypeVar
 
-    from ._message import Attachment, Message
-    from ._native import Result
-    from ._progress import ProgressArg
-    from ._request import Item
-    from ._tokens import TokenArg
+    from graphsend._drivers.progress import ProgressArg
+    from graphsend._native import Result
+    from graphsend._operations.message import Attachment, Message
+    from graphsend._rules.request import Item
+    from graphsend._rules.tokens import TokenArg
 
     _Native = TypeVar("_Native", "_native.Handle", "_native.Engine")
 
@@ -204,8 +206,10 @@ class Client:
         ``exc.draft_id``: the draft is left in Drafts without that attachment and the ones
         after it; delete it or attach them again.
         """
-        from . import _driver, _operations, _upload
-        from ._message import REQUEST_MAX, Message
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import catalog as _operations
+        from graphsend._operations import upload as _upload
+        from graphsend._operations.message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
@@ -230,8 +234,9 @@ class Client:
     ) -> str:
         """Create a reply (or reply-all) draft to ``message_id``; returns the new draft's id.
         Needs Mail.ReadWrite."""
-        from . import _driver, _operations
-        from ._message import _no_controls
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import catalog as _operations
+        from graphsend._operations.message import _no_controls
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
@@ -248,8 +253,9 @@ class Client:
     ) -> str:
         """Create a forward draft of ``message_id`` to ``to``; returns the new draft's id.
         Needs Mail.ReadWrite."""
-        from . import _driver, _operations
-        from ._message import RECIPIENTS_MAX, _no_controls, recipients
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import catalog as _operations
+        from graphsend._operations.message import RECIPIENTS_MAX, _no_controls, recipients
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
@@ -276,9 +282,11 @@ class Client:
         the attachment id. Up to 3 MB: one request; larger: an upload session whose chunks are
         read from disk in C (streamed, never whole in memory) and never carry the token.
         ``progress`` (bytes done, total) as in send_many. Needs Mail.ReadWrite."""
-        from . import _driver, _operations, _upload
-        from ._message import Attachment
-        from ._progress import reporter
+        from graphsend._drivers import sync as _driver
+        from graphsend._drivers.progress import reporter
+        from graphsend._operations import catalog as _operations
+        from graphsend._operations import upload as _upload
+        from graphsend._operations.message import Attachment
 
         check_text(message_id, "message_id")
         if isinstance(source, Attachment):
@@ -304,8 +312,9 @@ class Client:
         """Send ``message`` in one request (POST /sendMail), without a draft: needs Mail.Send
         only. Graph caps the request at 4 MB, attachments included (base64): a larger message
         is a ValueError before any request; use create_draft() + send() for those."""
-        from . import _driver, _operations
-        from ._message import REQUEST_MAX, Message
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import catalog as _operations
+        from graphsend._operations.message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
@@ -335,8 +344,9 @@ class Client:
         ``save_to_sent_items=False`` is a ValueError. At most 4 MB once base64-encoded."""
         import base64
 
-        from . import _driver, _operations
-        from ._message import REQUEST_MAX, mime_bytes
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import catalog as _operations
+        from graphsend._operations.message import REQUEST_MAX, mime_bytes
 
         if not _flag(save_to_sent_items, "save_to_sent_items"):
             raise ValueError("Graph's MIME sendMail always saves to Sent Items")
@@ -369,7 +379,7 @@ class Client:
         what is known of every item; an item whose request may have reached Graph says
         ``may_have_sent=True``). Read it typed with :func:`graphsend.interrupted_results`.
         """
-        from . import _bulk  # only bulk users pay for importing it
+        from graphsend._drivers import bulk as _bulk  # only bulk users pay for importing it
 
         if self._closed:
             raise ValueError("this Client is closed")

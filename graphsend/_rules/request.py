@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from . import _native
-from ._version import __version__
+from graphsend import _native
+from graphsend._version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from ._message import Message
+    from graphsend._operations.message import Message
 
     # A send_many item: a message id (sent from /me) or a (user, message_id) pair, or a
     # Message (sent from /me) or a (user, Message) pair.

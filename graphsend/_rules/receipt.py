@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from operator import itemgetter
 
-from . import _native
+from graphsend import _native
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

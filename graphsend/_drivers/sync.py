@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import time
 
-from . import _log
-from ._errors import GraphError, SendError, graph_error, transport_error
-from ._request import new_client_request_id
-from ._retry import RetryState
+from graphsend._rules import log as _log
+from graphsend._rules.errors import GraphError, SendError, graph_error, transport_error
+from graphsend._rules.request import new_client_request_id
+from graphsend._rules.retry import RetryState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
-    from ._client import Client
-    from ._native import Result
-    from ._operations import Operation
+    from graphsend._drivers.client import Client
+    from graphsend._native import Result
+    from graphsend._operations.catalog import Operation
 
     T = TypeVar("T")
 

@@ -23,31 +23,42 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
-from . import _log, _native, _operations, _upload
-from ._bulk import Batch, Scheduler, TokenPending, check_limits, mime_op, sendmail_op, token_error
-from ._client import DEFAULT_RETRY, Client
-from ._driver import PREFER_IMMUTABLE, settle
-from ._errors import AuthenticationError, GraphError, SendError
-from ._operations import Operation
-from ._progress import reporter
-from ._receipt import Receipt
-from ._request import CLOUDS, check_text, client_request_id_or_new
-from ._retry import Retry
-from ._tokens import EXPIRY_MARGIN, TokenSource, token_from_result
+from graphsend import _native
+from graphsend._drivers.bulk import (
+    Batch,
+    Scheduler,
+    TokenPending,
+    check_limits,
+    mime_op,
+    sendmail_op,
+    token_error,
+)
+from graphsend._drivers.client import DEFAULT_RETRY, Client
+from graphsend._drivers.progress import reporter
+from graphsend._drivers.sync import PREFER_IMMUTABLE, settle
+from graphsend._operations import catalog as _operations
+from graphsend._operations import upload as _upload
+from graphsend._operations.catalog import Operation
+from graphsend._rules import log as _log
+from graphsend._rules.errors import AuthenticationError, GraphError, SendError
+from graphsend._rules.receipt import Receipt
+from graphsend._rules.request import CLOUDS, check_text, client_request_id_or_new
+from graphsend._rules.retry import Retry
+from graphsend._rules.tokens import EXPIRY_MARGIN, TokenSource, token_from_result
 
 if TYPE_CHECKING:
     import email.message
     from typing import Any, Protocol, TypeVar
 
-    from ._message import Attachment, Message
-    from ._native import Result
+    from graphsend._native import Result
+    from graphsend._operations.message import Attachment, Message
 
     T = TypeVar("T")
 
-    from ._outcome import Outcome
-    from ._progress import ProgressArg
-    from ._request import Item
-    from ._tokens import AccessTokenLike, TokenArg
+    from graphsend._drivers.progress import ProgressArg
+    from graphsend._rules.outcome import Outcome
+    from graphsend._rules.request import Item
+    from graphsend._rules.tokens import AccessTokenLike, TokenArg
 
     class AsyncCredentialLike(Protocol):
         """azure.identity.aio style: ``get_token`` is a coroutine function."""
@@ -548,7 +559,7 @@ class AsyncClient:
 
     async def create_draft(self, message: Message, *, user: str | None = None) -> str:
         """Like ``Client.create_draft``: a draft in Drafts (attachments of any size); its id."""
-        from ._message import REQUEST_MAX, Message
+        from graphsend._operations.message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
@@ -572,8 +583,8 @@ class AsyncClient:
         user: str | None = None,
     ) -> str:
         """Like ``Client.create_reply``: a reply (or reply-all) draft; its id."""
-        from ._client import _flag
-        from ._message import _no_controls
+        from graphsend._drivers.client import _flag
+        from graphsend._operations.message import _no_controls
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
@@ -590,7 +601,7 @@ class AsyncClient:
         user: str | None = None,
     ) -> str:
         """Like ``Client.create_forward``: a forward draft to ``to``; its id."""
-        from ._message import RECIPIENTS_MAX, _no_controls, recipients
+        from graphsend._operations.message import RECIPIENTS_MAX, _no_controls, recipients
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
@@ -617,7 +628,7 @@ class AsyncClient:
     ) -> str:
         """Like ``Client.attach``: up to 3 MB one request, larger an upload session whose
         chunks are read from disk in C and never carry the token; the attachment id."""
-        from ._message import Attachment
+        from graphsend._operations.message import Attachment
 
         check_text(message_id, "message_id")
         if isinstance(source, Attachment):

@@ -12,27 +12,29 @@ import threading
 import time
 from collections import deque
 
-from . import _log, _native, _operations
-from ._driver import PREFER_IMMUTABLE, failure, settle
-from ._errors import GraphError, SendError
-from ._outcome import Outcome, outcome
-from ._progress import reporter
-from ._receipt import Receipt
-from ._request import send_path
-from ._retry import RetryState
-from ._tokens import provider_failed
+from graphsend import _native
+from graphsend._drivers.progress import reporter
+from graphsend._drivers.sync import PREFER_IMMUTABLE, failure, settle
+from graphsend._operations import catalog as _operations
+from graphsend._rules import log as _log
+from graphsend._rules.errors import GraphError, SendError
+from graphsend._rules.outcome import Outcome, outcome
+from graphsend._rules.receipt import Receipt
+from graphsend._rules.request import send_path
+from graphsend._rules.retry import RetryState
+from graphsend._rules.tokens import provider_failed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-    from ._client import Client
-    from ._message import Message
-    from ._native import Result
-    from ._operations import Operation
-    from ._progress import ProgressArg
-    from ._request import Item
+    from graphsend._drivers.client import Client
+    from graphsend._drivers.progress import ProgressArg
+    from graphsend._native import Result
+    from graphsend._operations.catalog import Operation
+    from graphsend._operations.message import Message
+    from graphsend._rules.request import Item
 
 
 class Job:
@@ -151,7 +153,7 @@ class Batch:
         """Append every item; a Message that fits one request becomes a sendMail Operation.
         Returns the Messages too large for that (job, user, message): the caller composes each
         as a draft and then calls ``to_draft`` (or ``preset`` with the error)."""
-        from ._message import Message
+        from graphsend._operations.message import Message
 
         large: list[tuple[Job, str | None, Message]] = []
         for index, item in enumerate(items, len(self.jobs)):
@@ -468,7 +470,7 @@ _KEEP_FRESH = _KeepFresh()
 def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operation[Receipt] | None:
     """The sendMail Operation for a message that fits in one request (every attachment small,
     the JSON under Graph's 4 MB), else None: that one needs a draft and uploads."""
-    from ._message import REQUEST_MAX
+    from graphsend._operations.message import REQUEST_MAX
 
     if any(not a.small for a in message.attachments):
         return None
@@ -480,8 +482,8 @@ def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operati
 
 def sendmail_op(message: Message, save_to_sent_items: bool) -> Operation[Receipt]:
     """Client.send_mail's checks and Operation (the AsyncClient's uses it too)."""
-    from ._client import _flag
-    from ._message import Message
+    from graphsend._drivers.client import _flag
+    from graphsend._operations.message import Message
 
     if not isinstance(message, Message):
         raise TypeError("message must be a graphsend.Message")
@@ -504,8 +506,8 @@ def mime_op(mime: object, save_to_sent_items: bool) -> Operation[Receipt]:
     """Client.send_mime's checks and Operation."""
     import base64
 
-    from ._client import _flag
-    from ._message import REQUEST_MAX, mime_bytes
+    from graphsend._drivers.client import _flag
+    from graphsend._operations.message import REQUEST_MAX, mime_bytes
 
     if not _flag(save_to_sent_items, "save_to_sent_items"):
         raise ValueError("Graph's MIME sendMail always saves to Sent Items")

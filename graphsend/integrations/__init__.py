@@ -1,0 +1,1 @@
+"""Integrations with other frameworks (pytest plugin, ...); each imports its framework lazily."""
