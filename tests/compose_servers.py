@@ -125,7 +125,7 @@ class MiniGraph(Recorder):
 
     `violations` lists every rule the client broke (a test asserts it stays empty);
     `fail_chunk` maps a chunk number (1-based, counted over all PUTs) to an Answer to give
-    instead (or "close").
+    instead (or "close"); `deleted` lists the upload sessions cancelled by a DELETE.
     """
 
     def __init__(self) -> None:
@@ -136,6 +136,7 @@ class MiniGraph(Recorder):
         self.sent: list[dict] = []
         self.fail_chunk: dict[int, Answer] = {}
         self.puts = 0
+        self.deleted: list[str] = []  # upload sessions cancelled by a DELETE
         super().__init__(self._route)
 
     def _route(self, r: Request) -> Answer:
@@ -212,6 +213,7 @@ class MiniGraph(Recorder):
             return _json(200, {"nextExpectedRanges": [f"{s.received}-"]})
         if r.method == "DELETE":
             del self.sessions[sid]
+            self.deleted.append(sid)
             return Answer(204, headers=())
         self.puts += 1
         planned = self.fail_chunk.pop(self.puts, None)

@@ -855,6 +855,8 @@ class _AsyncUpload(_upload._Upload):
                         answer: object = await self._session()
                     elif step[0] == "put":
                         answer = await self._put(step[1], step[2], step[3])
+                    elif step[0] == "delete":
+                        answer = await self._delete(step[1])
                     else:
                         await asyncio.sleep(step[1])
                         answer = None
@@ -875,6 +877,16 @@ class _AsyncUpload(_upload._Upload):
             why = f"createUploadSession gave no usable uploadUrl ({_upload._where(url)})"
             raise settle(GraphError(201, message=why), op, False)
         return url
+
+    async def _delete(self, url: str) -> None:
+        """Cancel a failed upload's session; best effort (see _upload._Upload.delete)."""
+        op: Operation[Result] = Operation(
+            "deleteUploadSession", "DELETE", "", _raw, content_type=None, success=_ANY_STATUS
+        )
+        try:
+            await self.owner._run_op(op, self.user, url=url, fixed=())
+        except Exception:
+            pass
 
     async def _put(self, url: str, start: int, end: int) -> Result:
         headers = (f"Content-Range: bytes {start}-{end}/{self.size}", *self.extra)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from graphsend._operations.message import Attachment, Message
 
     #: What steps() asks its driver for (see there).
-    Step: TypeAlias = tuple[Any, ...]  # ("session",), ("put", url, start, end), ("sleep", s)
+    Step: TypeAlias = tuple[Any, ...]  # ("session",), ("put", url, start, end), ("sleep", s),
+    # ("delete", url)
 
 #: 12 x 320 KiB: Graph wants chunks in multiples of 320 KiB, each request under 4 MB.
 CHUNK = 12 * 320 * 1024
@@ -92,6 +93,7 @@ class _Upload:
     ) -> None:
         self.client, self.message_id, self.att, self.user = client, message_id, att, user
         self.progress, self.fd, self.size = progress, fd, size
+        self._url, self._open = "", False
         extra = (PREFER_IMMUTABLE,) if client.immutable_ids else ()
         self.extra: tuple[str, ...] = extra
 
@@ -128,6 +130,14 @@ class _Upload:
         assert self.att.data is not None
         return handle.request("PUT", url, headers, self.att.data[start : end + 1])
 
+    def delete(self, url: str) -> None:
+        """DELETE the upload session (no token: the URL is pre-authenticated). Best effort:
+        whatever happens here, the error the upload failed with is the one raised."""
+        try:
+            self.client._handle().request("DELETE", url, ())
+        except Exception:
+            pass
+
     def run(self) -> str:
         """Drive steps() with this thread's Handle (AsyncClient drives it on its loop)."""
         steps = self.steps()
@@ -138,6 +148,8 @@ class _Upload:
                     answer: object = self.session()
                 elif step[0] == "put":
                     answer = self.put(step[1], step[2], step[3])
+                elif step[0] == "delete":
+                    answer = self.delete(step[1])
                 else:
                     time.sleep(step[1])
                     answer = None
@@ -147,9 +159,22 @@ class _Upload:
 
     def steps(self) -> Generator[Step, Any, str]:
         """The upload's rules, without I/O: yields ("session",) for a new session's URL,
-        ("put", url, start, end) for a chunk's Result, ("sleep", seconds); returns the
-        attachment id. Raises what the upload ends with."""
+        ("put", url, start, end) for a chunk's Result, ("sleep", seconds), ("delete", url) to
+        cancel a failed upload's session (best effort: the answer is not looked at); returns
+        the attachment id. Raises what the upload ends with."""
         url = yield ("session",)
+        # Whether the session at ``url`` is still open: a failed upload DELETEs it (Graph's way
+        # to cancel one), so its bytes do not linger on the server until it expires.
+        self._open = True
+        try:
+            return (yield from self._chunks(url))
+        except SendError:
+            if self._open and not self.client._closed:
+                yield ("delete", self._url)
+            raise
+
+    def _chunks(self, url: str) -> Generator[Step, Any, str]:
+        self._url = url
         restarts = 0
         start = 0
         # One RetryState per position: progress starts a fresh count; no progress (a 416, or a
@@ -168,6 +193,7 @@ class _Upload:
             if status in (200, 201, 202):
                 nxt = _next_start(result[2])
                 if status == 201 or (nxt is None and end == self.size - 1):
+                    self._open = False  # complete: the session is gone
                     if self.progress is not None:
                         self.progress(self.size, self.size)
                     return self._attachment_id(result)
@@ -183,10 +209,12 @@ class _Upload:
                 continue
             if status == 404:
                 # The session expired (or was lost): a new one, from the first byte.
+                self._open = False
                 restarts += 1
                 if restarts > RESTARTS:
                     raise self._fail(result, "the upload session expired again")
-                url = yield ("session",)
+                url = self._url = yield ("session",)
+                self._open = True
                 start = 0
                 state = self._fresh(state)
                 continue

@@ -500,6 +500,12 @@ class FakeGraph:
         """Upload sessions neither completed, cancelled nor expired."""
         return len(self._uploads.open_sessions())
 
+    @property
+    def cancelled_upload_sessions(self) -> int:
+        """Upload sessions cancelled by a DELETE on their upload URL (what a client does with
+        the session of an upload it gives up on)."""
+        return self._uploads.cancelled
+
     def set_latency(self, user: str, seconds: float | None) -> None:
         """Wait ``seconds`` before answering sends for ``user``'s mailbox (overrides
         :attr:`latency`); None goes back to the global latency."""

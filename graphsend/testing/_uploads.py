@@ -81,6 +81,8 @@ class Uploads:
         self._chunks = 0  # chunk PUTs counted so far (those without an Authorization header)
         #: Seconds a new session lives (Graph's last about 15 minutes).
         self.lifetime = 15 * 60.0
+        #: Sessions cancelled by a DELETE on their upload URL.
+        self.cancelled = 0
 
     def create(self, user: str, message_id: str, body: dict[str, Any]) -> UploadSession:
         """A new session from a createUploadSession body, checked as Graph checks it."""
@@ -185,7 +187,8 @@ class Uploads:
 
     def cancel(self, session: UploadSession) -> None:
         with self._lock:
-            self._sessions.pop(session.id, None)
+            if self._sessions.pop(session.id, None) is not None:
+                self.cancelled += 1
 
     def expire_all(self) -> int:
         """Expire every open session now; return how many there were."""
