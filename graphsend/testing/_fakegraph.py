@@ -68,6 +68,9 @@ class FakeGraph:
        ``ErrorItemNotFound`` (but see :attr:`resend_window`);
     7. otherwise the draft moves to Sent Items and the answer is ``202 Accepted``.
 
+    A ``POST .../sendMail`` is a send too: rules 1 to 5 (faults, latency and the concurrency limit
+    included) apply to it as to a draft's send, then sendMail's own checks (below) decide.
+
     Latency applies to every answer of a send request except 411 and throttling 429s.
     Other paths get 404 and other methods on a send path 405, in Graph's error shape.
 
@@ -392,7 +395,8 @@ class FakeGraph:
         count: int = 1,
         user: str | None = None,
     ) -> None:
-        """Answer the next ``count`` send requests (only ``user``'s, if given) with ``status``.
+        """Answer the next ``count`` send requests (a draft's send or sendMail; only ``user``'s,
+        if given) with ``status``.
 
         The body is Graph's error JSON with ``code`` and ``message`` (defaults depend on the
         status), unless ``body`` is given: it then replaces the body entirely (``""`` for an

@@ -77,7 +77,7 @@ async def serve_request(
             # Graph's gateway refuses before looking at anything else.
             message = f"The request body is {len(request.body)} bytes; the limit is {MAX_REQUEST}."
             return await exchange.answer(replies.error(413, "RequestEntityTooLarge", message))
-        if route.kind == "send" and request.method == "POST":
+        if route.kind in ("send", "sendmail") and request.method == "POST":
             return await _send(graph, request, route, replies, exchange)
         try:
             reply = _other(graph, request, route, replies)
@@ -133,7 +133,8 @@ class _Exchange:
 async def _send(
     graph: FakeGraph, request: Request, route: Route, replies: Replies, exchange: _Exchange
 ) -> bool:
-    """A POST to a send path, by the rules in FakeGraph's docstring."""
+    """A POST to a send path or to sendMail, by the rules in FakeGraph's docstring (for
+    sendMail the last one is sendMail's own: the message is checked and sent, or refused)."""
     user = route.user
     assert user is not None
     if request.content_length is None:
@@ -170,6 +171,14 @@ async def _send(
 
     exchange.flight.admit()
     await _sleep(latency)
+    if route.kind == "sendmail":
+        try:
+            reply = _other(graph, request, route, replies)
+        except Refusal as refusal:
+            reply = replies.refusal(refusal)
+        if fault is not None and reply.status == 202:
+            reply = fault_reply(fault, replies, success=reply)
+        return await exchange.answer(reply)
     try:
         result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
     except Refusal as refusal:
