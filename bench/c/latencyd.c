@@ -12,7 +12,8 @@
  *   latencyd --port 0 --latency-ms 20     prints "port N" on stdout once listening
  *   GET  /stats   -> {"requests":..,"peak_in_flight":..,"peak_per_mailbox":..,"mailboxes":..}
  *   POST /reset   -> clears the counters
- * Any other POST .../messages/{id}/send answers 202 after the delay; anything else 404.
+ * POST .../messages/{id}/send and POST .../sendMail answer 202 after the delay, POST .../messages
+ * (a new draft) 201 with {"id":"AAMkLD<n>"} after the delay; anything else 404.
  * It exits when stdin closes (the harness holds the pipe) or on SIGTERM.
  */
 #define _GNU_SOURCE
@@ -55,6 +56,7 @@ typedef struct {
     unsigned gen;   /* conns[conn].gen when queued */
     int64_t due_ns; /* monotonic time the answer falls due */
     int mailbox;    /* index into mailboxes, -1 for none */
+    int create;     /* POST .../messages: 201 with a new draft's id, not 202 */
     char rid[40];   /* client-request-id to echo back */
 } pending_t;
 
@@ -205,8 +207,12 @@ static int handle_requests(int epfd, int ci) {
                    memcmp(path, "/reset", 6) == 0) {
             reset_stats();
             answer_now(epfd, ci, 200, "OK", "{}");
-        } else if (mlen == 4 && memcmp(start, "POST", 4) == 0 && plen > 5 &&
-                   memcmp(path + plen - 5, "/send", 5) == 0 && memmem(path, plen, "/messages/", 10)) {
+        } else if (mlen == 4 && memcmp(start, "POST", 4) == 0 &&
+                   ((plen > 5 && memcmp(path + plen - 5, "/send", 5) == 0 &&
+                     memmem(path, plen, "/messages/", 10)) ||
+                    (plen > 9 && memcmp(path + plen - 9, "/sendMail", 9) == 0) ||
+                    (plen > 9 && memcmp(path + plen - 9, "/messages", 9) == 0))) {
+            int create = memcmp(path + plen - 9, "/messages", 9) == 0;
             /* Mailbox: the segment after /users/, or "me". */
             const char *mb = "me";
             size_t mbl = 2;
@@ -224,7 +230,8 @@ static int handle_requests(int epfd, int ci) {
             }
             if (++stat_in_flight > stat_peak) stat_peak = stat_in_flight;
             stat_requests++;
-            pending_t p = {.conn = ci, .gen = c->gen, .due_ns = now_ns() + latency_ns, .mailbox = mi};
+            pending_t p = {.conn = ci, .gen = c->gen, .due_ns = now_ns() + latency_ns, .mailbox = mi,
+                           .create = create};
             size_t rl = header_value(start, head_len, "client-request-id", &v);
             if (rl >= sizeof p.rid) rl = sizeof p.rid - 1;
             memcpy(p.rid, v ? v : "", rl);
@@ -251,11 +258,22 @@ static void flush_due(int epfd, int64_t now) {
         stat_in_flight--;
         conn_t *c = conns[p->conn];
         if (c && c->fd >= 0 && c->gen == p->gen) {
-            char out[256];
-            int n = snprintf(out, sizeof out,
+            char out[320];
+            int n;
+            if (p->create) {
+                char js[64];
+                int jl = snprintf(js, sizeof js, "{\"id\":\"AAMkLD%llu\"}", ++request_counter);
+                n = snprintf(out, sizeof out,
+                             "HTTP/1.1 201 Created\r\nrequest-id: bench-%llu\r\n"
+                             "client-request-id: %s\r\nContent-Type: application/json\r\n"
+                             "Content-Length: %d\r\n\r\n%s",
+                             request_counter, p->rid, jl, js);
+            } else {
+                n = snprintf(out, sizeof out,
                              "HTTP/1.1 202 Accepted\r\nrequest-id: bench-%llu\r\n"
                              "client-request-id: %s\r\nContent-Length: 0\r\n\r\n",
                              ++request_counter, p->rid);
+            }
             write_all(epfd, p->conn, out, (size_t)n);
         }
         q_head++;
