@@ -34,6 +34,7 @@ from graphsend._drivers.bulk import (
     token_error,
 )
 from graphsend._drivers.client import DEFAULT_RETRY, Client
+from graphsend._drivers.drafting import draft_many_async
 from graphsend._drivers.progress import reporter
 from graphsend._drivers.sync import PREFER_IMMUTABLE, settle
 from graphsend._operations import catalog as _operations
@@ -717,17 +718,9 @@ class AsyncClient:
         prefer = PREFER_IMMUTABLE if client.immutable_ids else None
         large = call.add_items(client._prefix, items, prefer)  # bad input raises here
         try:
-            for job, user, message in large:
-                if call.stopping:
-                    break  # stop_on_error: no more drafts for a batch that will not send them
-                # Too large for one sendMail: its draft and uploads first, then its send goes
-                # out with the rest.
-                try:
-                    draft_id = await self.create_draft(message, user=user)
-                except SendError as exc:
-                    call.preset(job, exc)
-                else:
-                    call.to_draft(job, client._prefix, user, draft_id)
+            # Too large for one sendMail: drafts and uploads first (several at once, see
+            # drafting.py), then their sends go out with the rest.
+            await draft_many_async(self, large, call, max_concurrency)
         except BaseException as exc:  # cancelled while composing: nothing of it was sent
             exc.results = call.abandon()  # type: ignore[attr-defined]
             raise

@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 from graphsend import _native
+from graphsend._drivers.drafting import draft_many
 from graphsend._drivers.progress import reporter
 from graphsend._drivers.sync import PREFER_IMMUTABLE, failure, settle
 from graphsend._operations import catalog as _operations
@@ -542,17 +543,9 @@ def send_many(
     prefer = PREFER_IMMUTABLE if client.immutable_ids else None
     large = batch.add_items(client._prefix, items, prefer)  # bad input raises here
     try:
-        for job, user, message in large:
-            if batch.stopping:
-                break  # stop_on_error: no more drafts for a batch that will not send them
-            # Too large for one sendMail: a draft with its uploads first (in this thread),
-            # then its send goes out with the others.
-            try:
-                draft_id = client.create_draft(message, user=user)
-            except SendError as exc:
-                batch.preset(job, exc)
-            else:
-                batch.to_draft(job, client._prefix, user, draft_id)
+        # Too large for one sendMail: drafts with their uploads first (several at once, see
+        # drafting.py), then their sends go out with the others.
+        draft_many(client, large, batch, max_per_mailbox, max_concurrency)
     except BaseException as exc:  # Ctrl-C while composing: nothing of the batch was sent
         exc.results = batch.abandon()  # type: ignore[attr-defined]
         raise
