@@ -25,8 +25,11 @@ UPN or id, each segment percent-decoded once), with Graph's shapes and status co
 * ``POST .../messages/{id}/attachments`` (a fileAttachment under 3 MB), ``GET`` the list.
 * ``POST .../messages/{id}/attachments/createUploadSession``, then ``PUT`` byte ranges to the
   pre-authenticated ``uploadUrl`` (``/uploads/...`` on this server; ``GET`` gives the status,
-  ``DELETE`` cancels). The last chunk answers ``201`` with a ``Location`` naming the attachment.
+  ``DELETE`` cancels: :attr:`FakeGraph.cancelled_upload_sessions` counts those). The last
+  chunk answers ``201`` with a ``Location`` naming the attachment.
 * ``POST /{v}/{me}/sendMail``: JSON ``{"message", "saveToSentItems"}`` or base64 MIME; ``202``.
+  A send like a draft's: ``fail_next``, ``reset_next``, ``stall_next``, latency and
+  ``mailbox_concurrency_limit`` apply to it too.
 * ``GET``, ``PATCH``, ``DELETE .../messages/{id}`` (``$select``, ``$expand=attachments``);
   ``GET /{v}/{me}/mailFolders/{inbox|drafts|sentitems}/messages`` lists a folder.
 
