@@ -19,7 +19,6 @@ from compose_servers import Answer, Recorder, Request
 import graphsend
 from graphsend import AsyncClient, Attachment, Client, Message
 
-SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
 DELAY = 0.3
 # Two attachments of 2.2 MB: each fits one request, together (base64) they do not fit sendMail.
 PART = b"y" * 2_200_000
@@ -74,15 +73,13 @@ def test_i11_bulk_drafts_side_by_side_within_the_mailbox_cap(cap: int) -> None:
     try:
         items = large_items(3, 4)
         with Client("tok", base_url=server.base_url, http2=False) as client:
-            t = time.monotonic()
             results = client.send_many(items, max_per_mailbox=cap)
-            elapsed = time.monotonic() - t
         assert all(isinstance(r, graphsend.Receipt) for r in results), results
         assert server.sends() == 12
         assert max(server.peak.values()) <= cap  # Graph's per-mailbox limit counts drafts too
-        assert server.peak_all >= 3  # the mailboxes were drafted side by side
-        serial = len(items) * DELAY
-        assert elapsed < 0.75 * serial * SCALE, f"{elapsed:.2f}s; one after another: {serial:.1f}s"
+        # Side by side: each createDraft takes DELAY, so drafts made one after another never
+        # overlap (peak 1); the time saved is in bench/, not here (it depends on the load).
+        assert server.peak_all >= 3
     finally:
         server.close()
 
@@ -95,13 +92,10 @@ def test_i11_bulk_drafts_side_by_side_async() -> None:
             return await client.send_many(large_items(3, 4))
 
     try:
-        t = time.monotonic()
         results = asyncio.run(main())
-        elapsed = time.monotonic() - t
         assert all(isinstance(r, graphsend.Receipt) for r in results), results
         assert server.sends() == 12
         assert max(server.peak.values()) <= 4 and server.peak_all >= 3
-        assert elapsed < 0.75 * 12 * DELAY * SCALE
     finally:
         server.close()
 
