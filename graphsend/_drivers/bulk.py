@@ -438,7 +438,10 @@ class Scheduler:
         and whether that outcome is final whatever the retry policy says."""
         if result[0] in op.success:
             try:
-                return op.parse(result, job.crid), False
+                value = op.parse(result, job.crid)
+                if job.user is not None and value.__class__ is Receipt:  # sendMail
+                    value = value.for_item(None, job.user)
+                return value, False
             except Exception as exc:
                 # Graph did what was asked but the answer cannot be used: say so, never retry.
                 err: SendError = GraphError(
