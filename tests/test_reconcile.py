@@ -242,3 +242,30 @@ def test_i12_async_reconcile(graph: FakeGraph) -> None:
             return a, b, c
 
     assert asyncio.run(main()) == ("sent", "not_sent", "unknown")
+
+
+def test_i12_drafts_made_by_send_many_and_async_compose_are_stamped(graph: FakeGraph) -> None:
+    big = Message(
+        "Big",
+        "b",
+        to="a@b.com",
+        attachments=[graphsend.Attachment(b"x" * (3 << 20) + b"y", name="big.bin")],
+    )
+    with Client(graph.token, base_url=graph.base_url, http2=False) as client:
+        (receipt,) = client.send_many([big])  # too large for sendMail: a draft, then its send
+    assert isinstance(receipt, graphsend.Receipt) and receipt.message_id is not None
+    (sent,) = graph.sent_items()
+    assert sent.id == receipt.message_id and [i for i, _ in sent.extended_properties] == [STAMP_ID]
+    original = graph.add_received(subject="Q")
+
+    async def main() -> list[str]:
+        async with AsyncClient(graph.token, base_url=graph.base_url, http2=False) as client:
+            return [
+                await client.create_draft(Message("n", "b", to="a@b.com")),
+                await client.create_reply(original, comment="c"),
+                await client.create_forward(original, to="c@d.com"),
+            ]
+
+    drafts = asyncio.run(main())
+    stamps = {stamp_of(graph, d) for d in drafts}
+    assert len(stamps) == 3
