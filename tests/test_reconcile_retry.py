@@ -6,6 +6,7 @@ sends every draft exactly once. Test names: test_i12_<what>."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import time
 
@@ -15,7 +16,7 @@ import graphsend
 from graphsend import AsyncClient, Client, Receipt, Retry, SendError
 from graphsend.testing import FakeGraph
 
-SCALE = float(__import__("os").environ.get("GRAPHSEND_TIME_SCALE", "1"))
+SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
 DELAY = 0.2  # FakeGraph's send pipeline: 202 -> Sent Items
 WAIT = 1.0  # the settling time the client gives it (well above DELAY)
 RECONCILE = Retry(
@@ -262,7 +263,7 @@ def test_i12_send_many_stopped_while_reconciling_reports_may_have_sent(graph: Fa
     fast = graph.create_draft("fast@x.com", immutable_id=True)
     graph.fail_next(504, user="slow@x.com")  # lost: the draft reads unsent for the whole wait
     graph.set_latency("fast@x.com", 0.3)
-    retry = Retry(reconcile_ambiguous=True, reconcile_wait=10.0)
+    retry = Retry(reconcile_ambiguous=True, reconcile_wait=10.0 * SCALE)
 
     def progress(done: int, total: int) -> None:
         raise RuntimeError("stop")
@@ -270,7 +271,7 @@ def test_i12_send_many_stopped_while_reconciling_reports_may_have_sent(graph: Fa
     started = time.monotonic()
     with client_for(graph, retry) as client, pytest.raises(RuntimeError) as info:
         client.send_many([("slow@x.com", slow), ("fast@x.com", fast)], progress=progress)
-    assert time.monotonic() - started < 5  # the reconciliation did not hold the stop
+    assert time.monotonic() - started < 5 * SCALE  # the reconciliation did not hold the stop
     results = graphsend.interrupted_results(info.value)
     assert results is not None
     first, second = results
