@@ -303,3 +303,32 @@ def test_i12_async_send_many_and_send_reconcile(graph: FakeGraph) -> None:
     drafts = [d for _, d in items + singles]
     settle_pipeline(graph, drafts)
     assert [graph.send_count(d) for d in drafts] == [1] * len(drafts)
+
+
+@pytest.mark.default_feature
+def test_i12_chaos_over_http2_where_a_reset_fails_every_stream_of_the_connection() -> None:
+    """Over HTTP/2 a reset kills every request in flight on the connection, the reads that are
+    reconciling other sends included: a failed read is read again, never taken as proof."""
+    pytest.importorskip("cryptography")
+    pytest.importorskip("h2")
+    with FakeGraph(https=True, http2=True) as graph:
+        graph.sent_items_delay = DELAY
+        users = [f"h{i}@contoso.com" for i in range(20)]
+        items = [(u, graph.create_draft(u, immutable_id=True)) for u in users for _ in range(25)]
+        graph.random_faults(0.10, seed=3)
+        with Client(
+            graph.token,
+            base_url=graph.base_url,
+            ca_bundle=graph.ca_bundle,
+            timeout=1.0 * SCALE,
+            retry=RECONCILE,
+        ) as client:
+            results = client.send_many(items)
+        graph.random_faults(0)
+        assert {r.http_version for r in graph.requests} == {"HTTP/2"}
+        assert all(isinstance(r, Receipt) for r in results), [
+            r for r in results if not isinstance(r, Receipt)
+        ][:3]
+        drafts = [d for _, d in items]
+        settle_pipeline(graph, drafts)
+        assert [graph.send_count(d) for d in drafts] == [1] * len(drafts)
