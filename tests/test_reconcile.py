@@ -271,3 +271,70 @@ def test_i12_drafts_made_by_send_many_and_async_compose_are_stamped(graph: FakeG
     drafts = asyncio.run(main())
     stamps = {stamp_of(graph, d) for d in drafts}
     assert len(stamps) == 3
+
+
+# --- the rules alone (reconcile.plan with a fake clock and canned answers) ----------------------
+
+
+def run_plan(
+    answers: list[tuple[int, dict[str, Any]]], wait: float, stamp: str | None = None
+) -> tuple[str, list[str], float]:
+    """Feed ``answers`` (status, JSON) to plan(); returns the verdict, the operations read, and
+    the fake time at the end. Pauses advance the fake clock."""
+    from graphsend._operations.reconcile import plan
+
+    now = [0.0]
+    steps = plan("AAMkAD=", stamp, wait, clock=lambda: now[0])
+    seen: list[str] = []
+    feed = iter(answers)
+    result: tuple[object, ...]
+    try:
+        step = next(steps)
+        while True:
+            if step[0] == "sleep":
+                assert step[1] >= 0
+                now[0] += step[1]
+                step = steps.send(None)
+            else:
+                seen.append(step[1].name)
+                status, doc = next(feed, (0, {}))  # (past the canned answers: a failure)
+                result = (status, {}, json.dumps(doc).encode(), 0.01, 0, "", True)
+                step = steps.send(result)
+    except StopIteration as done:
+        return done.value, seen, now[0]
+
+
+DRAFT = (200, {"isDraft": True})
+SENT = (200, {"isDraft": False})
+GONE = (404, {"error": {"code": "ErrorItemNotFound"}})
+
+
+def test_i12_plan_not_sent_only_from_a_read_after_the_deadline() -> None:
+    verdict, seen, end = run_plan([DRAFT] * 50, wait=10)
+    assert verdict == "not_sent" and end >= 10 and len(seen) < 12
+    verdict, seen, end = run_plan([DRAFT, DRAFT, SENT], wait=10)
+    assert verdict == "sent" and len(seen) == 3 and end < 10
+    assert run_plan([DRAFT], wait=0)[0] == "not_sent"  # wait=0: one read, taken as final
+
+
+def test_i12_plan_unknown_cases() -> None:
+    assert run_plan([(403, {"error": {"code": "ErrorAccessDenied"}})], wait=10)[:2] == (
+        "unknown",
+        ["getMessage"],
+    )
+    assert run_plan([(404, {"error": {"code": "ErrorInvalidUser"}})], wait=10)[0] == "unknown"
+    assert run_plan([GONE], wait=10)[:2] == ("unknown", ["getMessage"])  # no stamp known
+    unreadable = (200, {"value": 1})  # no isDraft: a read that failed, tried 3 more times
+    assert run_plan([unreadable] * 4, wait=0)[:2] == ("unknown", ["getMessage"] * 4)
+    verdict, seen, _ = run_plan([(503, {})] * 50, wait=2)
+    assert verdict == "unknown" and seen.count("getMessage") >= 4 + 3  # 3 retries after
+
+
+def test_i12_plan_follows_the_stamp_when_the_id_is_gone() -> None:
+    found = (200, {"value": [{"id": "x", "isDraft": False}]})
+    none = (200, {"value": []})
+    verdict, seen, _ = run_plan([GONE, none, none, found], wait=10, stamp="s")
+    assert verdict == "sent" and seen == ["getMessage"] + ["findSentByStamp"] * 3
+    verdict, seen, end = run_plan([GONE] + [none] * 50, wait=3, stamp="s")
+    assert verdict == "unknown" and end >= 3  # never "not_sent" from an absence
+    assert run_plan([GONE, (403, {})], wait=3, stamp="s")[0] == "unknown"
