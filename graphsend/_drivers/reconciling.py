@@ -133,6 +133,8 @@ def _conclude(scheduler: Scheduler, probe: Probe, verdict: Verdict) -> None:
     got = _reconcile.after(verdict, probe.error, job.retry, elapsed, job.message_id, job.user)
     if got is None:  # proved not sent: send again (same client-request-id)
         job.batch.results[job.index] = None  # not in flight, not sent: as any queued item
+        path = job.url[scheduler.prefix_len :]
+        scheduler.client._log_retry(path, probe.error, 0.0, job.retry.attempt)
         _enqueue(scheduler, job, front=True)
         return
     scheduler._record(job, got)
