@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from graphsend._drivers.progress import ProgressArg
     from graphsend._native import Result
     from graphsend._operations.message import Attachment, Message
+    from graphsend._operations.reconcile import Stamps, Verdict
     from graphsend._rules.request import Item
     from graphsend._rules.tokens import TokenArg
 
@@ -101,6 +102,7 @@ class Client:
         self.immutable_ids = _flag(immutable_ids, "immutable_ids")
         self._closed = False
         self._lock = threading.Lock()
+        self._stamp_memory: Stamps | None = None  # made on first use (reconcile.py)
         self._reset_handles()
 
     def __repr__(self) -> str:
@@ -143,6 +145,7 @@ class Client:
         user: str | None,
         client_request_id: str | None,
         tokens: TokenSource,
+        retry: Retry | None = None,
     ) -> Receipt:
         # One native call checks the arguments, builds the request and, on 202, the Receipt:
         # Python work between transfers is what separates this from the C loop (bench/).
@@ -155,24 +158,41 @@ class Client:
                 self._log_attempt(path, 202, got.request_id, got.client_request_id, got.elapsed, 1)
             return got  # type: ignore[return-value]
         path, crid, result = got  # type: ignore[misc]
-        return self._settle(path, crid, result, tokens)
+        return self._settle(path, crid, result, tokens, message_id, user, retry or self.retry)
 
-    def _settle(self, path: str, crid: str, result: Result, tokens: TokenSource) -> Receipt:
-        """After a first attempt other than 202: retry what the policy allows, raise the rest."""
+    def _settle(
+        self,
+        path: str,
+        crid: str,
+        result: Result,
+        tokens: TokenSource,
+        message_id: str,
+        user: str | None,
+        policy: Retry,
+    ) -> Receipt:
+        """After a first attempt other than 202: retry what the policy allows, settle an
+        ambiguous failure by reading the mailbox when it asks for that, raise the rest."""
         url = self._prefix + path
         crid_header = "client-request-id: " + crid
-        state = RetryState(self.retry)
+        state = RetryState(policy)
         while True:
             status = result[0] or f"curl error {result[4]}"
             self._log_attempt(
                 path, status, result[1].get("request-id"), crid, result[3], state.attempt
             )
-            got = outcome(result, crid)
+            got = outcome(result, crid, message_id, user)
             if isinstance(got, Receipt):
                 return got
             wait = state.next_wait(got, tokens)
             if wait is None:
-                raise got
+                if not (policy.reconcile_ambiguous and got.may_have_sent):
+                    raise got
+                settled = self._reconcile_failure(got, state, tokens, message_id, user)
+                if settled is not None:
+                    if isinstance(settled, Receipt):
+                        return settled
+                    raise settled
+                wait = 0.0  # proved not sent: the next attempt now
             self._log_retry(path, got, wait, state.attempt)
             if wait:
                 time.sleep(wait)
@@ -189,6 +209,30 @@ class Client:
                 raise
             headers = (auth, crid_header, f"Retry-Attempt: {state.attempt - 1}")
             result = self._handle().send(url, headers)
+
+    def _reconcile_failure(
+        self,
+        error: SendError,
+        state: RetryState,
+        tokens: TokenSource,
+        message_id: str,
+        user: str | None,
+    ) -> Receipt | SendError | None:
+        """Ask the mailbox about an ambiguous failure (reconcile.py's rules): a reconciled
+        Receipt, the error to raise, or None to send again. Reading never makes it worse:
+        whatever goes wrong while reading is "unknown", and the original error is raised."""
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import reconcile as _reconcile
+
+        started = time.monotonic()
+        try:
+            verdict = _driver.reconcile(
+                self, message_id, user, state.policy.reconcile_wait, None, tokens
+            )
+        except Exception:
+            verdict = "unknown"
+        elapsed = time.monotonic() - started
+        return _reconcile.after(verdict, error, state, elapsed, message_id, user)
 
     # --- compose: each method declares an Operation (_operations.py); _driver.run executes it.
 
@@ -214,8 +258,12 @@ class Client:
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
         _upload.check_files(message)  # cheap, and no draft is left behind for a missing file
+        from graphsend._operations import reconcile as _reconcile
+
         inline, later = message.split_attachments(REQUEST_MAX)
-        draft_id = _driver.run(self, _operations.create_draft(message.json(inline)), user)
+        doc, stamp = _reconcile.stamped(message.json(inline))
+        draft_id = _driver.run(self, _operations.create_draft(doc), user)
+        self._stamps.remember(draft_id, stamp)
         for index, att in enumerate(later):
             try:
                 self.attach(draft_id, att, user=user)
@@ -236,12 +284,18 @@ class Client:
         Needs Mail.ReadWrite."""
         from graphsend._drivers import sync as _driver
         from graphsend._operations import catalog as _operations
+        from graphsend._operations import reconcile as _reconcile
         from graphsend._operations.message import _no_controls
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
-        op = _operations.create_reply(message_id, comment, _flag(reply_all, "reply_all"))
-        return _driver.run(self, op, user)
+        stamp = _reconcile.new_stamp()
+        op = _operations.create_reply(
+            message_id, comment, _flag(reply_all, "reply_all"), _reconcile.stamp_property(stamp)
+        )
+        draft_id = _driver.run(self, op, user)
+        self._stamps.remember(draft_id, stamp)
+        return draft_id
 
     def create_forward(
         self,
@@ -264,7 +318,13 @@ class Client:
             raise ValueError("create_forward needs at least one recipient in to=")
         if len(rcpt) > RECIPIENTS_MAX:
             raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
-        return _driver.run(self, _operations.create_forward(message_id, rcpt, comment), user)
+        from graphsend._operations import reconcile as _reconcile
+
+        stamp = _reconcile.new_stamp()
+        op = _operations.create_forward(message_id, rcpt, comment, _reconcile.stamp_property(stamp))
+        draft_id = _driver.run(self, op, user)
+        self._stamps.remember(draft_id, stamp)
+        return draft_id
 
     def attach(
         self,
@@ -357,6 +417,67 @@ class Client:
                 "use create_draft() + attach() + send() for large messages"
             )
         return _driver.run(self, _operations.send_mime(encoded), user)
+
+    def reconcile(
+        self,
+        message_id: str,
+        *,
+        user: str | None = None,
+        wait: float = 60.0,
+        stamp: str | None = None,
+    ) -> Verdict:
+        """Ask ``user``'s mailbox whether the draft ``message_id`` was sent: after a send that
+        ended ambiguously (``may_have_sent=True``), before deciding to send it again.
+
+        Returns ``"sent"`` as soon as the sent copy is found (the id, immutable, reads
+        ``isDraft`` false; or graphsend's stamp is in Sent Items); ``"not_sent"`` only when
+        the draft still reads unsent after ``wait`` seconds, the settling time Graph's send
+        pipeline is given to move it; ``"unknown"`` otherwise (403: no Mail.ReadBasic /
+        Mail.Read; 404 for an id whose stamp is not known; reads failing until ``wait``).
+        Polls with backoff (0.25 s doubling to 5 s). ``stamp``: the draft's graphsend stamp,
+        when this Client did not create it (the Client remembers the stamps of the last
+        16,384 drafts it made; with immutable ids, the default, none is needed).
+        """
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations.reconcile import check_wait
+
+        check_text(message_id, "message_id")
+        send_path(user, message_id)  # a bad user raises now, before any request
+        if stamp is not None:
+            check_text(stamp, "stamp")
+        return _driver.reconcile(self, message_id, user, check_wait(wait), stamp)
+
+    def reconcile_many(
+        self,
+        items: Iterable[Item],
+        *,
+        wait: float = 60.0,
+        max_concurrency: int = 64,
+        max_per_mailbox: int = 4,
+    ) -> list[Verdict]:
+        """``reconcile`` for many drafts at once (ids, or ``(user, message_id)`` pairs, as in
+        send_many); the verdicts in input order. The reads run side by side on one libcurl
+        multi, at most ``max_per_mailbox`` per mailbox: settling what a crashed bulk job left
+        in flight takes about ``wait`` seconds, not ``wait`` per item."""
+        from graphsend._drivers.reconciling import reconcile_many
+        from graphsend._operations.reconcile import check_wait
+
+        if self._closed:
+            raise ValueError("this Client is closed")
+        return reconcile_many(self, items, check_wait(wait), max_concurrency, max_per_mailbox)
+
+    @property
+    def _stamps(self) -> Stamps:
+        """Stamps of the drafts this Client made (made on first use: import cost)."""
+        stamps = self._stamp_memory
+        if stamps is None:
+            from graphsend._operations.reconcile import Stamps
+
+            with self._lock:
+                if self._stamp_memory is None:
+                    self._stamp_memory = Stamps()
+                stamps = self._stamp_memory
+        return stamps
 
     def send_many(
         self,

@@ -31,7 +31,8 @@ UPN or id, each segment percent-decoded once), with Graph's shapes and status co
   A send like a draft's: ``fail_next``, ``reset_next``, ``stall_next``, latency and
   ``mailbox_concurrency_limit`` apply to it too.
 * ``GET``, ``PATCH``, ``DELETE .../messages/{id}`` (``$select``, ``$expand=attachments``);
-  ``GET /{v}/{me}/mailFolders/{inbox|drafts|sentitems}/messages`` lists a folder.
+  ``GET /{v}/{me}/mailFolders/{inbox|drafts|sentitems}/messages`` lists a folder (``$select``,
+  ``$top``, and ``$filter`` on a single-value extended property).
 
 Every message keeps every field and every attachment's bytes: :meth:`FakeGraph.delivered`,
 :meth:`FakeGraph.sent_items` and :meth:`FakeGraph.drafts` return :class:`Message` records that
