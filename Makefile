@@ -8,6 +8,7 @@ STAMP     := $(VENV)/.installed
 
 deps:
 	@./.ci/ensure-libcurl
+	@./.ci/ensure-redis
 
 $(VPY):
 	$(PY) -m venv $(VENV)

@@ -43,7 +43,22 @@ def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
 
 
 def run(client: Client, op: Operation[T], user: str | None) -> T:
-    path = op.path(user)
+    limiter = client._limiter
+    if limiter is None:
+        return _run(client, op, user)
+    from graphsend._drivers.limiter import acquire_blocking, mailbox_of
+
+    path = op.path(user)  # bad input fails before a slot is taken
+    slots = acquire_blocking(limiter, mailbox_of(user), op.sends_mail, client._slot_wait)
+    try:
+        return _run(client, op, user, path)
+    finally:
+        limiter.release(slots)
+
+
+def _run(client: Client, op: Operation[T], user: str | None, path: str | None = None) -> T:
+    if path is None:
+        path = op.path(user)
     url = client._prefix + path
     crid = new_client_request_id()
     fixed = ["client-request-id: " + crid]

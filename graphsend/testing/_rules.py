@@ -162,6 +162,7 @@ async def _send(
     # Throttling answers at once: Graph refuses before doing any work.
     cap = graph.mailbox_concurrency_limit
     if cap is not None and graph._traffic.admitted(user) >= cap:
+        graph._traffic.throttled(user)
         reply = replies.error(429)
         retry_after = retry_after_text(graph.throttle_retry_after)
         if retry_after is not None:
@@ -178,6 +179,7 @@ async def _send(
         return await exchange.answer(replies.invalid_user(user))
     if result == "no draft":
         return await exchange.answer(replies.error(404))
+    graph._traffic.accepted_send(user, exchange.record.received_at)
     reply = replies.accepted()
     if fault is not None:  # a 2xx fault: the send went through, the answer is the fault's
         reply = fault_reply(fault, replies, success=reply)
