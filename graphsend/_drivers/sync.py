@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from graphsend._drivers.client import Client
     from graphsend._native import Result
     from graphsend._operations.catalog import Operation
+    from graphsend._operations.reconcile import Verdict
+    from graphsend._rules.tokens import TokenSource
 
     T = TypeVar("T")
 
@@ -42,21 +44,28 @@ def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
     return err
 
 
-def run(client: Client, op: Operation[T], user: str | None) -> T:
+def run(client: Client, op: Operation[T], user: str | None, tokens: TokenSource | None = None) -> T:
+    """``tokens``: another token source than the client's (send_message passes its own)."""
     limiter = client._limiter
     if limiter is None:
-        return _run(client, op, user)
+        return _run(client, op, user, tokens)
     from graphsend._drivers.limiter import acquire_blocking, mailbox_of
 
     path = op.path(user)  # bad input fails before a slot is taken
     slots = acquire_blocking(limiter, mailbox_of(user), op.sends_mail, client._slot_wait)
     try:
-        return _run(client, op, user, path)
+        return _run(client, op, user, tokens, path)
     finally:
         limiter.release(slots)
 
 
-def _run(client: Client, op: Operation[T], user: str | None, path: str | None = None) -> T:
+def _run(
+    client: Client,
+    op: Operation[T],
+    user: str | None,
+    tokens: TokenSource | None = None,
+    path: str | None = None,
+) -> T:
     if path is None:
         path = op.path(user)
     url = client._prefix + path
@@ -66,7 +75,8 @@ def _run(client: Client, op: Operation[T], user: str | None, path: str | None = 
         fixed.append(PREFER_IMMUTABLE)
     if op.body is not None and op.content_type is not None:
         fixed.append("Content-Type: " + op.content_type)
-    tokens = client._tokens
+    if tokens is None:
+        tokens = client._tokens
     state = RetryState(client.retry)
     auth = tokens.header()  # a failing provider raises AuthenticationError: nothing was sent
     while True:
@@ -112,3 +122,34 @@ def _run(client: Client, op: Operation[T], user: str | None, path: str | None = 
             exc.attempts = state.attempt - 1
             exc.client_request_id = crid
             raise settle(exc, op, state.ambiguous) from exc.__cause__
+
+
+def reconcile(
+    client: Client,
+    message_id: str,
+    user: str | None,
+    wait: float,
+    stamp: str | None,
+    tokens: TokenSource | None = None,
+) -> Verdict:
+    """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict."""
+    from graphsend._operations import reconcile as _reconcile
+
+    if stamp is None:
+        stamp = client._stamps.get(message_id)
+    steps = _reconcile.plan(message_id, stamp, wait)
+    try:
+        step = next(steps)
+        while True:
+            answer: Result | None = None
+            if step[0] == "get":
+                try:
+                    answer = run(client, step[1], user, tokens)
+                except SendError:
+                    answer = None  # the token provider failed: this read tells nothing
+            else:
+                time.sleep(step[1])
+            step = steps.send(answer)
+    except StopIteration as done:
+        verdict: Verdict = done.value
+        return verdict
