@@ -312,6 +312,8 @@ class Scheduler:
                         wait = self._take_slots(box, cap)
                         if wait is None:
                             continue  # granted (or the head job failed): look again
+                        if box.in_flight:
+                            break  # its own next answer makes it ready again: no polling
                         # None granted: this mailbox waits, the others go on.
                         box.paused_until = now + wait
                         self.paused[name] = box
