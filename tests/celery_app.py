@@ -41,6 +41,7 @@ def make_client() -> graphsend.Client:
             lease=float(env.get("GS_LEASE", "30")),
             socket_timeout=1.0,
             prefix="celery-test",
+            poll=float(env.get("GS_POLL", "0.005")),
         ),
     )
 

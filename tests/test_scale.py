@@ -127,6 +127,22 @@ def _wait_all(async_results: list[Any], timeout: float) -> list[Any]:
     return out
 
 
+def _group_cpu(groups: list[int]) -> float:
+    """CPU seconds used so far by every process in these process groups (Linux /proc)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) in groups or int(entry) in groups:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _peak(graph: FakeGraph) -> int:
     return max(graph.peak_in_flight(u) for u in MAILBOXES)
 
@@ -151,10 +167,19 @@ def test_four_workers_hold_graphs_cap_at_one_process_speed(limited_graph: FakeGr
         cluster.start_workers(4, 4)
         items = _drafts(graph, 100)
         graph.reset_stats()
+        cpu0 = _group_cpu([w.pid for w in cluster.workers]) if os.environ.get("GS_DEBUG") else 0
         start = time.monotonic()
-        pending = [cluster.send.delay(items=chunk) for chunk in _chunks(items, 50)]
+        pending = [cluster.send.delay(items=chunk) for chunk in _chunks(items, 125)]
         results = [r for part in _wait_all(pending, 120 * SCALE) for r in part]
         celery_time = time.monotonic() - start
+        if os.environ.get("GS_DEBUG"):
+            import redis
+
+            stats = redis.Redis.from_url(cluster.limiter.url).info("commandstats")
+            print({k: v["calls"] for k, v in stats.items() if "evalsha" in k})
+            print("worker cpu s", _group_cpu([w.pid for w in cluster.workers]) - cpu0)
+            print("redis cpu s", _group_cpu([cluster.limiter.proc.pid, cluster.broker.proc.pid]))
+            print("this process cpu s", time.process_time())
     finally:
         cluster.close()
     assert len(results) == 2000

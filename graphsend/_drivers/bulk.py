@@ -298,6 +298,7 @@ class Scheduler:
                         next_wake = box.paused_until
                     continue
                 queue = box.queue
+                wait: float | None = None  # the limiter's answer for this mailbox, once asked
                 while queue and box.in_flight < cap:
                     job = queue[0]
                     batch = job.batch
@@ -309,17 +310,17 @@ class Scheduler:
                         self.blocked[name] = box
                         break
                     elif limiter is not None and job.slot is None:
-                        wait = self._take_slots(box, cap)
-                        if wait is None:
-                            continue  # granted (or the head job failed): look again
-                        if box.in_flight:
-                            break  # its own next answer makes it ready again: no polling
-                        # None granted: this mailbox waits, the others go on.
-                        box.paused_until = now + wait
-                        self.paused[name] = box
-                        if next_wake is None or box.paused_until < next_wake:
-                            next_wake = box.paused_until
-                        break
+                        if wait is None:  # not asked yet in this pass: slots for the head
+                            wait = self._take_slots(box, cap)
+                            continue  # (None again when the head job failed: ask again)
+                        if not box.in_flight:
+                            # None granted and nothing of its own in flight to wake it up: this
+                            # mailbox waits, the others go on.
+                            box.paused_until = now + wait
+                            self.paused[name] = box
+                            if next_wake is None or box.paused_until < next_wake:
+                                next_wake = box.paused_until
+                        break  # else its own next answer makes it ready again: no polling
                     else:
                         self._submit(job, box)  # TokenPending leaves the job at the head
                         queue.popleft()
@@ -448,8 +449,8 @@ class Scheduler:
 
     def _take_slots(self, box: _Mailbox, cap: int) -> float | None:
         """Slots from the limiter for the jobs at the head of box's queue that can start now
-        (those of one kind: sending mail or not). None when at least one was granted, else
-        how long the mailbox waits. An unreachable limiter fails the head job: not sent."""
+        (those of one kind: sending mail or not), asked for in one call; returns how long the
+        rest waits. An unreachable limiter fails the head job (not sent) and returns None."""
         queue = box.queue
         head = queue[0]
         sends = head.op is None or head.op.sends_mail
@@ -472,7 +473,7 @@ class Scheduler:
             job.slot = slot
         if len(slots) > len(wanted):  # a limiter that granted more than asked
             self.limiter.release(slots[len(wanted) :], used=False)
-        return None if slots else max(wait, 0.001)
+        return max(wait, 0.001)
 
     def _unused(self, job: Job) -> None:
         """Give back the slot of a job that will not start (nothing was written)."""

@@ -48,6 +48,7 @@ import threading
 import uuid
 
 import graphsend
+from graphsend._drivers import bulk as _bulk  # noqa: F401  (imported once, before the fork)
 from graphsend._rules.errors import (
     LimiterError,
     SendError,
@@ -56,6 +57,8 @@ from graphsend._rules.errors import (
     TransportError,
 )
 from graphsend._rules.receipt import Receipt
+
+redis: Any = None  # redis-py, imported by the first send_task()
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -154,6 +157,21 @@ def send_task(
     """
     state = _State(state_url or str(app.conf.broker_url), lease)
     clients = _PerProcess(client)
+    try:
+        from celery.signals import worker_process_init
+    except ImportError:
+        pass
+    else:
+        # Each pool process makes its Client (and limiter connections) as it starts, not
+        # during its first task. (A failure there is reported by the first task instead.)
+        def warm(**_: object) -> None:
+            try:
+                clients.get()
+                state.conn()
+            except Exception:
+                pass
+
+        worker_process_init.connect(warm, weak=False)
     options.setdefault("acks_late", True)
     options.setdefault("reject_on_worker_lost", True)
     if options.get("autoretry_for"):
@@ -325,14 +343,14 @@ class _State:
     def __init__(self, url: str, lease: float) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("state_url must be a Redis URL (the broker's is not one)")
+        global redis
+        import redis
         self.url, self.lease = url, lease
         self.pid = -1
         self.redis: Any = None
 
     def conn(self) -> Any:
         if self.redis is None or self.pid != os.getpid():
-            import redis
-
             self.redis = redis.Redis.from_url(self.url, socket_timeout=5)
             self.pid = os.getpid()
         return self.redis

@@ -114,10 +114,10 @@ return lost
 
 
 class _Lease:
-    __slots__ = ("counted", "id", "mailbox")
+    __slots__ = ("counted", "id", "mailbox", "since")
 
-    def __init__(self, mailbox: str, lease_id: str, counted: bool) -> None:
-        self.mailbox, self.id, self.counted = mailbox, lease_id, counted
+    def __init__(self, mailbox: str, lease_id: str, counted: bool, since: float) -> None:
+        self.mailbox, self.id, self.counted, self.since = mailbox, lease_id, counted, since
 
 
 class RedisLimiter:
@@ -212,6 +212,10 @@ class RedisLimiter:
         self._held: dict[str, _Lease] = {}
         self._down_until = 0.0  # Redis failed: fail (or fall back) at once until then
         self._warned = False
+        # Waiting for a busy mailbox: ask again after poll, doubling per miss up to about how
+        # long this process's slots are held (so many processes do not hammer Redis).
+        self._misses: dict[str, int] = {}
+        self._hold = 0.0  # moving average of a slot's hold time here (s)
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -261,7 +265,7 @@ class RedisLimiter:
             self._warned = False
             _warn(f"the mailbox limiter's Redis at {self._where} is reachable again")
         slots: list[object] = [
-            _Lease(mailbox, f"{self._token}{first + i}", counted) for i in range(int(granted))
+            _Lease(mailbox, f"{self._token}{first + i}", counted, now) for i in range(int(granted))
         ]
         if slots:
             with self._lock:
@@ -269,7 +273,15 @@ class RedisLimiter:
                     self._held[slot.id] = slot  # type: ignore[attr-defined]
             if self._keeper is None:
                 self._start_keeper()
-        return slots, (int(wait_ms) / 1000.0 if len(slots) < count else 0.0)
+        if len(slots) == count:
+            self._misses.pop(mailbox, None)
+            return slots, 0.0
+        wait = int(wait_ms) / 1000.0
+        if wait <= self._poll_ms / 1000.0:  # busy slots, not the per-window budget: back off
+            misses = self._misses.get(mailbox, 0)
+            self._misses[mailbox] = misses + 1
+            wait = min(wait * (1 << min(misses, 6)), max(wait, self._hold))
+        return slots, wait
 
     def _unreachable(
         self, mailbox: str, count: int, sends: bool, exc: BaseException | None
@@ -294,9 +306,11 @@ class RedisLimiter:
         leases = [s for s in slots if isinstance(s, _Lease)]
         if not leases:
             return
+        now = time.monotonic()
         with self._lock:
             for lease in leases:
                 self._held.pop(lease.id, None)
+                self._hold += (now - lease.since - self._hold) * 0.05
         if self._pid != os.getpid():
             return  # the parent's slots: the parent gives them back
         keys: list[str] = []
