@@ -345,6 +345,7 @@ class _State:
             raise ValueError("state_url must be a Redis URL (the broker's is not one)")
         global redis
         import redis
+
         self.url, self.lease = url, lease
         self.pid = -1
         self.redis: Any = None
