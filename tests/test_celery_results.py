@@ -31,6 +31,15 @@ def test_receipts_and_exceptions_through_the_result_backend(limited_graph: FakeG
         assert isinstance(receipt, graphsend.Receipt)
         assert receipt.status == 202 and receipt.request_id
 
+        # A Message (its keyword arguments, as JSON carries them): a draft first, then its send.
+        composed = cluster.send.delay(
+            message={"subject": "Quarterly", "body": "Hello", "to": ["lee@contoso.com"]},
+            user=MAILBOXES[3],
+        ).get(timeout=60)
+        assert isinstance(composed, graphsend.Receipt) and composed.status == 202
+        [sent] = graph.sent_items(MAILBOXES[3])
+        assert sent.subject == "Quarterly"
+
         with pytest.raises(graphsend.NotFoundError) as info:
             cluster.send.delay("AAMkADno-such-draft", user=MAILBOXES[0]).get(timeout=60)
         err = info.value

@@ -178,9 +178,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     ][:3]
     counts = graph.send_counts()
     assert [d for _, d in items if counts.get(d, 0) != 1] == []  # every draft exactly once
-    # The redelivered runs found sends of the dead one in the mailbox (reconciled, so no 202
-    # and no request-id of their own) and did not send those again.
-    assert any(r.request_id is None for r in results)
+    # The redelivered runs found sends of the dead one in the mailbox and did not send those
+    # again: their Receipts say so.
+    reconciled = [r for r in results if r.reconciled]
+    assert reconciled and all(r.request_id is None for r in reconciled)
+    assert {(r.user, r.message_id) for r in reconciled} <= set(items)
     assert graph.throttled() == 0
     assert _peak(graph) <= 4
 

@@ -235,7 +235,7 @@ def _one(
     if run.resumed or run.get("ambiguous"):
         verdict = client.reconcile(message_id, user=user, wait=reconcile_wait)
         if verdict == "sent":
-            return _reconciled(run.get("crid"))
+            return _reconciled(run.get("crid"), message_id, user)
         if verdict == "unknown":
             raise SendError(
                 "an earlier run of this task may have sent the message and the mailbox "
@@ -249,10 +249,12 @@ def _one(
         return client.send(message_id, user=user, client_request_id=crid)
     except SendError as exc:
         if exc.may_have_sent:
+            if client.retry.reconcile_ambiguous:
+                raise  # the Client has asked the mailbox already: "unknown"
             run.put("ambiguous", "1")
             verdict = client.reconcile(message_id, user=user, wait=reconcile_wait)
             if verdict == "sent":
-                return _reconciled(crid)
+                return _reconciled(crid, message_id, user)
             if verdict == "not_sent":
                 run.fresh()  # proven not sent: the next run sends, without reconciling
                 raise task.retry(exc=exc, countdown=0) from None
@@ -283,7 +285,8 @@ def _batch(client: Client, items: list[Any], run: _Run, reconcile_wait: float) -
     resend = [i for i, v in enumerate(verdicts) if v == "not_sent"]
     for i, v in enumerate(verdicts):
         if v == "sent":
-            results[i] = _reconciled(None)
+            user, message_id = items[i] if isinstance(items[i], tuple) else (None, items[i])
+            results[i] = _reconciled(None, message_id, user)
         elif v == "unknown":
             results[i] = SendError(
                 "an earlier run of this task may have sent the message and the mailbox cannot "
@@ -295,12 +298,10 @@ def _batch(client: Client, items: list[Any], run: _Run, reconcile_wait: float) -
     return results
 
 
-def _reconciled(crid: str | None) -> Receipt:
-    """The mailbox shows the message sent: a Receipt without the 202 it never saw."""
-    try:
-        return Receipt(202, None, crid or "", None, 0.0, reconciled=True)  # type: ignore[call-arg]
-    except TypeError:  # a Receipt without the reconciled field
-        return Receipt(202, None, crid or "", None, 0.0)
+def _reconciled(crid: str | None, message_id: str, user: str | None) -> Receipt:
+    """The mailbox shows the message sent: a Receipt (``reconciled=True``) without the 202
+    it never saw."""
+    return Receipt(202, None, crid or "", None, 0.0, message_id, user, True)
 
 
 def _passes(exc: SendError) -> bool:
