@@ -330,3 +330,25 @@ def test_limiter_arguments_are_checked() -> None:
             graphsend.RedisLimiter("redis://127.0.0.1:1/0", lease=0.01)
         with pytest.raises(TypeError, match="fallback"):
             graphsend.RedisLimiter("redis://127.0.0.1:1/0", fallback=object())  # type: ignore[arg-type]
+
+
+def test_a_forked_child_starts_with_its_own_local_slots() -> None:
+    limiter = graphsend.LocalLimiter(per_mailbox=2)
+    held, _ = limiter.acquire("a@contoso.com", 2)
+    assert limiter.acquire("a@contoso.com", 1)[0] == []
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's two slots are not this process's
+        try:
+            slots, _ = limiter.acquire("a@contoso.com", 2)
+            limiter.release(held)  # the parent's: ignored here
+            os.write(write, str(len(slots)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"2"
+    os.close(read)
+    assert limiter.acquire("a@contoso.com", 1)[0] == []  # the parent's own state is untouched
+    limiter.release(held)
+    assert len(limiter.acquire("a@contoso.com", 2)[0]) == 2

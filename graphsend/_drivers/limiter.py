@@ -13,6 +13,7 @@ go on; the synchronous ``Client.send`` sleeps in its own thread.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -103,6 +104,7 @@ class LocalLimiter:
         self.messages_per_minute = messages_per_minute
         self._boxes: dict[str, _Box] = {}
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return (
@@ -114,6 +116,9 @@ class LocalLimiter:
         self, mailbox: str, count: int = 1, *, sends: bool = True
     ) -> tuple[list[object], float]:
         now = time.monotonic()
+        if self._pid != os.getpid():
+            # A forked child: the parent's slots and lock state are not this process's.
+            self._boxes, self._lock, self._pid = {}, threading.Lock(), os.getpid()
         with self._lock:
             box = self._boxes.get(mailbox)
             if box is None:
@@ -144,8 +149,8 @@ class LocalLimiter:
         now = time.monotonic()
         with self._lock:
             for slot in slots:
-                if not isinstance(slot, _Slot):
-                    continue
+                if not isinstance(slot, _Slot) or self._boxes.get(slot.mailbox) is not slot.box:
+                    continue  # not ours, or made before a fork
                 box = slot.box
                 box.in_flight -= 1
                 if slot.sends and self.messages_per_minute is not None:
