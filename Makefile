@@ -4,10 +4,11 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance clean
+.PHONY: demo test test-scale test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance clean
 
 deps:
 	@./.ci/ensure-libcurl
+	@./.ci/ensure-redis
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -37,6 +38,12 @@ lint: build
 
 test: build lint
 	$(VPY) -m pytest -q -rs
+
+# Scale-out with real Celery worker processes and redis-servers (tests/test_scale.py, about a
+# minute): 4 workers x 4 against FakeGraph's MailboxConcurrency limit, a worker SIGKILLed, Redis
+# stopped mid-run.
+test-scale: build
+	GRAPHSEND_SCALE=1 $(VPY) -m pytest -q -rs tests/test_scale.py
 
 # The suite against the portable event wait (curl_multi_poll, as on macOS), built in build/portable.
 test-portable: build

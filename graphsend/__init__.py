@@ -6,6 +6,7 @@ Receipt(status=202, ...)
 """
 
 from graphsend._drivers.client import Client, interrupted_results
+from graphsend._drivers.limiter import LocalLimiter
 from graphsend._drivers.send import send_message
 from graphsend._operations.message import Attachment, Message
 from graphsend._rules.errors import (
@@ -13,6 +14,7 @@ from graphsend._rules.errors import (
     BadRequestError,
     ConflictError,
     GraphError,
+    LimiterError,
     NotFoundError,
     PermissionDeniedError,
     SendError,
@@ -28,6 +30,27 @@ from graphsend._rules.receipt import Receipt
 from graphsend._rules.retry import Retry
 from graphsend._version import __version__
 
+# Exceptions and Receipts travel (pickle, Celery's result backend): name them by their public,
+# importable module rather than the private one they are defined in.
+for _public in (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    GraphError,
+    LimiterError,
+    NotFoundError,
+    PermissionDeniedError,
+    SendError,
+    ServerError,
+    ServiceUnavailableError,
+    ThrottledError,
+    TimeoutError,
+    TransportError,
+    Receipt,
+):
+    _public.__module__ = "graphsend"
+del _public
+
 # graphsend.TimeoutError is public but left out of __all__: `from graphsend import *` must not
 # shadow the builtin (it subclasses the builtin, so `except TimeoutError` catches it anyway).
 __all__ = [
@@ -38,10 +61,13 @@ __all__ = [
     "Client",
     "ConflictError",
     "GraphError",
+    "LimiterError",
+    "LocalLimiter",
     "Message",
     "NotFoundError",
     "PermissionDeniedError",
     "Receipt",
+    "RedisLimiter",
     "Retry",
     "SendError",
     "ServerError",
@@ -56,6 +82,7 @@ __all__ = [
 TYPE_CHECKING = False  # typing itself costs milliseconds to import
 if TYPE_CHECKING:
     from graphsend._drivers.async_client import AsyncClient
+    from graphsend.integrations.redis_limiter import RedisLimiter
 
 
 def __getattr__(name: str) -> object:
@@ -64,4 +91,8 @@ def __getattr__(name: str) -> object:
         from graphsend._drivers.async_client import AsyncClient
 
         return AsyncClient
+    if name == "RedisLimiter":
+        from graphsend.integrations.redis_limiter import RedisLimiter
+
+        return RedisLimiter
     raise AttributeError(f"module 'graphsend' has no attribute {name!r}")

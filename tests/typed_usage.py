@@ -241,3 +241,26 @@ def with_fake_graph() -> None:
         sent: list[Message] = graph.sent_items()
         seen: list[RecordedRequest] = graph.requests
         print(len(sent), len(seen), graph.connections)
+
+
+def on_many_workers(graph: FakeGraph, redis_url: str) -> list[Receipt | SendError]:
+    shared = graphsend.LocalLimiter(per_mailbox=4, messages_per_minute=30)
+    fleet = graphsend.RedisLimiter(
+        redis_url,
+        per_mailbox=4,
+        messages_per_minute=30,
+        lease=30.0,
+        fallback=graphsend.LocalLimiter(per_mailbox=1),
+    )
+    client = Client(graph.token, base_url=graph.base_url, limiter=fleet)
+    local = Client(graph.token, base_url=graph.base_url, limiter=shared)
+    slots, wait = shared.acquire("adele@contoso.com", 2, sends=True)
+    shared.release(slots, used=False)
+    assert wait >= 0.0
+    try:
+        local.send("AAMkAD...")
+    except graphsend.LimiterError as exc:
+        assert not exc.may_have_sent
+    async_client = graphsend.AsyncClient(graph.token, base_url=graph.base_url, limiter=fleet)
+    del async_client
+    return client.send_many(["AAMkAD..."])

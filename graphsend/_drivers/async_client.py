@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+    from graphsend._drivers.limiter import Limiter
     from graphsend._drivers.progress import ProgressArg
     from graphsend._rules.outcome import Outcome
     from graphsend._rules.request import Item
@@ -434,6 +435,10 @@ class _Driver:
                     _quietly(self.loop.remove_writer, fd)
         self.fds.clear()
         self.engine.close()
+        try:
+            self.scheduler.release_slots()  # Client(limiter=...): give back what is held
+        except Exception:
+            pass  # a shared store's leases expire by themselves
         for call in calls:
             if not call.ended:
                 call.settle(self.scheduler.in_flight, f"{why}; it may have been sent", True)
@@ -494,6 +499,7 @@ class AsyncClient:
         http2: bool = True,
         immutable_ids: bool = True,
         max_per_mailbox: int = 4,
+        limiter: Limiter | None = None,
     ) -> None:
         check_limits(1, max_per_mailbox)
         self._async_token = _async_token(token, CLOUDS.get(cloud, "") + "/.default")
@@ -511,6 +517,7 @@ class AsyncClient:
             user_agent=user_agent,
             http2=http2,
             immutable_ids=immutable_ids,
+            limiter=limiter,
         )
         self.base_url = self._client.base_url
         self.immutable_ids = self._client.immutable_ids

@@ -18,7 +18,7 @@ from graphsend._drivers.progress import reporter
 from graphsend._drivers.sync import PREFER_IMMUTABLE, failure, settle
 from graphsend._operations import catalog as _operations
 from graphsend._rules import log as _log
-from graphsend._rules.errors import GraphError, SendError
+from graphsend._rules.errors import GraphError, LimiterError, SendError
 from graphsend._rules.outcome import Outcome, outcome
 from graphsend._rules.receipt import Receipt
 from graphsend._rules.request import send_path
@@ -58,6 +58,7 @@ class Job:
         "probe",
         "retry",
         "signed",
+        "slot",
         "tag",
         "url",
         "user",
@@ -79,6 +80,7 @@ class Job:
         self.user: str | None = None  # the item, as given: its Receipt names it
         self.message_id: str | None = None  # the draft a send sends (None: an Operation)
         self.probe: Any = None  # a read of an ambiguous send's reconciliation (reconciling.py)
+        self.slot: object = None  # the limiter's slot it holds (Client(limiter=...))
 
 
 class TokenPending(Exception):
@@ -264,6 +266,10 @@ class Scheduler:
         self._tags = itertools.count()
         # Reconciliations pausing between reads: a heap of (when, n, probe) (reconciling.py).
         self.sleeping: list[tuple[float, int, Any]] = []
+        # Client(limiter=...): a slot per request, taken before it starts; finished ones are
+        # given back together at the next start_ready() (one call to a shared store).
+        self.limiter = client._limiter
+        self.returned: list[object] = []
 
     def add(self, batch: Batch) -> None:
         batch.results = [None] * len(batch.jobs)
@@ -297,6 +303,10 @@ class Scheduler:
                     next_wake = box.paused_until
         ready, self.ready = self.ready, {}
         cap = self.max_per_mailbox
+        limiter = self.limiter
+        if limiter is not None and self.returned:
+            returned, self.returned = self.returned, []
+            limiter.release(returned)
         try:
             for name, box in ready.items():
                 if box.paused_until > now:
@@ -305,14 +315,29 @@ class Scheduler:
                         next_wake = box.paused_until
                     continue
                 queue = box.queue
+                wait: float | None = None  # the limiter's answer for this mailbox, once asked
                 while queue and box.in_flight < cap:
                     job = queue[0]
                     batch = job.batch
                     if batch.stopping:
                         queue.popleft()  # dropped: settle() reports it as not sent
+                        if job.slot is not None:
+                            self._unused(job)
                     elif batch.running >= batch.limit:
                         self.blocked[name] = box
                         break
+                    elif limiter is not None and job.slot is None:
+                        if wait is None:  # not asked yet in this pass: slots for the head
+                            wait = self._take_slots(box, cap)
+                            continue  # (None again when the head job failed: ask again)
+                        if not box.in_flight:
+                            # None granted and nothing of its own in flight to wake it up: this
+                            # mailbox waits, the others go on.
+                            box.paused_until = now + wait
+                            self.paused[name] = box
+                            if next_wake is None or box.paused_until < next_wake:
+                                next_wake = box.paused_until
+                        break  # else its own next answer makes it ready again: no polling
                     else:
                         self._submit(job, box)  # TokenPending leaves the job at the head
                         queue.popleft()
@@ -335,6 +360,8 @@ class Scheduler:
         except TokenPending:
             raise
         except Exception as exc:  # the provider failed: this item's outcome, the others go on
+            if job.slot is not None:
+                self._unused(job)
             err = token_error(exc)
             self._record(job, err if op is None else settle(err, op, False))
             return
@@ -367,6 +394,9 @@ class Scheduler:
         box = self.mailboxes[job.mailbox]
         box.in_flight -= 1
         self.ready[job.mailbox] = box
+        if job.slot is not None:
+            self.returned.append(job.slot)
+            job.slot = None
         batch = job.batch
         batch.running -= 1
         if self.blocked:  # a batch got room under its max_concurrency
@@ -454,6 +484,58 @@ class Scheduler:
                 )
                 return err, True
         return failure(result, job.crid), False
+
+    def _take_slots(self, box: _Mailbox, cap: int) -> float | None:
+        """Slots from the limiter for the jobs at the head of box's queue that can start now
+        (those of one kind: sending mail or not), asked for in one call; returns how long the
+        rest waits. An unreachable limiter fails the head job (not sent) and returns None."""
+        queue = box.queue
+        head = queue[0]
+        sends = head.op is None or head.op.sends_mail
+        room = min(cap - box.in_flight, head.batch.limit - head.batch.running)
+        wanted: list[Job] = []
+        for job in queue:
+            if len(wanted) >= room or job.slot is not None or job.batch is not head.batch:
+                break
+            if (job.op is None or job.op.sends_mail) is not sends:
+                break
+            wanted.append(job)
+        assert self.limiter is not None
+        try:
+            slots, wait = self.limiter.acquire(box.name, len(wanted), sends=sends)
+        except LimiterError as exc:
+            queue.popleft()
+            self._record(head, exc if head.op is None else settle(exc, head.op, False))
+            return None
+        for job, slot in zip(wanted, slots, strict=False):
+            job.slot = slot
+        if len(slots) > len(wanted):  # a limiter that granted more than asked
+            self.limiter.release(slots[len(wanted) :], used=False)
+        return max(wait, 0.001)
+
+    def _unused(self, job: Job) -> None:
+        """Give back the slot of a job that will not start (nothing was written)."""
+        assert self.limiter is not None
+        slot, job.slot = job.slot, None
+        self.limiter.release([slot], used=False)
+
+    def release_slots(self, batch: Batch | None = None) -> None:
+        """Give back every slot still held (queued jobs of ``batch``, or all) and the finished
+        ones: when a call ends, however it ends."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        unused = []
+        for box in self.mailboxes.values():
+            for job in box.queue:
+                if job.slot is not None and (batch is None or job.batch is batch):
+                    unused.append(job.slot)
+                    job.slot = None
+        if unused:
+            limiter.release(unused, used=False)
+        if self.returned:
+            returned, self.returned = self.returned, []
+            limiter.release(returned)
 
     def _record(self, job: Job, got: Outcome) -> None:
         batch = job.batch
@@ -621,5 +703,14 @@ def send_many(
         for tag, result in engine.perform(0.0):
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
+        _release_quietly(scheduler)
         raise
+    scheduler.release_slots()
     return batch.settle(scheduler.in_flight)
+
+
+def _release_quietly(scheduler: Scheduler) -> None:
+    try:
+        scheduler.release_slots()
+    except Exception:  # never hide the exception that ended the call (leases expire anyway)
+        pass

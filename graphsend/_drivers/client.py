@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, TypeVar
 
+    from graphsend._drivers.limiter import Limiter
     from graphsend._drivers.progress import ProgressArg
     from graphsend._native import Result
     from graphsend._operations.message import Attachment, Message
@@ -68,6 +69,7 @@ class Client:
         user_agent: str | None = None,
         http2: bool = True,
         immutable_ids: bool = True,
+        limiter: Limiter | None = None,
     ) -> None:
         if cloud not in CLOUDS:
             raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}; got {cloud!r}")
@@ -104,6 +106,13 @@ class Client:
         self._lock = threading.Lock()
         self._stamp_memory: Stamps | None = None  # made on first use (reconcile.py)
         self._reset_handles()
+        # A shared mailbox limiter (LocalLimiter, RedisLimiter): consulted before each request.
+        # Without one, send() stays today's single native call (nothing checked per send).
+        self._limiter = _limiter(limiter)
+        # send() waits for a slot at most as long as a request may take (timeout 0: no limit).
+        self._slot_wait = float(timeout) or float("inf")
+        if limiter is not None:
+            self._send = self._send_limited  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
@@ -159,6 +168,39 @@ class Client:
             return got  # type: ignore[return-value]
         path, crid, result = got  # type: ignore[misc]
         return self._settle(path, crid, result, tokens, message_id, user, retry or self.retry)
+
+    def _send_limited(
+        self,
+        message_id: str,
+        user: str | None,
+        client_request_id: str | None,
+        tokens: TokenSource,
+        retry: Retry | None = None,
+    ) -> Receipt:
+        """send() under the limiter: one slot for the whole call (retries included)."""
+        from graphsend._drivers.limiter import acquire_blocking, mailbox_of
+
+        limiter = self._limiter
+        assert limiter is not None
+        check_text(message_id, "message_id")  # bad input fails before a slot is taken
+        slots = acquire_blocking(limiter, mailbox_of(user), True, self._slot_wait)
+        used = False
+        try:
+            got = self._handle().send_draft(
+                self._prefix, user, message_id, tokens.header(), client_request_id
+            )
+            used = True
+            if got.__class__ is Receipt:
+                if _log.debug_enabled():
+                    path = send_path(user, message_id)
+                    self._log_attempt(
+                        path, 202, got.request_id, got.client_request_id, got.elapsed, 1
+                    )
+                return got  # type: ignore[return-value]
+            path, crid, result = got  # type: ignore[misc]
+            return self._settle(path, crid, result, tokens, message_id, user, retry or self.retry)
+        finally:
+            limiter.release(slots, used=used)
 
     def _settle(
         self,
@@ -592,6 +634,16 @@ class Client:
         log = _log.get(create=True)
         assert log is not None
         log.warning("%s %s failed (%s); attempt %d in %.3fs", method, path, error, attempt, wait)
+
+
+def _limiter(limiter: object) -> Limiter | None:
+    if limiter is None:
+        return None
+    if not callable(getattr(limiter, "acquire", None)) or not callable(
+        getattr(limiter, "release", None)
+    ):
+        raise TypeError("limiter must be a graphsend.LocalLimiter, RedisLimiter or alike")
+    return limiter  # type: ignore[return-value]
 
 
 def _ca_bundle(value: str | os.PathLike[str] | None) -> str | None:

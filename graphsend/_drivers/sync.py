@@ -47,7 +47,28 @@ def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
 
 def run(client: Client, op: Operation[T], user: str | None, tokens: TokenSource | None = None) -> T:
     """``tokens``: another token source than the client's (send_message passes its own)."""
-    path = op.path(user)
+    limiter = client._limiter
+    if limiter is None:
+        return _run(client, op, user, tokens)
+    from graphsend._drivers.limiter import acquire_blocking, mailbox_of
+
+    path = op.path(user)  # bad input fails before a slot is taken
+    slots = acquire_blocking(limiter, mailbox_of(user), op.sends_mail, client._slot_wait)
+    try:
+        return _run(client, op, user, tokens, path)
+    finally:
+        limiter.release(slots)
+
+
+def _run(
+    client: Client,
+    op: Operation[T],
+    user: str | None,
+    tokens: TokenSource | None = None,
+    path: str | None = None,
+) -> T:
+    if path is None:
+        path = op.path(user)
     url = client._prefix + path
     crid = new_client_request_id()
     fixed = ["client-request-id: " + crid]

@@ -14,8 +14,31 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class SendError(Exception):
-    """Base class of every graphsend failure."""
+if TYPE_CHECKING:
+    _Rebuildable = type
+else:
+
+    class _Rebuildable(type):
+        """Lets ``cls(*err.args)`` rebuild an error with every field: what Celery's JSON result
+        backend (and any other serializer that stores an exception as class + args) does."""
+
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            if len(args) == 2 and not kwargs and type(args[1]) is dict and _MARK in args[1]:
+                return _from_fields(cls, args[0], args[1])
+            return super().__call__(*args, **kwargs)
+
+
+#: the key that tells a fields dict in ``args`` from a user's dict
+_MARK = "graphsend_error"
+
+
+class SendError(Exception, metaclass=_Rebuildable):
+    """Base class of every graphsend failure.
+
+    ``args`` is ``(text, fields)``: the message and a JSON-safe dict of every field, so
+    ``type(err)(*err.args)`` (how Celery's JSON backend rebuilds an exception) gives back the
+    same error; ``str(err)`` is the text alone. No field ever holds a token.
+    """
 
     may_have_sent: bool
     client_request_id: str | None
@@ -37,7 +60,46 @@ class SendError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only constructors do not pickle by default; results cross process boundaries
         # (ProcessPoolExecutor), so rebuild from the instance dict.
-        return (_rebuild, (type(self), self.args, self.__dict__))
+        return (_rebuild, (type(self), _TEXT_ARGS.__get__(self), self.__dict__))
+
+    if not TYPE_CHECKING:
+
+        @property
+        def args(self) -> tuple[Any, ...]:
+            text = _TEXT_ARGS.__get__(self)
+            fields = {k: v for k, v in self.__dict__.items() if _plain(v, 3)}
+            fields[_MARK] = 1
+            return (text[0] if text else "", fields)
+
+        @args.setter
+        def args(self, value: tuple[Any, ...]) -> None:
+            # err.args = (new text,) rewords the message; the fields stay.
+            value = tuple(value)
+            if len(value) == 2 and type(value[1]) is dict and _MARK in value[1]:
+                self.__dict__.update({k: v for k, v in value[1].items() if k != _MARK})
+                value = value[:1]
+            _TEXT_ARGS.__set__(self, value)
+
+
+_TEXT_ARGS: Any = BaseException.__dict__["args"]  # the C-level args: what str() shows
+
+
+def _plain(value: object, depth: int) -> bool:
+    """JSON-safe (what a fields dict may carry through any serializer)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if depth and isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth - 1) for k, v in value.items())
+    if depth and isinstance(value, (list, tuple)):
+        return all(_plain(v, depth - 1) for v in value)
+    return False
+
+
+def _from_fields(cls: type[SendError], text: object, fields: dict[str, Any]) -> SendError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, text)
+    err.__dict__.update({k: v for k, v in fields.items() if k != _MARK})
+    return err
 
 
 def _rebuild(cls: type[SendError], args: tuple[Any, ...], state: dict[str, Any]) -> SendError:
@@ -147,6 +209,26 @@ class TransportError(SendError):
 class TimeoutError(TransportError, builtins.TimeoutError):
     """The transfer took longer than the connect or total timeout (shadows the builtin on
     purpose: ``except TimeoutError`` catches it either way)."""
+
+
+class LimiterError(SendError):
+    """Nothing was sent: the mailbox limiter could not grant a slot (its store, e.g. Redis, is
+    unreachable, or the mailbox's limits stayed in use for the whole wait)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        may_have_sent: bool = False,
+        client_request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(
+            message,
+            may_have_sent=may_have_sent,
+            client_request_id=client_request_id,
+            attempts=attempts,
+        )
 
 
 _STATUS_CLASSES: dict[int, type[GraphError]] = {

@@ -624,9 +624,33 @@ class FakeGraph:
         concurrency limit count too, so this shows what the client attempted."""
         return self._traffic.peak_in_flight(self._key_or_all(user))
 
+    def send_times(self, user: str | None = None) -> dict[str, list[float]]:
+        """When each accepted send (202) arrived, per mailbox (``time.monotonic()``, sorted):
+        for ``user``'s mailbox alone, or every mailbox with None. Kept even when
+        ``record_requests`` is off; cleared by reset_stats()."""
+        return self._traffic.send_times(self._key_or_all(user))
+
+    def max_sends_in_window(self, seconds: float, user: str | None = None) -> int:
+        """The most accepted sends of one mailbox (``user``'s, or the busiest with None) that
+        arrived within any ``seconds`` long window: Exchange's messages-per-minute check."""
+        most = 0
+        for times in self.send_times(user).values():
+            start = 0
+            for end, at in enumerate(times):
+                while at - times[start] >= seconds:
+                    start += 1
+                most = max(most, end - start + 1)
+        return most
+
+    def throttled(self, user: str | None = None) -> int:
+        """Sends answered 429 by ``mailbox_concurrency_limit`` ("Application is over its
+        MailboxConcurrency limit"), for ``user``'s mailbox or all; cleared by reset_stats()."""
+        return self._traffic.throttle_count(self._key_or_all(user))
+
     def reset_stats(self) -> None:
-        """Zero :attr:`connections` and the in-flight peaks (peaks restart from what is in flight
-        now). Recorded requests are kept: see clear_requests()."""
+        """Zero :attr:`connections`, the in-flight peaks (peaks restart from what is in flight
+        now), :meth:`send_times` and :meth:`throttled`. Recorded requests are kept: see
+        clear_requests()."""
         self._traffic.reset_stats()
 
     def clear_requests(self) -> None:

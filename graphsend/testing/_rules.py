@@ -166,6 +166,7 @@ async def _send(
     # Throttling answers at once: Graph refuses before doing any work.
     cap = graph.mailbox_concurrency_limit
     if cap is not None and graph._traffic.admitted(user) >= cap:
+        graph._traffic.throttled(user)
         reply = replies.error(429)
         retry_after = retry_after_text(graph.throttle_retry_after)
         if retry_after is not None:
@@ -192,6 +193,7 @@ async def _send(
         return await exchange.answer(replies.invalid_user(user))
     if result == "no draft":
         return await exchange.answer(replies.error(404))
+    graph._traffic.accepted_send(user, exchange.record.received_at)
     if lose is not None:  # sent; the answer is lost on the way back
         if lose.kind == "stall":
             await exchange.stall()

@@ -26,6 +26,10 @@ class Traffic:
         # Sends holding one of their mailbox's concurrency slots. Only the server thread uses
         # this, so it needs no lock.
         self._admitted: dict[str, int] = {}
+        # Per mailbox: when each accepted send arrived (monotonic), and the 429s of the
+        # concurrency limit: what "N sends in any window" and "no 429" are checked against.
+        self._sent_at: dict[str, list[float]] = {}
+        self._throttled: dict[str, int] = {}
 
     # ---------------------------------------------------------------- requests
 
@@ -98,9 +102,31 @@ class Traffic:
         """Sends for ``user`` holding a concurrency slot (server thread only)."""
         return self._admitted.get(user, 0)
 
+    def accepted_send(self, user: str, received_at: float) -> None:
+        with self._lock:
+            self._sent_at.setdefault(user, []).append(received_at)
+
+    def throttled(self, user: str) -> None:
+        with self._lock:
+            self._throttled[user] = self._throttled.get(user, 0) + 1
+
+    def send_times(self, user: str | None) -> dict[str, list[float]]:
+        with self._lock:
+            if user is not None:
+                return {user: sorted(self._sent_at.get(user, []))}
+            return {k: sorted(v) for k, v in self._sent_at.items()}
+
+    def throttle_count(self, user: str | None) -> int:
+        with self._lock:
+            if user is not None:
+                return self._throttled.get(user, 0)
+            return sum(self._throttled.values())
+
     def reset_stats(self) -> None:
         """Zero the connection count; peaks restart from what is in flight now."""
         with self._lock:
+            self._sent_at.clear()
+            self._throttled.clear()
             self._connections = 0
             self._peak_total = self._in_flight_total
             self._peak = {k: v for k, v in self._in_flight.items() if v}
