@@ -51,7 +51,9 @@ def test_200_concurrent_sends_take_about_one_round_and_no_thread() -> None:
         assert all(r.status == 202 for r in receipts)
         assert len(graph.sent_items()) == 200
         assert elapsed < 1.6 * latency, elapsed  # one round, not 50 (4 per mailbox)
-        assert worst_gap < 0.1, f"the event loop stalled for {worst_gap * 1000:.0f} ms"
+        # Half the latency: a loop blocked by the sends would stall for the whole round; tighter
+        # bounds belong to bench/ (a loaded 2-CPU machine preempts the loop for ~100 ms at times).
+        assert worst_gap < latency / 2, f"the event loop stalled for {worst_gap * 1000:.0f} ms"
         assert threads_during == threads_before  # issue 10: no engine thread at all
 
 
