@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from graphsend._drivers.client import Client
+    from graphsend._drivers.journal import Journal
     from graphsend._drivers.progress import ProgressArg
     from graphsend._native import Result
     from graphsend._operations.catalog import Operation
@@ -95,6 +96,7 @@ class Batch:
     __slots__ = (
         "done",
         "jobs",
+        "journal",
         "known",
         "limit",
         "notice",
@@ -114,6 +116,7 @@ class Batch:
         self.done = 0  # items with a final outcome
         self.stopping = False  # start nothing more; queued items are dropped as they come up
         self.notice: str | None = None  # a long pause began: shown on the progress bar
+        self.journal: Journal | None = None  # send_many(journal=...): told of each start, outcome
 
     def add(self, prefix: str, user: str | None, message_id: str, crid: str) -> None:
         """Validate and append one item (bad input raises here, before anything is sent)."""
@@ -327,6 +330,8 @@ class Scheduler:
             headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}") if auth else ()
         job.auth = auth
         tag = job.tag = next(self._tags)
+        if job.batch.journal is not None:  # durable before the Engine runs (the driver flushes)
+            job.batch.journal.started(job, box.queue)
         if op is not None:
             # Any other request: its own header lines, the whole 2xx body back as a Result.
             self.engine.submit(
@@ -390,6 +395,8 @@ class Scheduler:
                         batch.notice = f"mailbox {box.name} throttled, resuming in {wait:.0f} s"
                         self.touched[batch] = None
                 box.queue.appendleft(job)
+                if batch.journal is not None:
+                    batch.journal.requeued(job)
                 return None
         if op is not None and isinstance(got, SendError):
             # Only an operation that sends mail may have sent one (as _driver.run says).
@@ -422,6 +429,8 @@ class Scheduler:
         batch.results[job.index] = got
         batch.done += 1
         self.touched[batch] = None
+        if batch.journal is not None:
+            batch.journal.settled(job, got)
         if batch.stop_on_error and isinstance(got, SendError):
             batch.stopping = True
 
@@ -536,11 +545,22 @@ def send_many(
     max_per_mailbox: int,
     progress: ProgressArg,
     stop_on_error: bool,
+    journal: object = None,
 ) -> list[Outcome]:
     check_limits(max_concurrency, max_per_mailbox)
+    if journal is not None:
+        from graphsend._drivers import journal as _journal
+
+        path = _journal.check_path(journal)
+        items = list(items)
+        keys = _journal.item_keys(items)
     batch = Batch(max_concurrency, stop_on_error)
     prefer = PREFER_IMMUTABLE if client.immutable_ids else None
     large = batch.add_items(client._prefix, items, prefer)  # bad input raises here
+    if journal is not None:
+        # Refuses a busy or mismatched journal; known outcomes are preset, doubtful ones
+        # reconciled with the mailbox, before anything is sent.
+        batch.journal = _journal.attach(client, batch, path, keys, max_concurrency, max_per_mailbox)
     try:
         for job, user, message in large:
             if batch.stopping:
@@ -568,6 +588,8 @@ def send_many(
         while True:
             now = time.monotonic()
             next_wake = scheduler.start_ready(now)
+            if batch.journal is not None:
+                batch.journal.flush()  # what was just submitted is recorded before it is written
             if report is not None:
                 while shown < batch.done:
                     shown += 1
@@ -591,5 +613,9 @@ def send_many(
         for tag, result in engine.perform(0.0):
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
+        if batch.journal is not None:
+            batch.journal.close()  # the aborted ones' outcomes too (in flight: stays doubtful)
         raise
+    if batch.journal is not None:
+        batch.journal.close()
     return batch.settle(scheduler.in_flight)

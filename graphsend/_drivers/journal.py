@@ -1,0 +1,445 @@
+"""The send_many journal: a SQLite file (WAL) that records each item before its request is
+written and its outcome after, so that a run killed half-way (deploy, OOM, Ctrl-C, power) can be
+run again and send every draft exactly once.
+
+Two tables. ``run``: the run's identity, written once (format, base URL, and ``items``: a JSON
+list of [user, message_id, client-request-id], the id every attempt of that item carries, in
+every run), and the boot id of the machine that last opened it. ``event``: one row per commit,
+``changes`` a JSON list applied in order: an int is "this item's request is about to be
+written" (``in_flight``), ``[idx, state, detail]`` any other state (``sent`` with the Receipt's
+fields, ``failed`` / ``unknown`` with the error text, ``reserved``, ``pending``). An item's
+state is its last change; none is ``pending``. One row per commit rather than one per item
+keeps the journal's cost per item to appending to a list: SQLite then writes a page or two per
+wake-up, not a B-tree update per item.
+
+States: ``pending`` (nothing written that Graph may have acted on), ``reserved`` (may be
+started without a further fsync), ``in_flight`` (a request may have been written, no outcome
+recorded), ``sent`` (202, or the mailbox showed the sent copy), ``failed`` (a final error that
+proves nothing was sent), ``unknown`` (a final error that may have sent it, or a reconcile that
+could not tell).
+
+Durability, and why this shape. An item must be durably marked before its request is written,
+or a crash makes it look never requested and the next run sends it twice. A process crash
+(SIGKILL, OOM, deploy) loses nothing that was written to the WAL: the pages are in the kernel,
+so ``synchronous=NORMAL`` (no fsync at commit) suffices. A power loss or OS crash loses what was
+not fsynced, so that needs ``FULL``, an fsync per commit, which costs 0.3-4 ms on this machine's
+disk: one per wake-up of the Scheduler made S3 (2,000 sends, 100 mailboxes) 35-70 % slower.
+So reservations take the fsync and starts do not: when a mailbox starts an item that is not
+reserved yet, that item and the next ones of its queue (``ahead``: 4x max_per_mailbox) are
+reserved, and the commit that carries the reservations is fsynced (``SYNCHRONOUS``) before the
+Engine runs; every other commit (starts, outcomes) is written at NORMAL before the Engine runs.
+After a crash in the same boot (the journal stores /proc/sys/kernel/random/boot_id), every such
+commit survived, so a ``reserved`` item was not started and is simply sent; after a reboot (or
+where the boot id is unknown) a ``reserved`` item may have been started, and it is reconciled
+like ``in_flight``. A lost outcome only leaves an item in flight, which is reconciled, never
+resent blindly. bench/journal.py measures this against fsync-per-wake-up and NORMAL-only.
+
+The Scheduler calls ``started`` just before it hands a request to the Engine, ``requeued`` and
+``settled`` as answers come; those only append to a list. The driver calls ``flush`` once per
+wake-up, after the Scheduler submitted and before the Engine runs (``Engine.submit`` only queues:
+nothing is written on the wire before ``perform``).
+
+Running again with the same items: ``sent`` items return their stored Receipt and are not
+requested; ``in_flight`` and ``unknown`` ones are reconciled (``Client.reconcile``: the mailbox
+is asked whether the draft went out): "sent" is a Receipt with ``reconciled=True``, "not_sent"
+goes out again with the others, "unknown" is a SendError with ``may_have_sent=True`` and is never
+resent; ``pending`` and ``failed`` ones are sent.
+
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import time
+
+from graphsend._rules.errors import SendError
+from graphsend._rules.receipt import Receipt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
+
+    from graphsend._drivers.bulk import Batch, Job
+    from graphsend._drivers.client import Client
+    from graphsend._rules.outcome import Outcome
+    from graphsend._rules.request import Item
+
+#: PRAGMA synchronous of a commit that reserves items: "FULL" (power-loss safe) or "NORMAL"
+#: (process-crash safe only). Module-level so bench/journal.py can measure the
+#: alternative; not an API.
+SYNCHRONOUS = "FULL"
+#: Items of a mailbox queue one reservation covers, per max_per_mailbox (1 would fsync at every
+#: wake-up that starts something). Module-level for bench/journal.py; not an API.
+AHEAD_PER_SLOT = 4
+
+FORMAT = "1"
+PENDING, RESERVED, IN_FLIGHT = "pending", "reserved", "in_flight"
+SENT, FAILED, UNKNOWN = "sent", "failed", "unknown"
+
+_SCHEMA = (
+    "CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE event (seq INTEGER PRIMARY KEY, changes TEXT NOT NULL)",
+)
+
+
+def check_path(journal: object) -> str:
+    """The journal argument as a path, or a clear exception before anything is sent."""
+    if isinstance(journal, bytes) or not isinstance(journal, (str, os.PathLike)):
+        raise TypeError(f"journal must be a str or os.PathLike path, not {type(journal).__name__}")
+    path = os.fspath(journal)
+    if not isinstance(path, str):
+        raise TypeError("journal must be a str path")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ValueError(f"journal must be the path of a file, got {path!r}")
+    if "\x00" in path:
+        raise ValueError("journal path contains a NUL character")
+    if os.path.isdir(path):
+        raise ValueError(f"journal {path!r} is a directory; give the path of a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"journal {path!r}: directory {parent!r} does not exist")
+    return path
+
+
+def item_keys(items: Sequence[Item]) -> list[tuple[str | None, str]]:
+    """(user, message_id) of every item; a journal holds draft sends only."""
+    keys: list[tuple[str | None, str]] = []
+    for index, item in enumerate(items):
+        user: object = None
+        what: object = item
+        if isinstance(item, tuple) and len(item) == 2:
+            user, what = item
+        if not isinstance(what, str) or not (user is None or isinstance(user, str)):
+            raise TypeError(
+                f"item {index}: with journal=, items must be draft ids or (user, draft_id) "
+                f"pairs (got {type(what).__name__}); a Message has no id the mailbox can be "
+                "asked about after a crash: create its draft first (client.create_draft)"
+            )
+        keys.append((user, what))
+    return keys
+
+
+class JournalBusyError(RuntimeError):
+    """The journal is open in another process (or another send_many of this one)."""
+
+
+class Journal:
+    """One open journal: the connection, holding SQLite's exclusive lock until close()."""
+
+    __slots__ = ("_changes", "_db", "_durable", "_reserved", "ahead", "path")
+
+    def __init__(self, path: str, db: sqlite3.Connection, ahead: int = 16) -> None:
+        self.path = path
+        self._db = db
+        self.ahead = ahead  # items of a mailbox queue reserved with one fsync
+        self._changes: list[int | tuple[int, str, Any]] = []  # since the last flush
+        self._reserved: set[int] = set()  # reserved by this run (durably, once flushed)
+        self._durable = False  # the next flush must be fsynced (it holds reservations)
+
+    # ---- hooks: the Scheduler's only append; the driver flushes once per wake-up
+
+    def started(self, job: Job, queue: Iterable[Job]) -> None:
+        """``job`` is handed to the Engine (its request is written after the next flush).
+        Unless already reserved, it and the next items of its mailbox queue are reserved."""
+        index = job.index
+        if index not in self._reserved:
+            self._reserve(job, queue)
+        self._changes.append(index)
+
+    def _reserve(self, job: Job, queue: Iterable[Job]) -> None:
+        reserved, changes = self._reserved, self._changes
+        batch, room = job.batch, self.ahead
+        for other in itertools.chain((job,), queue):
+            if other.batch is batch and other.index not in reserved:
+                reserved.add(other.index)
+                changes.append((other.index, RESERVED, None))
+                room -= 1
+                if not room:
+                    break
+        self._durable = True
+
+    def requeued(self, job: Job) -> None:
+        """A retry waits. It stays reserved (its next start is not fsynced again); if an
+        attempt may have sent it, it stays in flight."""
+        if job.retry is not None and not job.retry.ambiguous:
+            self._changes.append((job.index, RESERVED, None))
+
+    def settled(self, job: Job, got: Outcome) -> None:
+        if got.__class__ is Receipt:
+            self._changes.append((job.index, SENT, got))  # JSON writes its fields as a list
+        else:
+            err: SendError = got  # type: ignore[assignment]
+            self._changes.append((job.index, _error_state(err), f"{type(err).__name__}: {err}"))
+
+    def flush(self) -> None:
+        """Commit what happened since the last flush, in one transaction. One that reserves
+        items is fsynced (SYNCHRONOUS) before it returns; the others are durable against a
+        process crash (written to the WAL) and fsynced by the next checkpoint or close()."""
+        changes = self._changes
+        if not changes:
+            return
+        self._changes = []
+        db = self._db
+        if self._durable:
+            self._durable = False
+            db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+            db.execute("INSERT INTO event (changes) VALUES (?)", (json.dumps(changes),))
+            db.execute("PRAGMA synchronous = NORMAL")
+        else:
+            db.execute("INSERT INTO event (changes) VALUES (?)", (json.dumps(changes),))
+
+    def close(self) -> None:
+        """Flush, and let go of the file (and of the lock); closing checkpoints the WAL into
+        the database, fsyncing both."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+
+def _error_state(err: SendError) -> str:
+    return UNKNOWN if err.may_have_sent else FAILED
+
+
+def _connect(path: str) -> tuple[sqlite3.Connection, set[str]]:
+    """The connection, inside BEGIN IMMEDIATE, and the tables the file already had."""
+    try:
+        # timeout 0: another process holding the lock is an error at once, never a wait.
+        db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ValueError(f"journal {path!r} cannot be opened: {exc}") from None
+    try:
+        # EXCLUSIVE: the locks taken below are held until close(), so a second process (or
+        # connection) is refused; WAL then needs no shared-memory file either.
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and tables != {"run", "event"}:
+            # Someone else's database: not even switched to WAL.
+            raise ValueError(f"journal {path!r} is an SQLite file but not a graphsend journal")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise ValueError(f"journal {path!r}: SQLite cannot use WAL mode there ({mode})")
+        db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+        db.execute("BEGIN IMMEDIATE")  # the write lock, now
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise JournalBusyError(
+                f"journal {path!r} is in use by another process (or another send_many); "
+                "one journal serves one run at a time"
+            ) from None
+        raise ValueError(f"journal {path!r} cannot be used: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise ValueError(f"journal {path!r} is not a graphsend journal: {exc}") from None
+    except BaseException:
+        db.close()
+        raise
+    return db, tables
+
+
+def open_run(
+    path: str, base_url: str, keys: list[tuple[str | None, str]], crids: Sequence[str]
+) -> tuple[Journal, list[tuple[str, str, list[Any] | None]]]:
+    """Open (or create) the journal for this run; returns it with each item's (state, crid,
+    Receipt fields if sent). Refuses a journal of another run, naming the difference."""
+    db, tables = _connect(path)  # inside BEGIN IMMEDIATE, at SYNCHRONOUS
+    boot = boot_id()
+    try:
+        if not tables:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            meta = {
+                "format": FORMAT,
+                "base_url": base_url,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "boot": boot,
+                "items": json.dumps([[u, m, c] for (u, m), c in zip(keys, crids, strict=True)]),
+            }
+            db.executemany("INSERT INTO run VALUES (?, ?)", meta.items())
+            rows: list[tuple[str, str, list[Any] | None]] = [(PENDING, c, None) for c in crids]
+        else:
+            meta = dict(db.execute("SELECT key, value FROM run"))
+            stored = _check_run(path, meta, base_url, keys)
+            states = [PENDING] * len(stored)
+            receipts: dict[int, list[Any]] = {}
+            for (text,) in db.execute("SELECT changes FROM event ORDER BY seq"):
+                for change in json.loads(text):
+                    if change.__class__ is int:
+                        states[change] = IN_FLIGHT
+                    else:
+                        index, states[index], detail = change
+                        if states[index] == SENT:
+                            receipts[index] = detail
+            reserved = [i for i, state in enumerate(states) if state == RESERVED]
+            if reserved:
+                if boot and meta.get("boot") == boot:
+                    # The same boot: every commit since the reservation survived (only a
+                    # power loss or an OS crash loses written pages), so a start would show.
+                    states = [PENDING if st == RESERVED else st for st in states]
+                else:
+                    # Maybe a power loss: a start made after the reservation may be lost.
+                    # Durably in flight now, before the boot id that would hide it is stored.
+                    db.execute("INSERT INTO event (changes) VALUES (?)", (json.dumps(reserved),))
+                    for index in reserved:
+                        states[index] = IN_FLIGHT
+            db.execute("UPDATE run SET value = ? WHERE key = 'boot'", (boot,))
+            rows = [(states[i], item[2], receipts.get(i)) for i, item in enumerate(stored)]
+        db.execute("COMMIT")
+        db.execute("PRAGMA synchronous = NORMAL")  # Journal.flush raises it when it must
+        return Journal(path, db), rows
+    except Exception as exc:
+        db.close()
+        if isinstance(exc, ValueError) and str(exc).startswith("journal "):
+            raise
+        # A row that is not what this code writes.
+        raise ValueError(f"journal {path!r} is damaged: {type(exc).__name__}: {exc}") from None
+    except BaseException:
+        db.close()
+        raise
+
+
+def boot_id() -> str:
+    """This boot of the machine ("" when unknown: every reservation is then doubtful)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _check_run(
+    path: str, meta: dict[str, str], base_url: str, keys: list[tuple[str | None, str]]
+) -> list[list[Any]]:
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"journal {path!r} has format {meta.get('format')!r}; this graphsend writes {FORMAT}"
+        )
+    if meta.get("base_url") != base_url:
+        raise ValueError(
+            f"journal {path!r} is a run against {meta.get('base_url')!r}, not {base_url!r}"
+        )
+    stored: list[list[Any]] = json.loads(meta["items"])
+    if len(stored) != len(keys):
+        raise ValueError(
+            f"journal {path!r} is a run of {len(stored)} items; got {len(keys)}: "
+            "run it again with the same items, or use a new journal"
+        )
+    for index, (old, new) in enumerate(zip(stored, keys, strict=True)):
+        if (old[0], old[1]) != new:
+            raise ValueError(
+                f"journal {path!r}: item {index} does not match its run: the journal has "
+                f"{_show(old[0], old[1])}, got {_show(*new)}; run it again with the same items "
+                "in the same order, or use a new journal"
+            )
+    return stored
+
+
+def _show(user: str | None, message_id: str) -> str:
+    # Graph ids share long prefixes: keep both ends of a long one.
+    shown = message_id if len(message_id) <= 60 else message_id[:24] + "..." + message_id[-24:]
+    return f"{shown!r} of {user or 'me'}"
+
+
+def attach(
+    client: Client,
+    batch: Batch,
+    path: str,
+    keys: list[tuple[str | None, str]],
+    max_concurrency: int,
+    max_per_mailbox: int,
+) -> Journal:
+    """Open the journal for ``batch`` (its jobs made from ``keys``, in order): known outcomes
+    preset, each job's client-request-id the journal's, what may have been sent reconciled."""
+    crids = [job.crid for job in batch.jobs]
+    journal, rows = open_run(path, client.base_url + "/" + client.api_version, keys, crids)
+    journal.ahead = AHEAD_PER_SLOT * max_per_mailbox
+    try:
+        doubtful: list[int] = []
+        for job, (state, crid, receipt) in zip(batch.jobs, rows, strict=True):
+            job.crid = crid
+            if state == SENT and receipt is not None:
+                batch.known[job.index] = Receipt(*receipt)
+            elif state in (IN_FLIGHT, UNKNOWN):
+                doubtful.append(job.index)
+        if doubtful:
+            _settle_doubtful(
+                client, batch, journal, keys, doubtful, max_concurrency, max_per_mailbox
+            )
+        journal.flush()
+    except BaseException:
+        journal.close()
+        raise
+    return journal
+
+
+def _settle_doubtful(
+    client: Client,
+    batch: Batch,
+    journal: Journal,
+    keys: list[tuple[str | None, str]],
+    doubtful: list[int],
+    max_concurrency: int,
+    max_per_mailbox: int,
+) -> None:
+    """Ask the mailbox about every item that may have been sent, a few at a time per mailbox
+    (as the sends are): "sent" becomes a Receipt, "not_sent" goes out again, "unknown" is a
+    SendError that says so and is not resent."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    wait = float(getattr(client.retry, "reconcile_wait", 60.0))
+    gates: dict[str, threading.Semaphore] = {}
+    for index in doubtful:
+        user = keys[index][0]
+        gates.setdefault(
+            "me" if user is None else user.lower(), threading.Semaphore(max_per_mailbox)
+        )
+
+    def ask(index: int) -> tuple[str, str]:
+        user, message_id = keys[index]
+        with gates["me" if user is None else user.lower()]:
+            try:
+                return client.reconcile(message_id, user=user, wait=wait), ""  # type: ignore[attr-defined]
+            except SendError as exc:
+                return "unknown", f" ({type(exc).__name__}: {exc})"
+
+    pool = ThreadPoolExecutor(max_workers=min(len(doubtful), max_concurrency, 32))
+    try:
+        verdicts = list(pool.map(ask, doubtful))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    for index, (verdict, why) in zip(doubtful, verdicts, strict=True):
+        job = batch.jobs[index]
+        user, message_id = keys[index]
+        if verdict == "sent":
+            got: Outcome = _reconciled(job.crid, user, message_id)
+            batch.known[index] = got
+            journal.settled(job, got)
+        elif verdict == "not_sent":
+            journal._changes.append((index, PENDING, None))
+        else:
+            err = SendError(
+                "the previous run stopped while this draft's send may have reached Graph, and "
+                f"the mailbox cannot tell whether it was sent (reconcile: unknown{why}); "
+                "not resent: check Sent Items, or run again once the mailbox can be read",
+                may_have_sent=True,
+                client_request_id=job.crid,
+            )
+            batch.known[index] = err
+            journal.settled(job, err)
+
+
+def _reconciled(crid: str, user: str | None, message_id: str) -> Receipt:
+    """The Receipt of a draft the mailbox shows as sent (no answer of Graph's to quote)."""
+    fields: dict[str, Any] = {"message_id": message_id, "user": user, "reconciled": True}
+    try:
+        return Receipt(202, None, crid, None, 0.0, **fields)  # type: ignore[call-arg]
+    except TypeError:  # a Receipt without those fields
+        return Receipt(202, None, crid, None, 0.0)
