@@ -1,0 +1,189 @@
+"""send_many(journal=...): a bulk job that survives a crash (issue 12, part B).
+
+Every test talks to FakeGraph on loopback; "was it sent" is what FakeGraph's Sent Items hold
+(with ``resend_window`` open, a second send of one draft would be a second copy there, so a
+duplicate would show), and "was it requested" is what FakeGraph received.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import graphsend
+from graphsend import Client
+from graphsend._drivers.journal import JournalBusyError
+from graphsend.testing import FakeGraph
+
+
+def mailbox(i: int) -> str:
+    return f"user{i}@contoso.com"
+
+
+def drafts(graph: FakeGraph, count: int, mailboxes: int = 4) -> list[tuple[str, str]]:
+    return [
+        (mailbox(i % mailboxes), graph.create_draft(mailbox(i % mailboxes), immutable_id=True))
+        for i in range(count)
+    ]
+
+
+def sends(graph: FakeGraph) -> list[str]:
+    """The draft id of every send request FakeGraph received, in order."""
+    return [
+        r.message_id or ""
+        for r in graph.requests
+        if r.method == "POST" and r.path.endswith("/send")
+    ]
+
+
+def copies(graph: FakeGraph) -> collections.Counter[str]:
+    """How many times each draft is in Sent Items (every mailbox)."""
+    return collections.Counter(m.id for m in graph.sent_items())
+
+
+@pytest.fixture
+def graph() -> FakeGraph:  # type: ignore[misc]
+    with FakeGraph() as g:
+        g.resend_window = 3600.0  # a draft sent twice is two copies in Sent Items
+        yield g
+
+
+def test_a_known_sent_item_is_not_requested_again(graph: FakeGraph, tmp_path: Path) -> None:
+    items = drafts(graph, 30)
+    path = tmp_path / "run.db"
+    with Client(graph.token, base_url=graph.base_url) as client:
+        first = client.send_many(items, journal=path)
+        assert all(isinstance(r, graphsend.Receipt) for r in first)
+        assert len(sends(graph)) == 30
+        again = client.send_many(items, journal=str(path))
+    assert len(sends(graph)) == 30, "a draft known sent was requested again"
+    # The stored Receipts, field for field (elapsed and the crid included).
+    assert again == first
+    assert [type(r) for r in again] == [graphsend.Receipt] * 30
+    assert set(copies(graph).values()) == {1}
+
+
+def test_a_rerun_sends_only_what_was_not_sent(graph: FakeGraph, tmp_path: Path) -> None:
+    items = drafts(graph, 12, mailboxes=1)
+    path = tmp_path / "run.db"
+    # The first three sends are refused (nothing sent); the batch stops on the first.
+    graph.fail_next(403, "ErrorAccessDenied", count=3)
+    with Client(graph.token, base_url=graph.base_url) as client:
+        first = client.send_many(items, journal=path, max_per_mailbox=1, stop_on_error=True)
+        failed = [i for i, r in enumerate(first) if isinstance(r, graphsend.SendError)]
+        sent = [i for i, r in enumerate(first) if isinstance(r, graphsend.Receipt)]
+        assert failed and all(not first[i].may_have_sent for i in failed)  # type: ignore[union-attr]
+        before = len(sends(graph))
+        graph.clear_faults()
+        second = client.send_many(items, journal=path)
+    again = sends(graph)[before:]
+    # Everything but the known-sent items went out, once; a refused one with its first crid.
+    assert sorted(again) == sorted(items[i][1] for i in range(12) if i not in sent)
+    assert all(isinstance(r, graphsend.Receipt) for r in second)
+    for i in sent:
+        assert second[i] == first[i]
+    crid = {r.message_id: r.headers["client-request-id"] for r in graph.requests}
+    for i in failed:
+        assert second[i].client_request_id == first[i].client_request_id  # type: ignore[union-attr]
+        assert crid[items[i][1]] == first[i].client_request_id  # type: ignore[union-attr]
+    assert set(copies(graph).values()) == {1} and len(copies(graph)) == 12
+
+
+def test_items_that_do_not_match_the_run_are_refused(graph: FakeGraph, tmp_path: Path) -> None:
+    items = drafts(graph, 6)
+    path = tmp_path / "run.db"
+    with Client(graph.token, base_url=graph.base_url) as client:
+        client.send_many(items, journal=path)
+        graph.clear_faults()
+        before = len(graph.requests)
+        with pytest.raises(ValueError, match=r"is a run of 6 items; got 5"):
+            client.send_many(items[:5], journal=path)
+        other = (items[2][0], graph.create_draft(items[2][0]))
+        with pytest.raises(ValueError, match=r"item 2 does not match its run") as info:
+            client.send_many([*items[:2], other, *items[3:]], journal=path)
+        assert items[2][1][-24:] in str(info.value) and other[1][-24:] in str(info.value)
+        with pytest.raises(ValueError, match=r"item 0 does not match its run.* of me"):
+            client.send_many([items[0][1], *items[1:]], journal=path)
+        with FakeGraph() as elsewhere, Client(graph.token, base_url=elsewhere.base_url) as c2:
+            with pytest.raises(ValueError, match=r"is a run against"):
+                c2.send_many(items, journal=path)
+            assert not elsewhere.requests
+    assert len(graph.requests) == before, "a refused run sent something"
+
+
+def test_a_journal_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    with FakeGraph(latency=0.5) as graph:
+        graph.resend_window = 3600.0
+        items = drafts(graph, 8, mailboxes=1)
+        child = textwrap.dedent(
+            f"""
+            import sys
+            from graphsend import Client
+            items = {items!r}
+            with Client({graph.token!r}, base_url={graph.base_url!r}) as client:
+                out = client.send_many(items, journal={str(path)!r}, max_per_mailbox=2)
+            print(sum(1 for r in out if getattr(r, "status", 0) == 202))
+            """
+        )
+        with subprocess.Popen(
+            [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True
+        ) as proc:
+            try:
+                graph.wait_for_requests(1, timeout=20)  # the child holds the journal now
+                with Client(graph.token, base_url=graph.base_url) as client:
+                    with pytest.raises(JournalBusyError, match=r"in use by another process"):
+                        client.send_many(items, journal=path)
+                    assert isinstance(JournalBusyError("x"), RuntimeError)
+                out, _ = proc.communicate(timeout=30)
+            finally:
+                proc.kill()
+        assert proc.returncode == 0 and out.strip() == "8"
+        assert len(sends(graph)) == 8 and set(copies(graph).values()) == {1}
+
+
+def test_bad_journal_arguments_raise_before_anything_is_sent(
+    graph: FakeGraph, tmp_path: Path
+) -> None:
+    items = drafts(graph, 3)
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("hello\n" * 100)
+    other_db = tmp_path / "app.db"
+    with sqlite3.connect(other_db) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    with Client(graph.token, base_url=graph.base_url) as client:
+        with pytest.raises(TypeError, match=r"journal must be a str or os\.PathLike"):
+            client.send_many(items, journal=b"run.db")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"journal must be a str or os\.PathLike"):
+            client.send_many(items, journal=3)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="must be the path of a file"):
+            client.send_many(items, journal="")
+        with pytest.raises(ValueError, match="must be the path of a file"):
+            client.send_many(items, journal=":memory:")
+        with pytest.raises(ValueError, match="is a directory"):
+            client.send_many(items, journal=tmp_path)
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            client.send_many(items, journal=tmp_path / "missing" / "run.db")
+        with pytest.raises(ValueError, match="not a graphsend journal"):
+            client.send_many(items, journal=not_sqlite)
+        with pytest.raises(ValueError, match="not a graphsend journal"):
+            client.send_many(items, journal=other_db)
+        message = graphsend.Message("hi", "there", to="a@b.com")
+        with pytest.raises(TypeError, match=r"item 1: with journal=, items must be draft ids"):
+            client.send_many([items[0], message], journal=tmp_path / "run.db")
+        # Bad items are still refused first, and leave no journal behind.
+        with pytest.raises(ValueError):
+            client.send_many([("a@b.com", "")], journal=tmp_path / "run2.db")
+    assert not graph.requests
+    assert not_sqlite.read_text() == "hello\n" * 100
+    with sqlite3.connect(other_db) as db:  # someone else's database is left as it was
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not (tmp_path / "run2.db").exists()
+    assert sorted(os.listdir(tmp_path)) == ["app.db", "notes.txt"]
