@@ -187,3 +187,29 @@ def test_bad_journal_arguments_raise_before_anything_is_sent(
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not (tmp_path / "run2.db").exists()
     assert sorted(os.listdir(tmp_path)) == ["app.db", "notes.txt"]
+
+
+def test_cli_send_from_file_with_a_journal(
+    graph: FakeGraph,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from graphsend.__main__ import main
+
+    items = drafts(graph, 5)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# user id\n" + "".join(f"{u} {m}\n" for u, m in items) + "\n")
+    monkeypatch.setenv("GRAPH_TOKEN", graph.token)
+    argv = ["send", "--from-file", str(ids), "--journal", str(tmp_path / "run.db")]
+    argv += ["--base-url", graph.base_url]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert len(first) == 5 and all(": sent: 202" in line for line in first)
+    assert main(argv) == 0  # again: every line the stored receipt, no request
+    assert capsys.readouterr().out.splitlines() == first
+    assert len(sends(graph)) == 5
+    ids.write_text(f"{items[0][0]} {items[0][1]}\n")
+    assert main(argv) == 2
+    assert "is a run of 5 items; got 1" in capsys.readouterr().err
+    assert len(sends(graph)) == 5
