@@ -37,6 +37,7 @@ from graphsend._drivers.client import DEFAULT_RETRY, Client
 from graphsend._drivers.progress import reporter
 from graphsend._drivers.sync import PREFER_IMMUTABLE, settle
 from graphsend._operations import catalog as _operations
+from graphsend._operations import reconcile as _reconcile
 from graphsend._operations import upload as _upload
 from graphsend._operations.catalog import Operation
 from graphsend._rules import log as _log
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
     from graphsend._native import Result
     from graphsend._operations.message import Attachment, Message
+    from graphsend._operations.reconcile import Verdict
 
     T = TypeVar("T")
 
@@ -565,7 +567,9 @@ class AsyncClient:
             raise TypeError("message must be a graphsend.Message")
         _upload.check_files(message)  # cheap, and no draft is left behind for a missing file
         inline, later = message.split_attachments(REQUEST_MAX)
-        draft_id: str = await self._run_op(_operations.create_draft(message.json(inline)), user)
+        doc, stamp = _reconcile.stamped(message.json(inline))
+        draft_id: str = await self._run_op(_operations.create_draft(doc), user)
+        self._client._stamps.remember(draft_id, stamp)
         for index, att in enumerate(later):
             try:
                 await self.attach(draft_id, att, user=user)
@@ -588,8 +592,12 @@ class AsyncClient:
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
-        op = _operations.create_reply(message_id, comment, _flag(reply_all, "reply_all"))
+        stamp = _reconcile.new_stamp()
+        op = _operations.create_reply(
+            message_id, comment, _flag(reply_all, "reply_all"), _reconcile.stamp_property(stamp)
+        )
         result: str = await self._run_op(op, user)
+        self._client._stamps.remember(result, stamp)
         return result
 
     async def create_forward(
@@ -610,9 +618,30 @@ class AsyncClient:
             raise ValueError("create_forward needs at least one recipient in to=")
         if len(rcpt) > RECIPIENTS_MAX:
             raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
-        op = _operations.create_forward(message_id, rcpt, comment)
+        stamp = _reconcile.new_stamp()
+        op = _operations.create_forward(message_id, rcpt, comment, _reconcile.stamp_property(stamp))
         result: str = await self._run_op(op, user)
+        self._client._stamps.remember(result, stamp)
         return result
+
+    async def reconcile(
+        self,
+        message_id: str,
+        *,
+        user: str | None = None,
+        wait: float = 60.0,
+        stamp: str | None = None,
+    ) -> Verdict:
+        """Like ``Client.reconcile``: ``"sent"``, ``"not_sent"`` or ``"unknown"``, the reads
+        made on this loop's connections (under the per-mailbox cap) and the pauses awaited."""
+        from graphsend._drivers.reconciling import reconcile_async
+        from graphsend._rules.request import send_path
+
+        check_text(message_id, "message_id")
+        send_path(user, message_id)  # a bad user raises now, before any request
+        if stamp is not None:
+            check_text(stamp, "stamp")
+        return await reconcile_async(self, message_id, user, _reconcile.check_wait(wait), stamp)
 
     async def attach(
         self,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from graphsend._drivers.progress import ProgressArg
     from graphsend._native import Result
     from graphsend._operations.message import Attachment, Message
+    from graphsend._operations.reconcile import Stamps, Verdict
     from graphsend._rules.request import Item
     from graphsend._rules.tokens import TokenArg
 
@@ -101,6 +102,7 @@ class Client:
         self.immutable_ids = _flag(immutable_ids, "immutable_ids")
         self._closed = False
         self._lock = threading.Lock()
+        self._stamp_memory: Stamps | None = None  # made on first use (reconcile.py)
         self._reset_handles()
 
     def __repr__(self) -> str:
@@ -214,8 +216,12 @@ class Client:
         if not isinstance(message, Message):
             raise TypeError("message must be a graphsend.Message")
         _upload.check_files(message)  # cheap, and no draft is left behind for a missing file
+        from graphsend._operations import reconcile as _reconcile
+
         inline, later = message.split_attachments(REQUEST_MAX)
-        draft_id = _driver.run(self, _operations.create_draft(message.json(inline)), user)
+        doc, stamp = _reconcile.stamped(message.json(inline))
+        draft_id = _driver.run(self, _operations.create_draft(doc), user)
+        self._stamps.remember(draft_id, stamp)
         for index, att in enumerate(later):
             try:
                 self.attach(draft_id, att, user=user)
@@ -236,12 +242,18 @@ class Client:
         Needs Mail.ReadWrite."""
         from graphsend._drivers import sync as _driver
         from graphsend._operations import catalog as _operations
+        from graphsend._operations import reconcile as _reconcile
         from graphsend._operations.message import _no_controls
 
         _no_controls(comment, "comment", multiline=True)
         check_text(message_id, "message_id")
-        op = _operations.create_reply(message_id, comment, _flag(reply_all, "reply_all"))
-        return _driver.run(self, op, user)
+        stamp = _reconcile.new_stamp()
+        op = _operations.create_reply(
+            message_id, comment, _flag(reply_all, "reply_all"), _reconcile.stamp_property(stamp)
+        )
+        draft_id = _driver.run(self, op, user)
+        self._stamps.remember(draft_id, stamp)
+        return draft_id
 
     def create_forward(
         self,
@@ -264,7 +276,13 @@ class Client:
             raise ValueError("create_forward needs at least one recipient in to=")
         if len(rcpt) > RECIPIENTS_MAX:
             raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
-        return _driver.run(self, _operations.create_forward(message_id, rcpt, comment), user)
+        from graphsend._operations import reconcile as _reconcile
+
+        stamp = _reconcile.new_stamp()
+        op = _operations.create_forward(message_id, rcpt, comment, _reconcile.stamp_property(stamp))
+        draft_id = _driver.run(self, op, user)
+        self._stamps.remember(draft_id, stamp)
+        return draft_id
 
     def attach(
         self,
@@ -357,6 +375,48 @@ class Client:
                 "use create_draft() + attach() + send() for large messages"
             )
         return _driver.run(self, _operations.send_mime(encoded), user)
+
+    def reconcile(
+        self,
+        message_id: str,
+        *,
+        user: str | None = None,
+        wait: float = 60.0,
+        stamp: str | None = None,
+    ) -> Verdict:
+        """Ask ``user``'s mailbox whether the draft ``message_id`` was sent: after a send that
+        ended ambiguously (``may_have_sent=True``), before deciding to send it again.
+
+        Returns ``"sent"`` as soon as the sent copy is found (the id, immutable, reads
+        ``isDraft`` false; or graphsend's stamp is in Sent Items); ``"not_sent"`` only when
+        the draft still reads unsent after ``wait`` seconds, the settling time Graph's send
+        pipeline is given to move it; ``"unknown"`` otherwise (403: no Mail.ReadBasic /
+        Mail.Read; 404 for an id whose stamp is not known; reads failing until ``wait``).
+        Polls with backoff (0.25 s doubling to 5 s). ``stamp``: the draft's graphsend stamp,
+        when this Client did not create it (the Client remembers the stamps of the last
+        16,384 drafts it made; with immutable ids, the default, none is needed).
+        """
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations.reconcile import check_wait
+
+        check_text(message_id, "message_id")
+        send_path(user, message_id)  # a bad user raises now, before any request
+        if stamp is not None:
+            check_text(stamp, "stamp")
+        return _driver.reconcile(self, message_id, user, check_wait(wait), stamp)
+
+    @property
+    def _stamps(self) -> Stamps:
+        """Stamps of the drafts this Client made (made on first use: import cost)."""
+        stamps = self._stamp_memory
+        if stamps is None:
+            from graphsend._operations.reconcile import Stamps
+
+            with self._lock:
+                if self._stamp_memory is None:
+                    self._stamp_memory = Stamps()
+                stamps = self._stamp_memory
+        return stamps
 
     def send_many(
         self,

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from graphsend._drivers.client import Client
     from graphsend._native import Result
     from graphsend._operations.catalog import Operation
+    from graphsend._operations.reconcile import Verdict
+    from graphsend._rules.tokens import TokenSource
 
     T = TypeVar("T")
 
@@ -42,7 +44,8 @@ def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
     return err
 
 
-def run(client: Client, op: Operation[T], user: str | None) -> T:
+def run(client: Client, op: Operation[T], user: str | None, tokens: TokenSource | None = None) -> T:
+    """``tokens``: another token source than the client's (send_message passes its own)."""
     path = op.path(user)
     url = client._prefix + path
     crid = new_client_request_id()
@@ -51,7 +54,8 @@ def run(client: Client, op: Operation[T], user: str | None) -> T:
         fixed.append(PREFER_IMMUTABLE)
     if op.body is not None and op.content_type is not None:
         fixed.append("Content-Type: " + op.content_type)
-    tokens = client._tokens
+    if tokens is None:
+        tokens = client._tokens
     state = RetryState(client.retry)
     auth = tokens.header()  # a failing provider raises AuthenticationError: nothing was sent
     while True:
@@ -97,3 +101,34 @@ def run(client: Client, op: Operation[T], user: str | None) -> T:
             exc.attempts = state.attempt - 1
             exc.client_request_id = crid
             raise settle(exc, op, state.ambiguous) from exc.__cause__
+
+
+def reconcile(
+    client: Client,
+    message_id: str,
+    user: str | None,
+    wait: float,
+    stamp: str | None,
+    tokens: TokenSource | None = None,
+) -> Verdict:
+    """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict."""
+    from graphsend._operations import reconcile as _reconcile
+
+    if stamp is None:
+        stamp = client._stamps.get(message_id)
+    steps = _reconcile.plan(message_id, stamp, wait)
+    try:
+        step = next(steps)
+        while True:
+            answer: Result | None = None
+            if step[0] == "get":
+                try:
+                    answer = run(client, step[1], user, tokens)
+                except SendError:
+                    answer = None  # the token provider failed: this read tells nothing
+            else:
+                time.sleep(step[1])
+            step = steps.send(answer)
+    except StopIteration as done:
+        verdict: Verdict = done.value
+        return verdict

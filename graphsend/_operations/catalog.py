@@ -111,16 +111,29 @@ def create_draft(message: dict[str, Any]) -> Operation[str]:
     return Operation("createDraft", "POST", "/messages", _id, body=dumps(message))
 
 
-def create_reply(message_id: str, comment: str, reply_all: bool) -> Operation[str]:
+def create_reply(
+    message_id: str, comment: str, reply_all: bool, stamp: list[dict[str, str]] | None = None
+) -> Operation[str]:
+    """``stamp``: singleValueExtendedProperties for the new draft (its ``message`` parameter;
+    Graph refuses only a message body next to a comment)."""
     action = "/createReplyAll" if reply_all else "/createReply"
-    body = dumps({"comment": comment}) if comment else None
-    return Operation(action[1:], "POST", action, _id, message_id, body)
+    doc: dict[str, Any] = {"comment": comment} if comment else {}
+    if stamp is not None:
+        doc["message"] = {"singleValueExtendedProperties": stamp}
+    return Operation(action[1:], "POST", action, _id, message_id, dumps(doc) if doc else None)
 
 
-def create_forward(message_id: str, to: list[dict[str, Any]], comment: str) -> Operation[str]:
+def create_forward(
+    message_id: str,
+    to: list[dict[str, Any]],
+    comment: str,
+    stamp: list[dict[str, str]] | None = None,
+) -> Operation[str]:
     doc: dict[str, Any] = {"toRecipients": to}
     if comment:
         doc["comment"] = comment
+    if stamp is not None:
+        doc["message"] = {"singleValueExtendedProperties": stamp}
     return Operation("createForward", "POST", "/createForward", _id, message_id, dumps(doc))
 
 

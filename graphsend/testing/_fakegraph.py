@@ -13,7 +13,7 @@ from typing import Final, Literal, get_args
 from urllib.parse import quote
 
 from ._connection import serve_connection
-from ._faults import Fault, FaultQueue
+from ._faults import RANDOM_FAULT_KINDS, Fault, FaultQueue
 from ._ids import attachment_id
 from ._mailboxes import Mailboxes
 from ._records import Attachment, DraftKind, IdStyle, Message, Recipient, RecordedRequest
@@ -113,6 +113,13 @@ class FakeGraph:
     max_requests_per_connection: int | None
     #: Record requests in :attr:`requests` (switch off for long benchmarks).
     record_requests: bool
+    #: Seconds between a send's 202 and the move of its draft to Sent Items, as Graph's send
+    #: pipeline runs after the answer: meanwhile the draft still reads ``isDraft: true`` in
+    #: Drafts (and another send of it goes out again). 0 (the default): at once.
+    sent_items_delay: float
+    #: Answer every read (GET of a message, a folder, attachments) with 403
+    #: ``ErrorAccessDenied``, as for an app without Mail.ReadBasic / Mail.Read.
+    deny_reads: bool
 
     def __init__(
         self,
@@ -148,6 +155,8 @@ class FakeGraph:
         self.idle_timeout = None
         self.max_requests_per_connection = None
         self.record_requests = True
+        self.sent_items_delay = 0.0
+        self.deny_reads = False
 
         # Shared with the server thread; each guards itself. The serving modules of this
         # package (_rules, _connection) use them directly.
@@ -333,6 +342,20 @@ class FakeGraph:
         :meth:`sent_items` does not list. Of ``user`` (the sender), or of every mailbox."""
         return self._mailboxes.delivered(self._key_or_all(user))
 
+    def send_count(self, draft_id: str) -> int:
+        """How many times the draft ``draft_id`` (the id it was created with) was actually
+        sent: 0, 1, or more for duplicates (a resend inside :attr:`sent_items_delay` or
+        :attr:`resend_window`)."""
+        return self._mailboxes.send_count(draft_id)
+
+    def send_counts(self) -> dict[str, int]:
+        """:meth:`send_count` of every message sent so far (sendMail ones too), by id."""
+        return self._mailboxes.send_counts()
+
+    def processing(self, draft_id: str) -> bool:
+        """Whether a send of ``draft_id`` was accepted and has not reached Sent Items yet."""
+        return self._mailboxes.processing(draft_id)
+
     def inbox(self, user: str | None = None) -> list[Message]:
         """Messages put in an Inbox by :meth:`add_received`."""
         return self._mailboxes.inbox(self._key_or_all(user))
@@ -391,8 +414,12 @@ class FakeGraph:
         headers: Mapping[str, str | None] | None = None,
         count: int = 1,
         user: str | None = None,
+        deliver: bool = False,
     ) -> None:
         """Answer the next ``count`` send requests (only ``user``'s, if given) with ``status``.
+
+        ``deliver=True``: the send goes through first (the draft is sent) and only then is the
+        answer replaced by this one: a 504 for a mail that did go out.
 
         The body is Graph's error JSON with ``code`` and ``message`` (defaults depend on the
         status), unless ``body`` is given: it then replaces the body entirely (``""`` for an
@@ -424,25 +451,58 @@ class FakeGraph:
                 retry_after=retry_after_text(retry_after),
                 body=body.encode("utf-8") if isinstance(body, str) else body,
                 headers=tuple((headers or {}).items()),
+                deliver=deliver,
             )
         )
 
     def reset_next(
-        self, count: int = 1, *, user: str | None = None, stream_only: bool = False
+        self,
+        count: int = 1,
+        *,
+        user: str | None = None,
+        stream_only: bool = False,
+        deliver: bool = False,
     ) -> None:
         """Read the next ``count`` send requests, then reset the connection without answering
-        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent.
+        (SO_LINGER 0: the client sees ECONNRESET, not a clean close). The draft is not sent,
+        unless ``deliver=True``: then it is sent and the connection reset instead of the 202.
 
         Over HTTP/2 this resets the whole connection too, failing every request in flight on
         it. ``stream_only=True`` resets only the request's stream there (RST_STREAM with
         INTERNAL_ERROR), leaving the connection and its other streams alone; over HTTP/1.1 it
         changes nothing."""
-        self._faults.add(Fault("reset", count, self._key_or_all(user), stream_only=stream_only))
+        fault = Fault("reset", count, self._key_or_all(user), stream_only=stream_only)
+        fault.deliver = deliver
+        self._faults.add(fault)
 
-    def stall_next(self, count: int = 1, *, user: str | None = None) -> None:
+    def stall_next(self, count: int = 1, *, user: str | None = None, deliver: bool = False) -> None:
         """Read the next ``count`` send requests and never answer them (until the client
-        disconnects or the server stops): for client timeouts. The draft is not sent."""
-        self._faults.add(Fault("stall", count, self._key_or_all(user)))
+        disconnects or the server stops): for client timeouts. The draft is not sent, unless
+        ``deliver=True``: then it is sent and the 202 never written."""
+        self._faults.add(Fault("stall", count, self._key_or_all(user), deliver=deliver))
+
+    def random_faults(
+        self,
+        rate: float,
+        *,
+        kinds: Sequence[str] = RANDOM_FAULT_KINDS,
+        seed: int | None = None,
+    ) -> None:
+        """From now on, each send request that no queued fault applies to hits a fault with
+        probability ``rate``, of a kind drawn from ``kinds``: ``lost-reset``, ``lost-stall``,
+        ``lost-503``, ``lost-504`` lose the request before the send (nothing delivered);
+        ``delivered-reset``, ``delivered-stall``, ``delivered-504`` send it and then lose the
+        answer. ``rate=0`` stops. :meth:`random_faults_applied` counts what was drawn."""
+        unknown = [k for k in kinds if k not in RANDOM_FAULT_KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"kinds must be among {RANDOM_FAULT_KINDS}, got {unknown or kinds}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be from 0 to 1")
+        self._faults.set_random(float(rate), tuple(kinds), seed)
+
+    def random_faults_applied(self) -> dict[str, int]:
+        """How many random faults of each kind were applied so far."""
+        return dict(self._faults.applied)
 
     def clear_faults(self) -> None:
         """Drop every fault not yet used (upload faults too)."""

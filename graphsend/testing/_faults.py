@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +24,28 @@ class Fault:
     body: bytes | None = None
     headers: tuple[tuple[str, str | None], ...] = ()  # None removes a header
     stream_only: bool = False  # a reset over HTTP/2: RST_STREAM instead of the connection
+    deliver: bool = False  # the send goes through first; only its answer is lost
+
+
+#: The kinds FakeGraph.random_faults draws from: the answer is lost before the send was done
+#: (``lost-*``: nothing delivered) or after it (``delivered-*``: the mail went out).
+RANDOM_FAULT_KINDS = (
+    "lost-reset",
+    "lost-stall",
+    "lost-503",
+    "lost-504",
+    "delivered-reset",
+    "delivered-stall",
+    "delivered-504",
+)
+
+
+def random_fault(kind: str) -> Fault:
+    when, _, what = kind.partition("-")
+    deliver = when == "delivered"
+    if what in ("reset", "stall"):
+        return Fault(what, 1, None, deliver=deliver)  # type: ignore[arg-type]
+    return Fault("status", 1, None, status=int(what), deliver=deliver)
 
 
 class FaultQueue:
@@ -33,6 +57,12 @@ class FaultQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._random: tuple[float, tuple[str, ...], random.Random] | None = None
+        self.applied: Counter[str] = Counter()  # random faults applied, by kind
+
+    def set_random(self, rate: float, kinds: tuple[str, ...], seed: int | None) -> None:
+        with self._lock:
+            self._random = (rate, kinds, random.Random(seed)) if rate > 0 else None
 
     def add(self, fault: Fault) -> None:
         if fault.remaining < 1:
@@ -49,6 +79,12 @@ class FaultQueue:
                     if fault.remaining == 0:
                         del self._faults[i]
                     return fault
+            if self._random is not None:
+                rate, kinds, rng = self._random
+                if rng.random() < rate:
+                    kind = rng.choice(kinds)
+                    self.applied[kind] += 1
+                    return random_fault(kind)
         return None
 
     def clear(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from ._compose import check_sendable
 from ._ids import IdMaker, conversation_id
 from ._records import Attachment, DraftKind, IdStyle, Message, Recipient
+from ._sent_items import SendPipeline
 
 SendResult = Literal["sent", "no mailbox", "no draft"]
 Folder = Literal["inbox", "drafts", "sentitems"]
@@ -40,6 +41,8 @@ class Mailboxes:
         self._delivered: list[Message] = []  # the same plus sendMail(saveToSentItems=false)
         # id → (when it was sent, the draft), kept only for FakeGraph.resend_window.
         self._recently_sent: dict[str, tuple[float, Message]] = {}
+        # Sends accepted but not yet moved to Sent Items, and per-draft send counts.
+        self.pipeline = SendPipeline()
 
     def add(self, user: str) -> None:
         with self._lock:
@@ -93,6 +96,7 @@ class Mailboxes:
     def find(self, user: str, message_id: str) -> tuple[Folder, Message] | None:
         """A message of ``user``'s by the id it has now (Sent Items: its sent id)."""
         with self._lock:
+            self._flush()
             box = self._boxes.get(user)
             if box is None:
                 return None
@@ -108,6 +112,7 @@ class Mailboxes:
     def update_draft(self, user: str, message_id: str, **changes: Any) -> Message | None:
         """Change a draft (None when ``user`` has no such draft)."""
         with self._lock:
+            self._flush()
             box = self._boxes.get(user)
             draft = box.drafts.get(message_id) if box else None
             if box is None or draft is None:
@@ -117,6 +122,7 @@ class Mailboxes:
 
     def add_attachment(self, user: str, message_id: str, attachment: Attachment) -> bool:
         with self._lock:
+            self._flush()
             box = self._boxes.get(user)
             draft = box.drafts.get(message_id) if box else None
             if box is None or draft is None:
@@ -127,6 +133,7 @@ class Mailboxes:
 
     def delete(self, user: str, message_id: str) -> bool:
         with self._lock:
+            self._flush()
             box = self._boxes.get(user)
             if box is None:
                 return False
@@ -139,6 +146,7 @@ class Mailboxes:
     def drafts(self, user: str | None) -> list[Message]:
         """``user``'s drafts, or every mailbox's with None."""
         with self._lock:
+            self._flush()
             if user is None:
                 return [m for box in self._boxes.values() for m in box.drafts.values()]
             box = self._boxes.get(user)
@@ -147,6 +155,7 @@ class Mailboxes:
     def sent_items(self, user: str | None) -> list[Message]:
         """``user``'s sent messages, or every mailbox's with None."""
         with self._lock:
+            self._flush()
             if user is None:
                 return list(self._sent_log)
             box = self._boxes.get(user)
@@ -154,6 +163,7 @@ class Mailboxes:
 
     def inbox(self, user: str | None) -> list[Message]:
         with self._lock:
+            self._flush()
             if user is None:
                 return [m for box in self._boxes.values() for m in box.inbox.values()]
             box = self._boxes.get(user)
@@ -162,11 +172,13 @@ class Mailboxes:
     def delivered(self, user: str | None) -> list[Message]:
         """Every message that went out (sent or sendMail'd), in the order accepted."""
         with self._lock:
+            self._flush()
             return [m for m in self._delivered if user is None or m.user == user]
 
     def folder(self, user: str, folder: Folder) -> list[Message] | None:
         """The messages in one of ``user``'s folders; None when there is no such mailbox."""
         with self._lock:
+            self._flush()
             box = self._boxes.get(user)
             if box is None:
                 return None
@@ -174,12 +186,16 @@ class Mailboxes:
                 return list(box.inbox.values())
             return list(box.drafts.values()) if folder == "drafts" else list(box.sent)
 
-    def send(self, user: str, message_id: str, resend_window: float) -> SendResult:
+    def send(
+        self, user: str, message_id: str, resend_window: float, delay: float = 0.0
+    ) -> SendResult:
         """Move a draft to Sent Items. Within ``resend_window`` seconds of its send, a sent
         message sends again (a duplicate), like Graph's lag in invalidating ids. Raises
-        Refusal when Graph would refuse the message (its recipients)."""
+        Refusal when Graph would refuse the message (its recipients). With ``delay``, the draft
+        stays in Drafts (``isDraft: true``, sendable again) for that many seconds first."""
         now = datetime.now(timezone.utc)
         with self._lock:
+            self._flush()
             box = self._boxes.get(user)
             if box is None:
                 return "no mailbox"
@@ -189,8 +205,12 @@ class Mailboxes:
             if draft is None:
                 return "no draft"
             check_sendable(draft)
-            box.drafts.pop(message_id, None)
-            self._deliver(box, draft, now, save=True)
+            self.pipeline.accepted(draft)
+            if delay > 0:
+                self.pipeline.hold(delay, box, draft, now)
+            else:
+                box.drafts.pop(message_id, None)
+                self._deliver(box, draft, now, save=True)
             if resend_window > 0:
                 self._recently_sent[message_id] = (time.monotonic(), draft)
         return "sent"
@@ -207,6 +227,25 @@ class Mailboxes:
             message = self._new(user, "", "new", None, fields, immutable_id)
             check_sendable(message)
             return self._deliver(box, message, now, save=save)
+
+    def send_count(self, draft_id: str) -> int:
+        with self._lock:
+            return self.pipeline.count(draft_id)
+
+    def send_counts(self) -> dict[str, int]:
+        with self._lock:
+            return self.pipeline.counts()
+
+    def processing(self, draft_id: str) -> bool:
+        with self._lock:
+            self._flush()
+            return self.pipeline.processing(draft_id)
+
+    def _flush(self) -> None:
+        """Move the sends whose pipeline delay is over to Sent Items (lock held)."""
+        for pending in self.pipeline.due():
+            pending.box.drafts.pop(pending.draft.id, None)
+            self._deliver(pending.box, pending.draft, pending.accepted_at, save=True)
 
     def _deliver(self, box: _Mailbox, message: Message, now: datetime, *, save: bool) -> Message:
         """Record ``message`` as sent (lock held); Sent Items too when ``save``."""

@@ -14,10 +14,10 @@ from ._compose import MAX_REQUEST
 from ._faults import fault_reply
 from ._http import Reply, Request
 from ._operations import serve_operation
+from ._reads import list_folder, read_denied
 from ._records import RecordedRequest
 from ._replies import Refusal, Replies, retry_after_text
 from ._routing import Route, parse_route
-from ._shapes import message_json
 from ._traffic import Flight
 from ._upload_rules import serve_upload
 
@@ -140,6 +140,9 @@ async def _send(
         return await exchange.answer(replies.error(411))
 
     fault = graph._faults.take(user)
+    lose = None  # a fault that lets the send go through and then loses its answer
+    if fault is not None and fault.deliver:
+        lose, fault = fault, None
     if fault is not None and fault.kind == "stall":
         await exchange.stall()
         return False
@@ -171,13 +174,23 @@ async def _send(
     exchange.flight.admit()
     await _sleep(latency)
     try:
-        result = graph._mailboxes.send(user, route.message_id or "", graph.resend_window)
+        result = graph._mailboxes.send(
+            user, route.message_id or "", graph.resend_window, graph.sent_items_delay
+        )
     except Refusal as refusal:
         return await exchange.answer(replies.refusal(refusal))
     if result == "no mailbox":
         return await exchange.answer(replies.invalid_user(user))
     if result == "no draft":
         return await exchange.answer(replies.error(404))
+    if lose is not None:  # sent; the answer is lost on the way back
+        if lose.kind == "stall":
+            await exchange.stall()
+            return False
+        if lose.kind == "reset":
+            exchange.reset(lose.stream_only)
+            return False
+        return await exchange.answer(fault_reply(lose, replies))
     reply = replies.accepted()
     if fault is not None:  # a 2xx fault: the send went through, the answer is the fault's
         reply = fault_reply(fault, replies, success=reply)
@@ -197,14 +210,13 @@ def _other(graph: FakeGraph, request: Request, route: Route, replies: Replies) -
         return error
     user = route.user
     assert user is not None
+    denied = read_denied(graph, request, route, replies)
+    if denied is not None:
+        return denied
     if route.kind == "folder":
         if request.method not in ("GET", "HEAD"):
             return replies.method_not_allowed(request.method, "GET")
-        folder = route.folder if route.folder in ("inbox", "drafts") else "sentitems"
-        items = graph._mailboxes.folder(user, folder)
-        if items is None:
-            return replies.invalid_user(user)
-        return replies.json(200, {"value": [message_json(m, folder) for m in items]})
+        return list_folder(graph, request, route, replies)
     if route.id_malformed:
         return replies.error(400, "ErrorInvalidIdMalformed", "Id is malformed.")
     user = graph._key(user)  # "users/me" is the default user too

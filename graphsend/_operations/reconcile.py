@@ -1,0 +1,230 @@
+"""Settling an ambiguous send by asking the mailbox: the stamp every graphsend draft carries,
+the two reads (Operations) and the rules that turn what they show into a verdict. No I/O here:
+the drivers run :func:`plan`'s steps (sync: ``_drivers/sync.py``; the bulk Scheduler and
+AsyncClient: ``_drivers/reconciling.py``).
+
+How the mailbox tells (Graph's documented behaviour):
+
+* ``GET /messages/{id}?$select=isDraft,parentFolderId`` (Mail.ReadBasic). With an immutable id
+  (``Prefer: IdType="ImmutableId"`` when the draft was made, graphsend's default) the id still
+  names the message after the send moved it to Sent Items: ``isDraft`` false is proof it was
+  sent. ``isDraft`` true is proof of nothing at first: the send pipeline moves the message
+  some time after the 202. Only a draft that still reads unsent once the settling time
+  (``wait``) is over counts as not sent.
+* Every draft graphsend creates carries one single-value extended property in graphsend's own
+  GUID namespace, with one fixed name and a fresh value per draft (never a new name per
+  message: a mailbox caps its named properties). ``GET /mailFolders/sentitems/messages?$filter=
+  singleValueExtendedProperties/Any(ep: ep/id eq '...' and ep/value eq '...')`` (Mail.Read)
+  finds the sent copy even when its id changed (ids that are not immutable). It is used when
+  the id no longer resolves (404) and the stamp is known: the Client remembers the stamps of
+  the drafts it made (the last :data:`STAMPS_KEPT`), or the caller passes ``stamp=``.
+* A 403, a 404 without a known stamp, or reads that keep failing say nothing: "unknown".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from urllib.parse import quote
+
+from graphsend import _native
+from graphsend._operations.catalog import Operation, read_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+    from typing import Any, Literal, TypeAlias
+
+    from graphsend._native import Result
+
+    Verdict: TypeAlias = Literal["sent", "not_sent", "unknown"]
+    # What one read showed: the sent copy; the draft, still unsent; the id names nothing;
+    # no sent copy with the stamp (yet); a read that cannot tell (403, another 404: stop);
+    # a read that failed (5xx, transport, 401, an unreadable answer: try again).
+    Reading: TypeAlias = Literal["sent", "draft", "gone", "none", "blind", "error"]
+    Step: TypeAlias = tuple[Literal["get"], Operation["Result"]] | tuple[Literal["sleep"], float]
+
+#: graphsend's own property set (a GUID of its own, fixed forever) and the one property name.
+STAMP_GUID = "6b1f3c52-8d0e-4a57-9c1e-2f4e7a9d0b63"
+STAMP_ID = f"String {{{STAMP_GUID}}} Name graphsendStamp"
+#: Drafts whose stamp a Client remembers (id -> stamp), the most recent ones: about 300 bytes
+#: each, so the memory stays under 5 MB.
+STAMPS_KEPT = 16384
+#: Polls back off from this many seconds, doubling, up to BACKOFF_MAX.
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 5.0
+
+_ANY_STATUS = frozenset(range(0, 1000))  # every answer comes back raw: these rules read it
+
+
+def new_stamp() -> str:
+    """A fresh stamp value (a UUID v4 string)."""
+    return _native.new_client_request_id()
+
+
+def stamp_property(stamp: str) -> list[dict[str, str]]:
+    """The ``singleValueExtendedProperties`` member of a draft stamped with ``stamp``."""
+    return [{"id": STAMP_ID, "value": stamp}]
+
+
+def stamped(message: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A message JSON with a fresh stamp added, and the stamp."""
+    stamp = new_stamp()
+    message["singleValueExtendedProperties"] = stamp_property(stamp)
+    return message, stamp
+
+
+class Stamps:
+    """The stamps of the drafts one Client made, most recent :data:`STAMPS_KEPT` (thread-safe)."""
+
+    def __init__(self, kept: int = STAMPS_KEPT) -> None:
+        self._kept = kept
+        self._lock = threading.Lock()
+        self._by_id: OrderedDict[str, str] = OrderedDict()
+
+    def remember(self, message_id: str, stamp: str) -> None:
+        with self._lock:
+            self._by_id[message_id] = stamp
+            if len(self._by_id) > self._kept:
+                self._by_id.popitem(last=False)
+
+    def get(self, message_id: str) -> str | None:
+        with self._lock:
+            return self._by_id.get(message_id)
+
+
+def check_wait(wait: object, what: str = "wait") -> float:
+    import math
+
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds")
+    if not (wait >= 0 and math.isfinite(wait)):
+        raise ValueError(f"{what} must be a finite number >= 0")
+    return float(wait)
+
+
+# --- the reads ------------------------------------------------------------------------------
+
+
+def _raw(result: Result, crid: str) -> Result:
+    return result
+
+
+def read_message(message_id: str) -> Operation[Result]:
+    """GET the message's isDraft (Mail.ReadBasic); every answer comes back as is."""
+    return Operation(
+        "getMessage",
+        "GET",
+        "?$select=isDraft,parentFolderId",
+        _raw,
+        message_id,
+        content_type=None,
+        success=_ANY_STATUS,
+    )
+
+
+def find_stamp(stamp: str) -> Operation[Result]:
+    """Sent Items filtered on graphsend's stamp (Mail.Read); every answer comes back as is."""
+    value = stamp.replace("'", "''")
+    expr = f"singleValueExtendedProperties/Any(ep: ep/id eq '{STAMP_ID}' and ep/value eq '{value}')"
+    query = "$filter=" + quote(expr, safe="/:(),'") + "&$select=id,isDraft&$top=1"
+    return Operation(
+        "findSentByStamp",
+        "GET",
+        "/mailFolders/sentitems/messages?" + query,
+        _raw,
+        content_type=None,
+        success=_ANY_STATUS,
+    )
+
+
+def _code(body: bytes) -> str | None:
+    doc = read_json(body)
+    error = doc.get("error") if isinstance(doc, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def read_reading(result: Result) -> Reading:
+    """What a GET of the message shows."""
+    status, body = result[0], result[2]
+    if status == 200:
+        doc = read_json(body)
+        is_draft = doc.get("isDraft") if isinstance(doc, dict) else None
+        if is_draft is False:
+            return "sent"
+        return "draft" if is_draft is True else "error"
+    if status == 404:
+        # The id names nothing (sent with an id that is not immutable, or deleted); another
+        # 404 (ErrorInvalidUser, MailboxNotEnabledForRESTAPI) will not change by asking again.
+        return "gone" if _code(body) == "ErrorItemNotFound" else "blind"
+    if status in (400, 403):
+        return "blind"  # no permission (Mail.ReadBasic, or RBAC scoping), or not readable
+    return "error"
+
+
+def search_reading(result: Result) -> Reading:
+    """What the Sent Items search for the stamp shows."""
+    status, body = result[0], result[2]
+    if status == 200:
+        doc = read_json(body)
+        found = doc.get("value") if isinstance(doc, dict) else None
+        if not isinstance(found, list):
+            return "error"
+        return "sent" if found else "none"
+    if status in (400, 403, 404):
+        return "blind"  # no Mail.Read, a filter this service refuses, no such mailbox
+    return "error"
+
+
+def verdict(reading: Reading, started: float, deadline: float) -> Verdict | None:
+    """The verdict a reading gives, or None to read again later. ``started``: when the read
+    was issued; a draft reading unsent is proof only from a read issued after ``deadline``."""
+    if reading == "sent":
+        return "sent"
+    if reading == "blind":
+        return "unknown"
+    if started < deadline:
+        return None
+    return "not_sent" if reading == "draft" else "unknown"
+
+
+def backoff(polls: int) -> float:
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2**polls)
+
+
+def plan(
+    message_id: str,
+    stamp: str | None,
+    wait: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Generator[Step, Result | None, Verdict]:
+    """The reads and pauses that settle one ambiguous send of ``message_id``; the driver sends
+    each read's Result back (None after a pause) and gets the verdict as the return value.
+
+    Reads at once, then backs off (0.25 s doubling to 5 s) until ``wait`` seconds have passed,
+    with one last read issued at or after that moment.
+    """
+    deadline = clock() + wait
+    gone = False  # the id named nothing: from now on only the stamp can tell
+    polls = 0
+    while True:
+        started = clock()
+        reading: Reading = "error"
+        if not gone:
+            answer = yield ("get", read_message(message_id))
+            reading = read_reading(answer) if answer is not None else "error"
+            if reading == "gone":
+                if stamp is None:
+                    return "unknown"  # deleted, or a changed id we cannot follow
+                gone = True
+        if gone:
+            answer = yield ("get", find_stamp(stamp))  # type: ignore[arg-type]
+            reading = search_reading(answer) if answer is not None else "error"
+        decided = verdict(reading, started, deadline)
+        if decided is not None:
+            return decided
+        now = clock()
+        yield ("sleep", max(0.0, min(backoff(polls), deadline - now)))
+        polls += 1
