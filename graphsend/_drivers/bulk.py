@@ -331,7 +331,7 @@ class Scheduler:
         job.auth = auth
         tag = job.tag = next(self._tags)
         if job.batch.journal is not None:  # durable before the Engine runs (the driver flushes)
-            job.batch.journal.started(job, box.queue)
+            job.batch.journal.started(job, self.mailboxes)
         if op is not None:
             # Any other request: its own header lines, the whole 2xx body back as a Result.
             self.engine.submit(
@@ -560,7 +560,7 @@ def send_many(
     if journal is not None:
         # Refuses a busy or mismatched journal; known outcomes are preset, doubtful ones
         # reconciled with the mailbox, before anything is sent.
-        batch.journal = _journal.attach(client, batch, path, keys, max_concurrency, max_per_mailbox)
+        batch.journal = _journal.attach(client, batch, path, keys, max_per_mailbox)
     try:
         for job, user, message in large:
             if batch.stopping:

@@ -24,15 +24,17 @@ or a crash makes it look never requested and the next run sends it twice. A proc
 so ``synchronous=NORMAL`` (no fsync at commit) suffices. A power loss or OS crash loses what was
 not fsynced, so that needs ``FULL``, an fsync per commit, which costs 0.3-4 ms on this machine's
 disk: one per wake-up of the Scheduler made S3 (2,000 sends, 100 mailboxes) 35-70 % slower.
-So reservations take the fsync and starts do not: when a mailbox starts an item that is not
-reserved yet, that item and the next ones of its queue (``ahead``: 4x max_per_mailbox) are
-reserved, and the commit that carries the reservations is fsynced (``SYNCHRONOUS``) before the
-Engine runs; every other commit (starts, outcomes) is written at NORMAL before the Engine runs.
-After a crash in the same boot (the journal stores /proc/sys/kernel/random/boot_id), every such
-commit survived, so a ``reserved`` item was not started and is simply sent; after a reboot (or
-where the boot id is unknown) a ``reserved`` item may have been started, and it is reconciled
-like ``in_flight``. A lost outcome only leaves an item in flight, which is reconciled, never
-resent blindly. bench/journal.py measures this against fsync-per-wake-up and NORMAL-only.
+So reservations take the fsync and starts do not: when the Scheduler starts an item that is not
+reserved yet, that item and the first ``ahead`` (4x max_per_mailbox) queued items of every
+mailbox are reserved (mailboxes move in step, so one such fsync serves them all for a while),
+and that commit is fsynced (``SYNCHRONOUS``) before the Engine runs; a commit with starts is
+written at NORMAL before the Engine runs; outcomes alone wait up to OUTCOME_LAG for the next
+commit. After a crash in the same boot (the journal stores /proc/sys/kernel/random/boot_id),
+every written commit survived, so a ``reserved`` item was not started and is simply sent; after
+a reboot (or where the boot id is unknown) a ``reserved`` item may have been started, and it is
+reconciled like ``in_flight``. A lost outcome only leaves an item in flight, which is
+reconciled, never resent blindly. bench/journal.py measures this against an fsync at every
+wake-up and against NORMAL only.
 
 The Scheduler calls ``started`` just before it hands a request to the Engine, ``requeued`` and
 ``settled`` as answers come; those only append to a list. The driver calls ``flush`` once per
@@ -49,7 +51,6 @@ resent; ``pending`` and ``failed`` ones are sent.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sqlite3
@@ -60,10 +61,10 @@ from graphsend._rules.receipt import Receipt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
     from typing import Any
 
-    from graphsend._drivers.bulk import Batch, Job
+    from graphsend._drivers.bulk import Batch, Job, _Mailbox
     from graphsend._drivers.client import Client
     from graphsend._rules.outcome import Outcome
     from graphsend._rules.request import Item
@@ -75,6 +76,8 @@ SYNCHRONOUS = "FULL"
 #: Items of a mailbox queue one reservation covers, per max_per_mailbox (1 would fsync at every
 #: wake-up that starts something). Module-level for bench/journal.py; not an API.
 AHEAD_PER_SLOT = 4
+#: Seconds a flush may keep back outcomes when nothing starts (see Journal.flush).
+OUTCOME_LAG = 0.05
 
 FORMAT = "1"
 PENDING, RESERVED, IN_FLIGHT = "pending", "reserved", "in_flight"
@@ -130,36 +133,45 @@ class JournalBusyError(RuntimeError):
 class Journal:
     """One open journal: the connection, holding SQLite's exclusive lock until close()."""
 
-    __slots__ = ("_changes", "_db", "_durable", "_reserved", "ahead", "path")
+    __slots__ = ("_changes", "_db", "_durable", "_held", "_reserved", "_starts", "ahead", "path")
 
     def __init__(self, path: str, db: sqlite3.Connection, ahead: int = 16) -> None:
         self.path = path
         self._db = db
-        self.ahead = ahead  # items of a mailbox queue reserved with one fsync
+        self.ahead = ahead  # queued items per mailbox kept reserved
         self._changes: list[int | tuple[int, str, Any]] = []  # since the last flush
         self._reserved: set[int] = set()  # reserved by this run (durably, once flushed)
         self._durable = False  # the next flush must be fsynced (it holds reservations)
+        self._starts = False  # the next flush holds starts: it must commit before the Engine runs
+        self._held = 0.0  # when flush() first kept back outcomes only (0: it did not)
 
     # ---- hooks: the Scheduler's only append; the driver flushes once per wake-up
 
-    def started(self, job: Job, queue: Iterable[Job]) -> None:
-        """``job`` is handed to the Engine (its request is written after the next flush).
-        Unless already reserved, it and the next items of its mailbox queue are reserved."""
+    def started(self, job: Job, mailboxes: dict[str, _Mailbox]) -> None:
+        """``job`` is handed to the Engine (its request is written after the next flush)."""
         index = job.index
         if index not in self._reserved:
-            self._reserve(job, queue)
+            self._top_up(job, mailboxes)
         self._changes.append(index)
+        self._starts = True
 
-    def _reserve(self, job: Job, queue: Iterable[Job]) -> None:
+    def _top_up(self, job: Job, mailboxes: dict[str, _Mailbox]) -> None:
+        """Reserve ``job``, and the first ``ahead`` queued items of this batch in every
+        mailbox: mailboxes move in step, so one fsync serves them all for a while."""
         reserved, changes = self._reserved, self._changes
-        batch, room = job.batch, self.ahead
-        for other in itertools.chain((job,), queue):
-            if other.batch is batch and other.index not in reserved:
-                reserved.add(other.index)
-                changes.append((other.index, RESERVED, None))
-                room -= 1
-                if not room:
-                    break
+        batch, ahead = job.batch, self.ahead
+        reserved.add(job.index)
+        changes.append((job.index, RESERVED, None))
+        for box in mailboxes.values():
+            seen = 0
+            for other in box.queue:
+                if other.batch is batch:
+                    if other.index not in reserved:
+                        reserved.add(other.index)
+                        changes.append((other.index, RESERVED, None))
+                    seen += 1
+                    if seen >= ahead:
+                        break
         self._durable = True
 
     def requeued(self, job: Job) -> None:
@@ -176,13 +188,24 @@ class Journal:
             self._changes.append((job.index, _error_state(err), f"{type(err).__name__}: {err}"))
 
     def flush(self) -> None:
-        """Commit what happened since the last flush, in one transaction. One that reserves
-        items is fsynced (SYNCHRONOUS) before it returns; the others are durable against a
-        process crash (written to the WAL) and fsynced by the next checkpoint or close()."""
+        """Commit what happened since the last flush, in one transaction. A commit with
+        reservations is fsynced (SYNCHRONOUS) before this returns; one with starts is written
+        to the WAL (durable against a process crash); outcomes alone are kept back up to
+        OUTCOME_LAG seconds, so a run's tail of answers costs a few commits, not one per
+        wake-up (an outcome lost in a crash leaves its item in flight: reconciled, not resent).
+        """
         changes = self._changes
         if not changes:
             return
+        if not self._starts:
+            now = time.monotonic()
+            if not self._held:
+                self._held = now
+            if now - self._held < OUTCOME_LAG:
+                return
         self._changes = []
+        self._starts = False
+        self._held = 0.0
         db = self._db
         if self._durable:
             self._durable = False
@@ -196,6 +219,7 @@ class Journal:
         """Flush, and let go of the file (and of the lock); closing checkpoints the WAL into
         the database, fsyncing both."""
         try:
+            self._starts = True  # commit even outcomes alone
             self.flush()
         finally:
             self._db.close()
@@ -223,7 +247,9 @@ def _connect(path: str) -> tuple[sqlite3.Connection, set[str]]:
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise ValueError(f"journal {path!r}: SQLite cannot use WAL mode there ({mode})")
-        db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+        # NORMAL: no fsync at commit. The run's identity needs none of its own: the first
+        # reservation's commit (at SYNCHRONOUS) fsyncs the WAL, and everything before it.
+        db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN IMMEDIATE")  # the write lock, now
     except sqlite3.OperationalError as exc:
         db.close()
@@ -247,7 +273,7 @@ def open_run(
 ) -> tuple[Journal, list[tuple[str, str, list[Any] | None]]]:
     """Open (or create) the journal for this run; returns it with each item's (state, crid,
     Receipt fields if sent). Refuses a journal of another run, naming the difference."""
-    db, tables = _connect(path)  # inside BEGIN IMMEDIATE, at SYNCHRONOUS
+    db, tables = _connect(path)  # inside BEGIN IMMEDIATE
     boot = boot_id()
     try:
         if not tables:
@@ -290,7 +316,6 @@ def open_run(
             db.execute("UPDATE run SET value = ? WHERE key = 'boot'", (boot,))
             rows = [(states[i], item[2], receipts.get(i)) for i, item in enumerate(stored)]
         db.execute("COMMIT")
-        db.execute("PRAGMA synchronous = NORMAL")  # Journal.flush raises it when it must
         return Journal(path, db), rows
     except Exception as exc:
         db.close()
@@ -350,14 +375,13 @@ def attach(
     batch: Batch,
     path: str,
     keys: list[tuple[str | None, str]],
-    max_concurrency: int,
     max_per_mailbox: int,
 ) -> Journal:
     """Open the journal for ``batch`` (its jobs made from ``keys``, in order): known outcomes
     preset, each job's client-request-id the journal's, what may have been sent reconciled."""
     crids = [job.crid for job in batch.jobs]
     journal, rows = open_run(path, client.base_url + "/" + client.api_version, keys, crids)
-    journal.ahead = AHEAD_PER_SLOT * max_per_mailbox
+    journal.ahead = max(1, AHEAD_PER_SLOT * max_per_mailbox)
     try:
         doubtful: list[int] = []
         for job, (state, crid, receipt) in zip(batch.jobs, rows, strict=True):
@@ -367,9 +391,7 @@ def attach(
             elif state in (IN_FLIGHT, UNKNOWN):
                 doubtful.append(job.index)
         if doubtful:
-            _settle_doubtful(
-                client, batch, journal, keys, doubtful, max_concurrency, max_per_mailbox
-            )
+            _settle_doubtful(client, batch, journal, keys, doubtful, max_per_mailbox)
         journal.flush()
     except BaseException:
         journal.close()
@@ -383,7 +405,6 @@ def _settle_doubtful(
     journal: Journal,
     keys: list[tuple[str | None, str]],
     doubtful: list[int],
-    max_concurrency: int,
     max_per_mailbox: int,
 ) -> None:
     """Ask the mailbox about every item that may have been sent, a few at a time per mailbox
@@ -408,7 +429,8 @@ def _settle_doubtful(
             except SendError as exc:
                 return "unknown", f" ({type(exc).__name__}: {exc})"
 
-    pool = ThreadPoolExecutor(max_workers=min(len(doubtful), max_concurrency, 32))
+    # A reconcile mostly sleeps (polls back off up to ``wait``): threads, several per mailbox.
+    pool = ThreadPoolExecutor(max_workers=min(len(doubtful), 128))
     try:
         verdicts = list(pool.map(ask, doubtful))
     except BaseException:
