@@ -254,7 +254,8 @@ PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t)
     return result;
 }
 
-PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id)
+PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id,
+                           PyObject *message_id, PyObject *user)
 {
     PyObject *fields, *args, *receipt;
 
@@ -262,8 +263,9 @@ PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_
         PyErr_SetString(PyExc_RuntimeError, "graphsend._native: set_receipt_type() was not called");
         return NULL;
     }
-    fields = Py_BuildValue("(lNONd)", t->status, header_to_py(t, GS_H_REQUEST_ID),
-                           client_request_id, header_to_py(t, GS_H_DATE), t->elapsed);
+    fields = Py_BuildValue("(lNONdOOO)", t->status, header_to_py(t, GS_H_REQUEST_ID),
+                           client_request_id, header_to_py(t, GS_H_DATE), t->elapsed, message_id,
+                           user, Py_False);
     if (fields == NULL)
         return NULL;
     args = PyTuple_Pack(1, fields);

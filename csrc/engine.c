@@ -628,7 +628,7 @@ static PyObject *outcome_to_py(gs_state *st, const gs_transfer *t)
     crid = PyUnicode_DecodeUTF8(t->req->crid, (Py_ssize_t)t->req->crid_len, NULL);
     if (crid == NULL)
         return NULL;
-    receipt = gs_receipt_to_py(st, t, crid);
+    receipt = gs_receipt_to_py(st, t, crid, Py_None, Py_None); /* the Scheduler adds them */
     Py_DECREF(crid);
     return receipt;
 }

@@ -358,7 +358,7 @@ static PyObject *Handle_send_draft(PyObject *op, PyTypeObject *cls, PyObject *co
         handle_transfer(self) < 0)
         goto done;
     if (self->t->status == 202) {
-        result = gs_receipt_to_py(st, self->t, crid);
+        result = gs_receipt_to_py(st, self->t, crid, argv[2], argv[1]);
         goto done;
     }
     path = PyUnicode_FromString(self->t->req->url + prefix_len);

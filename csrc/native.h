@@ -69,8 +69,10 @@ int gs_request_from_py(gs_request **reqp, PyObject *url, PyObject *headers, PyOb
 int gs_method_from_py(PyObject *m, enum gs_method *out);
 int gs_body_from_py(PyObject *body, PyObject *file, gs_body *b);
 PyObject *gs_result_to_py(gs_state *st, const gs_transfer *t);
-/* Receipt(202, request_id, client_request_id, date, elapsed); RuntimeError before registration. */
-PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id);
+/* Receipt(202, request_id, client_request_id, date, elapsed, message_id, user, False);
+ * RuntimeError before registration. message_id and user are borrowed (None when unknown). */
+PyObject *gs_receipt_to_py(gs_state *st, const gs_transfer *t, PyObject *client_request_id,
+                           PyObject *message_id, PyObject *user);
 
 /* draft.c: Python's check_text() as C; UTF-8 of value, or NULL with TypeError/ValueError. */
 const char *gs_check_text(PyObject *value, const char *what, Py_ssize_t *len);

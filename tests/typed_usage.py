@@ -10,7 +10,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msal  # type: ignore[import-untyped]
 from azure.identity import (
@@ -44,6 +44,27 @@ def receipt_fields(receipt: Receipt) -> tuple[int, str | None, str, str | None, 
         receipt.date,
         receipt.elapsed,
     )
+
+
+def item_fields(receipt: Receipt) -> tuple[str | None, str | None, bool]:
+    return (receipt.message_id, receipt.user, receipt.reconciled)
+
+
+def reconciling(client: Client, draft_id: str) -> Receipt | None:
+    verdict: Literal["sent", "not_sent", "unknown"] = client.reconcile(
+        draft_id, user="adele@contoso.com", wait=30.0
+    )
+    if verdict == "unknown":
+        verdict = client.reconcile(draft_id, stamp="3f1c", wait=1)
+    careful = Retry(reconcile_ambiguous=True, reconcile_wait=30.0)
+    receipt = send_message(draft_id, token="t", retry=careful)
+    item_fields(receipt)
+    return receipt if verdict == "sent" else None
+
+
+async def reconciling_async(client: AsyncClient, draft_id: str) -> bool:
+    verdict: Literal["sent", "not_sent", "unknown"] = await client.reconcile(draft_id, wait=5)
+    return verdict == "sent"
 
 
 def error_fields(err: SendError) -> str:

@@ -53,11 +53,14 @@ class Job:
         "fixed",
         "index",
         "mailbox",
+        "message_id",
         "op",
+        "probe",
         "retry",
         "signed",
         "tag",
         "url",
+        "user",
     )
 
     def __init__(self, batch: Batch, index: int, mailbox: str, url: str, crid: str) -> None:
@@ -73,6 +76,9 @@ class Job:
         self.fixed: tuple[str, ...] = ()  # an op's header lines besides Authorization
         self.file: tuple[int, int, int] | None = None  # an op's body read from a file
         self.signed = True  # False: no Authorization (an upload URL is pre-authenticated)
+        self.user: str | None = None  # the item, as given: its Receipt names it
+        self.message_id: str | None = None  # the draft a send sends (None: an Operation)
+        self.probe: Any = None  # a read of an ambiguous send's reconciliation (reconciling.py)
 
 
 class TokenPending(Exception):
@@ -122,7 +128,9 @@ class Batch:
         """Validate and append one item (bad input raises here, before anything is sent)."""
         url = prefix + send_path(user, message_id)
         mailbox = "me" if user is None else user.lower()
-        self.jobs.append(Job(self, len(self.jobs), mailbox, url, crid))
+        job = Job(self, len(self.jobs), mailbox, url, crid)
+        job.user, job.message_id = user, message_id
+        self.jobs.append(job)
 
     def add_op(
         self,
@@ -147,6 +155,7 @@ class Batch:
         mailbox = "me" if user is None else user.lower()
         job = Job(self, len(self.jobs), mailbox, url or prefix + op.path(user), crid)
         job.op, job.fixed, job.file, job.signed = op, (*fixed, *extra), file, signed
+        job.user = user
         self.jobs.append(job)
         return job
 
@@ -182,6 +191,7 @@ class Batch:
 
     def to_draft(self, job: Job, prefix: str, user: str | None, draft_id: str) -> None:
         job.url = prefix + send_path(user, draft_id)
+        job.message_id = draft_id
 
     def preset(self, job: Job, got: SendError) -> None:
         """An item whose outcome is known before the Scheduler sees it (its draft failed)."""
@@ -254,6 +264,8 @@ class Scheduler:
         self.touched: dict[Batch, None] = {}  # batches with news since the driver last looked
         self.token_wanted = False  # an async token source has no valid token (AsyncClient)
         self._tags = itertools.count()
+        # Reconciliations pausing between reads: a heap of (when, n, probe) (reconciling.py).
+        self.sleeping: list[tuple[float, int, Any]] = []
 
     def add(self, batch: Batch) -> None:
         batch.results = [None] * len(batch.jobs)
@@ -274,6 +286,10 @@ class Scheduler:
     def start_ready(self, now: float) -> float | None:
         """Submit what the caps allow; return when the next paused mailbox wakes, if any."""
         next_wake = None
+        if self.sleeping:
+            from graphsend._drivers import reconciling as _reconciling
+
+            next_wake = _reconciling.wake(self, now)
         if self.paused:
             for name, box in list(self.paused.items()):
                 if box.paused_until <= now:
@@ -360,15 +376,22 @@ class Scheduler:
         if self.blocked:  # a batch got room under its max_concurrency
             self.ready.update(self.blocked)
             self.blocked.clear()
+        if job.probe is not None:  # a read settling an ambiguous send
+            from graphsend._drivers import reconciling as _reconciling
+
+            if log:
+                self._log_attempt(job, result, result)  # type: ignore[arg-type]
+            _reconciling.read_done(self, job, result)  # type: ignore[arg-type]
+            return None
         op = job.op
         got: Any  # an Outcome; for an Operation, whatever its parse yields
         final = False  # an Operation's success that could not be read: never retried
         if op is not None:
             got, final = self._op_outcome(job, op, result)
         elif result.__class__ is not Receipt:
-            got = outcome(result, job.crid)
+            got = outcome(result, job.crid, job.message_id, job.user)  # type: ignore[arg-type]
         else:
-            got = result  # a 202: the engine built the Receipt
+            got = result.for_item(job.message_id, job.user)  # type: ignore[union-attr]
         if log and job.signed:  # (an upload chunk is logged by the upload, never by URL)
             self._log_attempt(job, got, result)
         if isinstance(got, SendError) and not final:
@@ -379,6 +402,17 @@ class Scheduler:
             if stale is not None and stale(job.auth):
                 tokens = _KEEP_FRESH  # a 401 for a token already replaced: keep the new one
             wait = job.retry.next_wait(got, tokens)
+            if (
+                wait is None
+                and op is None
+                and self.client.retry.reconcile_ambiguous
+                and got.may_have_sent
+                and not batch.stopping
+            ):
+                from graphsend._drivers import reconciling as _reconciling
+
+                _reconciling.start(self, job, got)  # ask the mailbox; the others go on
+                return None
             if wait is not None and not batch.stopping:
                 self.client._log_retry(
                     job.url[self.prefix_len :],
@@ -411,7 +445,10 @@ class Scheduler:
         and whether that outcome is final whatever the retry policy says."""
         if result[0] in op.success:
             try:
-                return op.parse(result, job.crid), False
+                value = op.parse(result, job.crid)
+                if job.user is not None and value.__class__ is Receipt:  # sendMail
+                    value = value.for_item(None, job.user)
+                return value, False
             except Exception as exc:
                 # Graph did what was asked but the answer cannot be used: say so, never retry.
                 err: SendError = GraphError(
@@ -458,9 +495,9 @@ class Scheduler:
         """Stop the batch and abort its transfers; their results still come back to finish()."""
         batch.stopping = True
         self.touched[batch] = None  # the driver learns it has finished even if nothing ran
-        for job in batch.jobs:
-            if self.in_flight.get(job.tag) is job:
-                self.engine.cancel(job.tag)
+        for tag, job in list(self.in_flight.items()):
+            if job.batch is batch:  # its sends, and the reads reconciling them
+                self.engine.cancel(tag)
 
 
 class _KeepFresh:

@@ -145,6 +145,7 @@ class Client:
         user: str | None,
         client_request_id: str | None,
         tokens: TokenSource,
+        retry: Retry | None = None,
     ) -> Receipt:
         # One native call checks the arguments, builds the request and, on 202, the Receipt:
         # Python work between transfers is what separates this from the C loop (bench/).
@@ -157,24 +158,41 @@ class Client:
                 self._log_attempt(path, 202, got.request_id, got.client_request_id, got.elapsed, 1)
             return got  # type: ignore[return-value]
         path, crid, result = got  # type: ignore[misc]
-        return self._settle(path, crid, result, tokens)
+        return self._settle(path, crid, result, tokens, message_id, user, retry or self.retry)
 
-    def _settle(self, path: str, crid: str, result: Result, tokens: TokenSource) -> Receipt:
-        """After a first attempt other than 202: retry what the policy allows, raise the rest."""
+    def _settle(
+        self,
+        path: str,
+        crid: str,
+        result: Result,
+        tokens: TokenSource,
+        message_id: str,
+        user: str | None,
+        policy: Retry,
+    ) -> Receipt:
+        """After a first attempt other than 202: retry what the policy allows, settle an
+        ambiguous failure by reading the mailbox when it asks for that, raise the rest."""
         url = self._prefix + path
         crid_header = "client-request-id: " + crid
-        state = RetryState(self.retry)
+        state = RetryState(policy)
         while True:
             status = result[0] or f"curl error {result[4]}"
             self._log_attempt(
                 path, status, result[1].get("request-id"), crid, result[3], state.attempt
             )
-            got = outcome(result, crid)
+            got = outcome(result, crid, message_id, user)
             if isinstance(got, Receipt):
                 return got
             wait = state.next_wait(got, tokens)
             if wait is None:
-                raise got
+                if not (policy.reconcile_ambiguous and got.may_have_sent):
+                    raise got
+                settled = self._reconcile_failure(got, state, tokens, message_id, user)
+                if settled is not None:
+                    if isinstance(settled, Receipt):
+                        return settled
+                    raise settled
+                wait = 0.0  # proved not sent: the next attempt now
             self._log_retry(path, got, wait, state.attempt)
             if wait:
                 time.sleep(wait)
@@ -191,6 +209,30 @@ class Client:
                 raise
             headers = (auth, crid_header, f"Retry-Attempt: {state.attempt - 1}")
             result = self._handle().send(url, headers)
+
+    def _reconcile_failure(
+        self,
+        error: SendError,
+        state: RetryState,
+        tokens: TokenSource,
+        message_id: str,
+        user: str | None,
+    ) -> Receipt | SendError | None:
+        """Ask the mailbox about an ambiguous failure (reconcile.py's rules): a reconciled
+        Receipt, the error to raise, or None to send again. Reading never makes it worse:
+        whatever goes wrong while reading is "unknown", and the original error is raised."""
+        from graphsend._drivers import sync as _driver
+        from graphsend._operations import reconcile as _reconcile
+
+        started = time.monotonic()
+        try:
+            verdict = _driver.reconcile(
+                self, message_id, user, state.policy.reconcile_wait, None, tokens
+            )
+        except Exception:
+            verdict = "unknown"
+        elapsed = time.monotonic() - started
+        return _reconcile.after(verdict, error, state, elapsed, message_id, user)
 
     # --- compose: each method declares an Operation (_operations.py); _driver.run executes it.
 

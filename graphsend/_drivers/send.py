@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from graphsend._drivers.client import Client
 from graphsend._rules.receipt import Receipt
+from graphsend._rules.retry import Retry
 from graphsend._rules.tokens import StaticToken, TokenSource
 
 _Key = tuple[str, str, float, float, "str | None"]
@@ -41,6 +42,7 @@ def send_message(
     connect_timeout: float = 30.0,
     client_request_id: str | None = None,
     ca_bundle: str | os.PathLike[str] | None = None,
+    retry: Retry | None = None,
 ) -> Receipt:
     """Send the draft ``message_id`` (from ``user``'s mailbox, ``/me`` when None).
 
@@ -48,7 +50,9 @@ def send_message(
     base_url, api_version, timeouts and ca_bundle share a Client, so a thread's sends reuse one
     connection and follow the default Retry policy; the 8 configurations used last are kept
     (older ones are dropped with their connections). ``ca_bundle`` names a PEM file of CAs to
-    trust instead of the system's.
+    trust instead of the system's. ``retry``: a :class:`Retry` policy for this call instead of
+    the default one (``Retry(reconcile_ambiguous=True)`` settles an ambiguous send by reading
+    the mailbox).
     """
     if not isinstance(token, str):
         raise TypeError("token must be a str; use graphsend.Client for token providers")
@@ -61,7 +65,9 @@ def send_message(
     client = _clients.get(key)
     if client is None:
         client = _cached_client(key)  # type: ignore[arg-type]
-    return client._send(message_id, user, client_request_id, tokens)
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError("retry must be a graphsend.Retry")
+    return client._send(message_id, user, client_request_id, tokens, retry)
 
 
 def _static_token(token: str) -> StaticToken:

@@ -11,6 +11,7 @@ import time
 
 from graphsend._rules import log as _log
 from graphsend._rules.errors import GraphError, SendError, graph_error, transport_error
+from graphsend._rules.receipt import Receipt
 from graphsend._rules.request import new_client_request_id
 from graphsend._rules.retry import RetryState
 
@@ -74,7 +75,10 @@ def run(client: Client, op: Operation[T], user: str | None, tokens: TokenSource 
             )
         if status in op.success:
             try:
-                return op.parse(result, crid)
+                value = op.parse(result, crid)
+                if user is not None and value.__class__ is Receipt:  # sendMail: name the mailbox
+                    value = value.for_item(None, user)  # type: ignore[attr-defined]
+                return value
             except Exception as exc:
                 # Graph did what was asked but the answer cannot be used: say so, never retry.
                 err: SendError = GraphError(

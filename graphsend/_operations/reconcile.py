@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from typing import Any, Literal, TypeAlias
 
     from graphsend._native import Result
+    from graphsend._rules.errors import SendError
+    from graphsend._rules.receipt import Receipt
+    from graphsend._rules.retry import Retry, RetryState
 
     Verdict: TypeAlias = Literal["sent", "not_sent", "unknown"]
     # What one read showed: the sent copy; the draft, still unsent; the id names nothing;
@@ -228,3 +231,43 @@ def plan(
         now = clock()
         yield ("sleep", max(0.0, min(backoff(polls), deadline - now)))
         polls += 1
+
+
+# --- what a verdict does to the send (Retry(reconcile_ambiguous=True)) ---------------------
+
+
+def may_reconcile(policy: Retry, error: SendError, message_id: str | None) -> bool:
+    """Whether a final failure is settled by asking the mailbox: the policy asks for it, the
+    send may have gone out, and there is a draft to read (a sendMail has none)."""
+    return policy.reconcile_ambiguous and error.may_have_sent and message_id is not None
+
+
+def after(
+    verdict: Verdict,
+    error: SendError,
+    state: RetryState,
+    elapsed: float,
+    message_id: str | None,
+    user: str | None,
+) -> Receipt | SendError | None:
+    """The outcome of an ambiguous failure once the mailbox has answered: a Receipt with
+    ``reconciled=True`` (sent); None to send again, the attempt counted in ``state`` (not sent,
+    and the policy allows another attempt); else the error to report (``may_have_sent`` False
+    when the mailbox proved it was not sent)."""
+    from graphsend._rules.receipt import Receipt
+
+    if verdict == "sent":
+        request_id = getattr(error, "request_id", None)
+        crid = error.client_request_id or ""
+        return Receipt(202, request_id, crid, None, elapsed, message_id, user, True)
+    if verdict == "not_sent":
+        # Proof that no attempt so far delivered it: a new one cannot make a duplicate.
+        state.ambiguous = False
+        if state.attempt < state.policy.max_attempts:
+            state.attempt += 1
+            return None
+        error.may_have_sent = False
+        error.args = (f"{error.args[0]}; the mailbox shows it was not sent",)
+        return error
+    error.args = (f"{error.args[0]}; reading the mailbox could not tell whether it was sent",)
+    return error

@@ -12,14 +12,26 @@ if TYPE_CHECKING:
 Outcome = Receipt | SendError
 
 
-def outcome(result: Result, client_request_id: str) -> Outcome:
+def outcome(
+    result: Result,
+    client_request_id: str,
+    message_id: str | None = None,
+    user: str | None = None,
+) -> Outcome:
     """Never raises: a response nothing can be read from still becomes a SendError whose
-    ``may_have_sent`` follows from its status (callers rely on this to settle every send)."""
+    ``may_have_sent`` follows from its status (callers rely on this to settle every send).
+    ``message_id`` and ``user``: the item, carried by a Receipt."""
     status, headers, body, elapsed, curl_code, error, request_sent = result
     try:
         if status == 202:
             return Receipt(
-                202, headers.get("request-id"), client_request_id, headers.get("date"), elapsed
+                202,
+                headers.get("request-id"),
+                client_request_id,
+                headers.get("date"),
+                elapsed,
+                message_id,
+                user,
             )
         if status == 0:
             return transport_error(curl_code, error, request_sent, client_request_id)

@@ -17,6 +17,12 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
     202 means "saved for sending": a later delivery failure comes back to the mailbox as a
     non-delivery report, not as an error here. A tuple underneath because it is the cheapest
     immutable record to build on the send path.
+
+    ``message_id`` and ``user`` name the item it is for (the draft id, None for sendMail; the
+    mailbox as given, None for ``/me``), so a Receipt can be stored or logged alone.
+    ``reconciled`` is True when no 202 was seen (the answer was lost) but the mailbox showed
+    the message sent (``Retry(reconcile_ambiguous=True)``); ``elapsed`` then counts the
+    seconds from the failed attempt's end to that proof.
     """
 
     __slots__ = ()
@@ -27,12 +33,18 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         client_request_id: str
         date: str | None
         elapsed: float
+        message_id: str | None
+        user: str | None
+        reconciled: bool
     else:
         status = property(itemgetter(0), doc="HTTP status: 202")
         request_id = property(itemgetter(1), doc="Graph's request-id: quote it to support")
         client_request_id = property(itemgetter(2), doc="the client-request-id that was sent")
         date = property(itemgetter(3), doc="Graph's Date header")
         elapsed = property(itemgetter(4), doc="seconds the (last) transfer took")
+        message_id = property(itemgetter(5), doc="the draft sent (None for sendMail)")
+        user = property(itemgetter(6), doc="the mailbox as given (None: /me)")
+        reconciled = property(itemgetter(7), doc="True: proved sent by reading the mailbox")
 
     def __new__(
         cls,
@@ -41,8 +53,18 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         client_request_id: str,
         date: str | None,
         elapsed: float,
+        message_id: str | None = None,
+        user: str | None = None,
+        reconciled: bool = False,
     ) -> Receipt:
-        return tuple.__new__(cls, (status, request_id, client_request_id, date, elapsed))
+        return tuple.__new__(
+            cls,
+            (status, request_id, client_request_id, date, elapsed, message_id, user, reconciled),
+        )
+
+    def for_item(self, message_id: str | None, user: str | None) -> Receipt:
+        """This Receipt naming the item it is for (the bulk engine builds it without them)."""
+        return tuple.__new__(Receipt, (*self[:5], message_id, user, self[7]))
 
     def __getnewargs__(self) -> tuple[Any, ...]:
         return tuple(self)
@@ -51,7 +73,8 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         return (
             f"Receipt(status={self.status}, request_id={self.request_id!r}, "
             f"client_request_id={self.client_request_id!r}, date={self.date!r}, "
-            f"elapsed={self.elapsed:.6f})"
+            f"elapsed={self.elapsed:.6f}, message_id={self.message_id!r}, user={self.user!r}, "
+            f"reconciled={self.reconciled})"
         )
 
 

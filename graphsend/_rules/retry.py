@@ -34,10 +34,24 @@ class Retry:
     scheme, a request too large). A failed DNS lookup is retried once at most.
     ``Retry(max_attempts=1)`` turns retries off: exactly one request, even after a 401.
 
-    ``retry_ambiguous`` must be a bool; the numbers must be finite and not negative.
+    ``reconcile_ambiguous=True``: a failure that may have sent the message is settled by asking
+    the mailbox (``Client.reconcile``, giving it ``reconcile_wait`` seconds): proved sent, the
+    send returns a Receipt with ``reconciled=True``; proved not sent, it is sent again (same
+    client-request-id, counted as an attempt); otherwise the original error is raised.
+
+    ``retry_ambiguous`` and ``reconcile_ambiguous`` must be bools; the numbers must be finite
+    and not negative.
     """
 
-    __slots__ = ("backoff_base", "backoff_max", "max_attempts", "max_total_wait", "retry_ambiguous")
+    __slots__ = (
+        "backoff_base",
+        "backoff_max",
+        "max_attempts",
+        "max_total_wait",
+        "reconcile_ambiguous",
+        "reconcile_wait",
+        "retry_ambiguous",
+    )
 
     def __init__(
         self,
@@ -46,6 +60,8 @@ class Retry:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         retry_ambiguous: bool = False,
+        reconcile_ambiguous: bool = False,
+        reconcile_wait: float = 60.0,
     ) -> None:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
             raise TypeError("max_attempts must be an int")
@@ -55,6 +71,7 @@ class Retry:
             ("max_total_wait", max_total_wait),
             ("backoff_base", backoff_base),
             ("backoff_max", backoff_max),
+            ("reconcile_wait", reconcile_wait),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number")
@@ -62,17 +79,22 @@ class Retry:
                 raise ValueError(f"{name} must be a finite number >= 0")
         if not isinstance(retry_ambiguous, bool):
             raise TypeError("retry_ambiguous must be a bool")
+        if not isinstance(reconcile_ambiguous, bool):
+            raise TypeError("reconcile_ambiguous must be a bool")
         self.max_attempts = max_attempts
         self.max_total_wait = float(max_total_wait)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         self.retry_ambiguous = retry_ambiguous
+        self.reconcile_ambiguous = reconcile_ambiguous
+        self.reconcile_wait = float(reconcile_wait)
 
     def __repr__(self) -> str:
         return (
             f"Retry(max_attempts={self.max_attempts}, max_total_wait={self.max_total_wait}, "
             f"backoff_base={self.backoff_base}, backoff_max={self.backoff_max}, "
-            f"retry_ambiguous={self.retry_ambiguous})"
+            f"retry_ambiguous={self.retry_ambiguous}, "
+            f"reconcile_ambiguous={self.reconcile_ambiguous}, reconcile_wait={self.reconcile_wait})"
         )
 
     def is_retryable(self, error: SendError, *, idempotent: bool = False) -> bool:
