@@ -189,8 +189,11 @@ def in_bulk(client: Client, ids: list[str]) -> int:
         partial: list[Receipt | SendError] | None = graphsend.interrupted_results(exc)
         print(len(partial or []))
         raise
+    journaled: list[Receipt | SendError] = client.send_many(
+        items, journal=Path("run.db")
+    ) + client.send_many(items, journal="run.db")
     sent = 0
-    for result in results:
+    for result in [*results, *journaled]:
         if isinstance(result, Receipt):
             sent += 1
         else:

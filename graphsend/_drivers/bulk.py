@@ -346,8 +346,8 @@ class Scheduler:
             headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}") if auth else ()
         job.auth = auth
         tag = job.tag = next(self._tags)
-        if job.batch.journal is not None:  # durable before the Engine runs (the driver flushes)
-            job.batch.journal.started(job, self.mailboxes)
+        if job.batch.journal is not None and job.probe is None:  # (a read sends nothing)
+            job.batch.journal.started(job, self.mailboxes)  # durable before the Engine runs
         if op is not None:
             # Any other request: its own header lines, the whole 2xx body back as a Result.
             self.engine.submit(

@@ -460,8 +460,4 @@ def _settle_doubtful(
 
 def _reconciled(crid: str, user: str | None, message_id: str) -> Receipt:
     """The Receipt of a draft the mailbox shows as sent (no answer of Graph's to quote)."""
-    fields: dict[str, Any] = {"message_id": message_id, "user": user, "reconciled": True}
-    try:
-        return Receipt(202, None, crid, None, 0.0, **fields)  # type: ignore[call-arg]
-    except TypeError:  # a Receipt without those fields
-        return Receipt(202, None, crid, None, 0.0)
+    return Receipt(202, None, crid, None, 0.0, message_id, user, True)
