@@ -297,9 +297,9 @@ def test_sigkill_three_times_then_every_draft_is_sent_exactly_once(tmp_path: Pat
             time.sleep(rng.uniform(0, 0.05))
             child.kill()
             if run:
-                # What the previous crash left in flight was looked up, at most the 64 the
-                # run had in flight (max_concurrency), not the items merely reserved ahead.
-                assert 0 < len(reads_since(graph, requests)) <= 64, seed
+                # What earlier crashes left in flight was looked up: at most the 64 each run
+                # had in flight (max_concurrency), not the hundreds merely reserved ahead.
+                assert 0 < len(reads_since(graph, requests)) <= 64 * run, seed
         killed_sends = len(sends(graph))
         assert killed_sends < 2000, "the kills did not land mid-run"
         results = Child(graph, items, path, wait=2.0).results(timeout=60)
@@ -338,7 +338,8 @@ def test_in_flight_drafts_the_mailbox_cannot_tell_about_are_reported_not_resent(
         for i in doubtful:
             text, may_have_sent = results[i][1], results[i][2]
             assert may_have_sent is True
-            assert "cannot tell whether it was sent" in text and "not resent" in text
+            assert "could not tell whether it was sent" in text
+            assert "may have reached Graph" in text and "not sent again" in text
         resent = collections.Counter(sends(graph)[len(before) :])
         assert not any(items[i][1] in resent for i in doubtful), "a doubtful draft was resent"
         assert max(resent.values()) == 1

@@ -595,8 +595,8 @@ def send_many(
     prefer = PREFER_IMMUTABLE if client.immutable_ids else None
     large = batch.add_items(client._prefix, items, prefer)  # bad input raises here
     if journal is not None:
-        # Refuses a busy or mismatched journal; known outcomes are preset, doubtful ones
-        # reconciled with the mailbox, before anything is sent.
+        # Refuses a busy or mismatched journal (before anything is sent); presets what is
+        # known sent.
         batch.journal = _journal.attach(client, batch, path, keys, max_per_mailbox)
     try:
         for job, user, message in large:
@@ -622,6 +622,8 @@ def send_many(
     check_signals = threading.current_thread() is threading.main_thread()
     shown = 0  # items the progress report has been told about
     try:
+        if batch.journal is not None and batch.journal.doubtful:
+            _journal.reconcile(scheduler, batch.journal)  # maybe sent before: ask the mailbox
         while True:
             now = time.monotonic()
             next_wake = scheduler.start_ready(now)

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from graphsend._drivers.bulk import Batch, Job, _Mailbox
+    from graphsend._drivers.bulk import Batch, Job, Scheduler, _Mailbox
     from graphsend._drivers.client import Client
     from graphsend._rules.outcome import Outcome
     from graphsend._rules.request import Item
@@ -133,7 +133,17 @@ class JournalBusyError(RuntimeError):
 class Journal:
     """One open journal: the connection, holding SQLite's exclusive lock until close()."""
 
-    __slots__ = ("_changes", "_db", "_durable", "_held", "_reserved", "_starts", "ahead", "path")
+    __slots__ = (
+        "_changes",
+        "_db",
+        "_durable",
+        "_held",
+        "_reserved",
+        "_starts",
+        "ahead",
+        "doubtful",
+        "path",
+    )
 
     def __init__(self, path: str, db: sqlite3.Connection, ahead: int = 16) -> None:
         self.path = path
@@ -144,6 +154,7 @@ class Journal:
         self._durable = False  # the next flush must be fsynced (it holds reservations)
         self._starts = False  # the next flush holds starts: it must commit before the Engine runs
         self._held = 0.0  # when flush() first kept back outcomes only (0: it did not)
+        self.doubtful: list[Job] = []  # items that may have been sent: reconcile() them
 
     # ---- hooks: the Scheduler's only append; the driver flushes once per wake-up
 
@@ -165,7 +176,9 @@ class Journal:
         for box in mailboxes.values():
             seen = 0
             for other in box.queue:
-                if other.batch is batch:
+                # (A read reconciling an item shares its index: never reserve that item, it
+                # may have been sent, and "reserved" would say it was not.)
+                if other.batch is batch and other.probe is None:
                     if other.index not in reserved:
                         reserved.add(other.index)
                         changes.append((other.index, RESERVED, None))
@@ -378,86 +391,41 @@ def attach(
     max_per_mailbox: int,
 ) -> Journal:
     """Open the journal for ``batch`` (its jobs made from ``keys``, in order): known outcomes
-    preset, each job's client-request-id the journal's, what may have been sent reconciled."""
+    preset, each job's client-request-id the journal's; the items that may have been sent are
+    kept in ``journal.doubtful`` for :meth:`Journal.reconcile` once the Scheduler has them."""
     crids = [job.crid for job in batch.jobs]
     journal, rows = open_run(path, client.base_url + "/" + client.api_version, keys, crids)
     journal.ahead = max(1, AHEAD_PER_SLOT * max_per_mailbox)
-    try:
-        doubtful: list[int] = []
-        for job, (state, crid, receipt) in zip(batch.jobs, rows, strict=True):
-            job.crid = crid
-            if state == SENT and receipt is not None:
-                batch.known[job.index] = Receipt(*receipt)
-            elif state in (IN_FLIGHT, UNKNOWN):
-                doubtful.append(job.index)
-        if doubtful:
-            _settle_doubtful(client, batch, journal, keys, doubtful, max_per_mailbox)
-        journal.flush()
-    except BaseException:
-        journal.close()
-        raise
+    for job, (state, crid, receipt) in zip(batch.jobs, rows, strict=True):
+        job.crid = crid
+        if state == SENT and receipt is not None:
+            batch.known[job.index] = Receipt(*receipt)
+        elif state in (IN_FLIGHT, UNKNOWN):
+            journal.doubtful.append(job)
     return journal
 
 
-def _settle_doubtful(
-    client: Client,
-    batch: Batch,
-    journal: Journal,
-    keys: list[tuple[str | None, str]],
-    doubtful: list[int],
-    max_per_mailbox: int,
-) -> None:
-    """Ask the mailbox about every item that may have been sent, a few at a time per mailbox
-    (as the sends are): "sent" becomes a Receipt, "not_sent" goes out again, "unknown" is a
-    SendError that says so and is not resent."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    wait = float(getattr(client.retry, "reconcile_wait", 60.0))
-    gates: dict[str, threading.Semaphore] = {}
-    for index in doubtful:
-        user = keys[index][0]
-        gates.setdefault(
-            "me" if user is None else user.lower(), threading.Semaphore(max_per_mailbox)
-        )
-
-    def ask(index: int) -> tuple[str, str]:
-        user, message_id = keys[index]
-        with gates["me" if user is None else user.lower()]:
-            try:
-                return client.reconcile(message_id, user=user, wait=wait), ""  # type: ignore[attr-defined]
-            except SendError as exc:
-                return "unknown", f" ({type(exc).__name__}: {exc})"
-
-    # A reconcile mostly sleeps (polls back off up to ``wait``): threads, several per mailbox.
-    pool = ThreadPoolExecutor(max_workers=min(len(doubtful), 128))
-    try:
-        verdicts = list(pool.map(ask, doubtful))
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    for index, (verdict, why) in zip(doubtful, verdicts, strict=True):
-        job = batch.jobs[index]
-        user, message_id = keys[index]
-        if verdict == "sent":
-            got: Outcome = _reconciled(job.crid, user, message_id)
-            batch.known[index] = got
-            journal.settled(job, got)
-        elif verdict == "not_sent":
-            journal._changes.append((index, PENDING, None))
-        else:
-            err = SendError(
-                "the previous run stopped while this draft's send may have reached Graph, and "
-                f"the mailbox cannot tell whether it was sent (reconcile: unknown{why}); "
-                "not resent: check Sent Items, or run again once the mailbox can be read",
-                may_have_sent=True,
-                client_request_id=job.crid,
-            )
-            batch.known[index] = err
-            journal.settled(job, err)
+DOUBTFUL = (
+    "the previous run stopped while this draft's send may have reached Graph (or it ended "
+    "ambiguously), so it is not sent again blindly"
+)
 
 
-def _reconciled(crid: str, user: str | None, message_id: str) -> Receipt:
-    """The Receipt of a draft the mailbox shows as sent (no answer of Graph's to quote)."""
-    return Receipt(202, None, crid, None, 0.0, message_id, user, True)
+def reconcile(scheduler: Scheduler, journal: Journal) -> None:
+    """Settle every item the journal says may have been sent by reading its mailbox, as the
+    Scheduler settles an ambiguous send (``_drivers/reconciling.py``): each read a job in the
+    item's mailbox queue, each pause in the Scheduler's heap, while the other items are sent.
+    "sent" is a Receipt with ``reconciled=True``; "not_sent" sends it (same client-request-id,
+    counted as an attempt); "unknown" is a SendError with ``may_have_sent=True``, not resent.
+    Until its verdict an item's result is that error (what a Ctrl-C meanwhile reports)."""
+    from graphsend._drivers import reconciling as _reconciling
+    from graphsend._rules.retry import RetryState
+
+    policy = scheduler.client.retry
+    for job in journal.doubtful:
+        scheduler.mailboxes[job.mailbox].queue.remove(job)  # probed, not sent
+        job.retry = RetryState(policy)
+        job.retry.ambiguous = True
+        error = SendError(DOUBTFUL, may_have_sent=True, client_request_id=job.crid)
+        _reconciling.start(scheduler, job, error)
+    journal.doubtful = []
