@@ -370,3 +370,30 @@ def test_after_a_reboot_reserved_drafts_are_reconciled_too(tmp_path: Path) -> No
         # More than the 20 that can be in flight: the reserved ones were read too.
         assert len(reads_since(graph, requests)) > 20
         assert [graph.send_count(m) for _, m in items] == [1] * 200
+
+
+def test_a_draft_killed_while_being_reconciled_is_reconciled_again(tmp_path: Path) -> None:
+    """Run 1 dies with sends in flight that Graph did send; run 2 starts other sends while
+    their reads wait in the mailbox queues (the send pipeline is slow: they read unsent for
+    3 s), and dies too; run 3 must read them again, never send them blindly."""
+    path = tmp_path / "run.db"
+    with FakeGraph(latency=0.1) as graph:
+        graph.resend_window = 3600.0
+        graph.sent_items_delay = 3.0
+        items = drafts(graph, 100, mailboxes=5)
+        # The first mailbox is throttled at once in run 1, so nothing of it is in flight at
+        # the kill: in run 2 its sends start first, while the other mailboxes' reads wait.
+        graph.fail_next(429, retry_after=30, count=4, user=mailbox(0))
+        kill_mid_run(graph, items, path, after=4 + 16 + 8)  # the second wave in flight
+        graph.clear_faults()
+        time.sleep(0.3)  # the server's latency passes: it sends what it had received
+        first = len(sends(graph))
+        doubtful = {m for m in sends(graph)[20:] if graph.send_count(m)}
+        assert len(doubtful) >= 8
+        run2 = Child(graph, items, path, wait=4.0)
+        wait_for_sends(graph, first + 4, timeout=30)  # the first mailbox's sends went out
+        run2.kill()
+        assert all(graph.processing(m) for m in doubtful)  # still unsent to any reader
+        results = Child(graph, items, path, wait=4.0).results(timeout=60)
+        assert [r[0] for r in results] == ["receipt"] * 100
+        assert [graph.send_count(m) for _, m in items] == [1] * 100
