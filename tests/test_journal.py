@@ -223,13 +223,20 @@ def test_cli_send_from_file_with_a_journal(
 # ---------------------------------------------------------------- crashes: SIGKILL mid-flight
 
 CHILD = """
-import json, sys
-from graphsend import Client, Receipt, Retry
-token, base_url, path, wait, listed = sys.argv[1:6]
+import asyncio, json, sys
+from graphsend import AsyncClient, Client, Receipt, Retry
+token, base_url, path, wait, listed, kind = sys.argv[1:7]
 with open(listed) as f:
     items = [tuple(item) for item in json.load(f)]
-with Client(token, base_url=base_url, retry=Retry(reconcile_wait=float(wait))) as client:
-    results = client.send_many(items, journal=path)
+retry = Retry(reconcile_wait=float(wait))
+if kind == "async":
+    async def main():
+        async with AsyncClient(token, base_url=base_url, retry=retry) as client:
+            return await client.send_many(items, journal=path)
+    results = asyncio.run(main())
+else:
+    with Client(token, base_url=base_url, retry=retry) as client:
+        results = client.send_many(items, journal=path)
 out = []
 for r in results:
     if isinstance(r, Receipt):
@@ -243,12 +250,19 @@ print(json.dumps(out))
 class Child:
     """``send_many(items, journal=path)`` in another Python process (our FakeGraph stays)."""
 
-    def __init__(self, graph: FakeGraph, items: list[tuple[str, str]], path: Path, wait: float):
+    def __init__(
+        self,
+        graph: FakeGraph,
+        items: list[tuple[str, str]],
+        path: Path,
+        wait: float,
+        kind: str = "sync",
+    ) -> None:
         listed = path.with_suffix(".items.json")
         listed.write_text(json.dumps(items))
         argv = [sys.executable, "-c", CHILD, graph.token, graph.base_url, str(path), str(wait)]
         self.proc = subprocess.Popen(
-            [*argv, str(listed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*argv, str(listed), kind], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
     def kill(self) -> None:
@@ -397,3 +411,26 @@ def test_a_draft_killed_while_being_reconciled_is_reconciled_again(tmp_path: Pat
         results = Child(graph, items, path, wait=4.0).results(timeout=60)
         assert [r[0] for r in results] == ["receipt"] * 100
         assert [graph.send_count(m) for _, m in items] == [1] * 100
+
+
+def test_async_client_send_many_with_a_journal_survives_sigkill(tmp_path: Path) -> None:
+    """AsyncClient.send_many(journal=...): killed twice mid-flight, then run to completion;
+    then once more: everything known sent, no request."""
+    path = tmp_path / "run.db"
+    rng = random.Random()
+    with FakeGraph(latency=0.05) as graph:
+        graph.resend_window = 3600.0
+        graph.sent_items_delay = 0.2
+        items = drafts(graph, 500, mailboxes=20)
+        for _ in range(2):
+            child = Child(graph, items, path, wait=2.0, kind="async")
+            wait_for_sends(graph, len(sends(graph)) + rng.randrange(40, 120), timeout=60)
+            child.kill()
+        results = Child(graph, items, path, wait=2.0, kind="async").results(timeout=60)
+        assert [r[0] for r in results] == ["receipt"] * 500
+        assert [r[1] for r in results] == [m for _, m in items]
+        assert [graph.send_count(m) for _, m in items] == [1] * 500
+        assert any(r[2] for r in results), "no kill left a send in flight"
+        before = len(graph.requests)
+        again = Child(graph, items, path, wait=2.0, kind="async").results(timeout=60)
+        assert again == results and len(graph.requests) == before
