@@ -17,7 +17,8 @@ ids) under bench/.work/journal/ (the disk a user's journal would be on). The ove
 median over rounds of that round's ratio to its own no-journal run, so load that drifts between
 rounds (other processes on the machine) cancels out; the fastest round of each mode, against
 the fastest no-journal round, is shown too (the least disturbed figure on a busy machine).
-Also: running a finished journal again (every item known sent: no request at all).
+Also: running a finished journal again (every item known sent: no request at all). Writes
+bench/results/journal.md.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import time
 from graphsend import Client
 from graphsend._drivers import journal as _journal
 
-from .common import WORK_DIR, BulkPlan, cpus_for
+from .common import RESULTS_DIR, WORK_DIR, BulkPlan, cpus_for
 from .servers import Latencyd
 
 PLAN = BulkPlan(mailboxes=100, per_mailbox=20, cap=4)
 LATENCY = 0.020
+RESULTS = RESULTS_DIR / "journal.md"
 # label: (SYNCHRONOUS, AHEAD_PER_SLOT), None for no journal; graphsend's setting first.
 MODES: dict[str, tuple[str, int] | None] = {
     "no journal": None,
@@ -105,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             for mode in rng.sample(list(MODES), len(MODES)):
                 times[mode].append(one(mode))
                 fsyncs[mode].append(counted[0])
-    print(
+    lines: list[str] = []
+    out = lines.append
+    out(
         f"S3 plan: {PLAN.total} sends, {PLAN.mailboxes} mailboxes, cap {PLAN.cap}, latency "
         f"{LATENCY * 1000:.0f} ms; {args.rounds} rounds. Median wall time; overhead = median of "
         "each round's ratio to that round's no-journal run; best = fastest round, against the "
@@ -119,16 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             extra = f"{100 * (statistics.median(ratios) - 1):+.1f} %"
             best_extra = f"{100 * (best / min(times['no journal']) - 1):+.1f} %"
         synced = f"{statistics.median(fsyncs[mode]):.0f} fsyncs" if setting else ""
-        print(
+        out(
             f"  {mode:36} {statistics.median(times[mode]) * 1000:7.1f} ms {extra:>8}   "
             f"best {best * 1000:6.1f} ms {best_extra:>8}  {synced:9}  "
             f"(worst {max(times[mode]) * 1000:.0f})"
         )
-    print(
+    out(
         "  rerun of a finished journal (2,000 known sent, no request): "
         f"{statistics.median(rerun) * 1000:.1f} ms"
     )
     shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(lines))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    RESULTS.write_text(
+        f"# send_many journal on S3 ({stamp}, `python -m bench.journal --rounds {args.rounds}`)"
+        "\n\n```\n" + "\n".join(lines) + "\n```\n"
+    )
     return 0
 
 

@@ -257,6 +257,8 @@ def _connect(path: str) -> tuple[sqlite3.Connection, set[str]]:
         if tables and tables != {"run", "event"}:
             # Someone else's database: not even switched to WAL.
             raise ValueError(f"journal {path!r} is an SQLite file but not a graphsend journal")
+        # (at the default FULL: a new file's switch to WAL, its header, is fsynced, so a
+        # power loss cannot leave a journal whose WAL its header disowns)
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise ValueError(f"journal {path!r}: SQLite cannot use WAL mode there ({mode})")
