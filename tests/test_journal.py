@@ -434,3 +434,38 @@ def test_async_client_send_many_with_a_journal_survives_sigkill(tmp_path: Path) 
         before = len(graph.requests)
         again = Child(graph, items, path, wait=2.0, kind="async").results(timeout=60)
         assert again == results and len(graph.requests) == before
+
+
+def test_ctrl_c_then_the_same_command_again_sends_each_draft_once(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    with FakeGraph(latency=0.1) as graph:
+        graph.resend_window = 3600.0
+        items = drafts(graph, 200, mailboxes=10)
+        script = textwrap.dedent(
+            f"""
+            import graphsend
+            from graphsend import Client
+            items = {items!r}
+            with Client({graph.token!r}, base_url={graph.base_url!r}) as client:
+                try:
+                    client.send_many(items, journal={str(path)!r})
+                except KeyboardInterrupt as exc:
+                    results = graphsend.interrupted_results(exc)
+                    print(len(results), sum(1 for r in results if getattr(r, "may_have_sent", 0)))
+            """
+        )
+        with subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+        ) as p:
+            try:
+                wait_for_sends(graph, 25, timeout=30)  # the second round is in flight
+                p.send_signal(signal.SIGINT)
+                out, _ = p.communicate(timeout=30)
+            finally:
+                p.kill()
+        assert p.returncode == 0, out
+        count, doubtful = map(int, out.split())
+        assert count == 200 and doubtful > 0  # interrupted with sends in flight
+        results = Child(graph, items, path, wait=1.0).results(timeout=60)
+        assert [r[0] for r in results] == ["receipt"] * 200
+        assert [graph.send_count(m) for _, m in items] == [1] * 200
