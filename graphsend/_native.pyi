@@ -39,7 +39,8 @@ def send_path(user: str | None, message_id: str, /) -> str:
     """/me|users/{user}/messages/{id}/send, each part checked and one percent-encoded segment."""
 
 def set_receipt_type(cls: type[tuple[object, ...]], /) -> None:
-    """The tuple subclass (graphsend.Receipt) that Handle.send_draft() returns on 202."""
+    """The tuple subclass (graphsend.Receipt) that Handle.send_draft() returns on 202: built
+    from (status, request_id, client_request_id, date, elapsed, message_id, user, False)."""
 
 @final
 class Share:
@@ -127,9 +128,10 @@ class Engine:
         file: tuple[int, int, int] | None = None,
     ) -> None:
         """Queue a send; any thread. With client_request_id, the id goes out as its own header
-        line and perform() returns a 202 as a Receipt carrying it (no Result to convert).
-        With method, body (bytes, copied) or file ((fd, offset, length), open until the
-        result is back): any request, as Handle.request makes it (whole 2xx body back)."""
+        line and perform() returns a 202 as a Receipt carrying it (no Result to convert;
+        its message_id and user are None: the Scheduler knows the item). With method, body
+        (bytes, copied) or file ((fd, offset, length), open until the result is back): any
+        request, as Handle.request makes it (whole 2xx body back)."""
     def cancel(self, tag: int) -> None:
         """Abort the sends with this tag (curl_code 42); any thread; unknown tags are ignored."""
     def wakeup(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from graphsend._operations.reconcile import STAMP_ID
 from graphsend.testing import FakeGraph
 
 QUICK = graphsend.Retry(backoff_base=0.01, backoff_max=0.02)
+SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ def stamp_filter(stamp: str) -> str:
 def test_i12_fakegraph_send_pipeline_delay_keeps_the_draft_unsent_then_moves_it(
     graph: FakeGraph, client: Client
 ) -> None:
-    graph.sent_items_delay = 0.4
+    graph.sent_items_delay = 0.4 * SCALE
     draft = client.create_draft(Message("Later", "b", to="a@b.com"))
     client.send(draft)
     assert graph.processing(draft)
@@ -67,7 +69,7 @@ def test_i12_fakegraph_send_pipeline_delay_keeps_the_draft_unsent_then_moves_it(
     # A second send inside the window goes out again: the duplicate a blind retry makes.
     client.send(draft)
     assert graph.send_count(draft) == 2
-    time.sleep(0.5)
+    time.sleep(0.5 * SCALE)
     assert not graph.processing(draft)
     status, doc = get(graph, f"/v1.0/me/messages/{quote(draft, safe='')}?$select=isDraft")
     assert (status, doc["isDraft"]) == (200, False)  # immutable id: found in Sent Items
@@ -168,7 +170,7 @@ def test_i12_reconcile_sent_with_an_immutable_id(graph: FakeGraph, client: Clien
     client.send(draft)
     started = time.monotonic()
     assert client.reconcile(draft, wait=10) == "sent"
-    assert 0.25 < time.monotonic() - started < 5  # found once the pipeline moved it
+    assert 0.25 < time.monotonic() - started < 5 * SCALE  # found once the pipeline moved it
     gets = [r for r in graph.requests if r.method == "GET"]
     assert all("%24select=isDraft" in r.path or "$select=isDraft" in r.path for r in gets)
     assert all(r.headers.get("prefer") == 'IdType="ImmutableId"' for r in gets)
@@ -206,8 +208,8 @@ def test_i12_reconcile_unknown_on_403_at_once(graph: FakeGraph, client: Client) 
     draft = client.create_draft(Message("x", "b", to="a@b.com"))
     graph.deny_reads = True
     started = time.monotonic()
-    assert client.reconcile(draft, wait=30) == "unknown"
-    assert time.monotonic() - started < 5
+    assert client.reconcile(draft, wait=30 * SCALE) == "unknown"
+    assert time.monotonic() - started < 5 * SCALE
     assert len([r for r in graph.requests if r.method == "GET"]) == 1
 
 
@@ -242,3 +244,97 @@ def test_i12_async_reconcile(graph: FakeGraph) -> None:
             return a, b, c
 
     assert asyncio.run(main()) == ("sent", "not_sent", "unknown")
+
+
+def test_i12_drafts_made_by_send_many_and_async_compose_are_stamped(graph: FakeGraph) -> None:
+    big = Message(
+        "Big",
+        "b",
+        to="a@b.com",
+        attachments=[graphsend.Attachment(b"x" * (3 << 20) + b"y", name="big.bin")],
+    )
+    with Client(graph.token, base_url=graph.base_url, http2=False) as client:
+        (receipt,) = client.send_many([big])  # too large for sendMail: a draft, then its send
+    assert isinstance(receipt, graphsend.Receipt) and receipt.message_id is not None
+    (sent,) = graph.sent_items()
+    assert sent.id == receipt.message_id and [i for i, _ in sent.extended_properties] == [STAMP_ID]
+    original = graph.add_received(subject="Q")
+
+    async def main() -> list[str]:
+        async with AsyncClient(graph.token, base_url=graph.base_url, http2=False) as client:
+            return [
+                await client.create_draft(Message("n", "b", to="a@b.com")),
+                await client.create_reply(original, comment="c"),
+                await client.create_forward(original, to="c@d.com"),
+            ]
+
+    drafts = asyncio.run(main())
+    stamps = {stamp_of(graph, d) for d in drafts}
+    assert len(stamps) == 3
+
+
+# --- the rules alone (reconcile.plan with a fake clock and canned answers) ----------------------
+
+
+def run_plan(
+    answers: list[tuple[int, dict[str, Any]]], wait: float, stamp: str | None = None
+) -> tuple[str, list[str], float]:
+    """Feed ``answers`` (status, JSON) to plan(); returns the verdict, the operations read, and
+    the fake time at the end. Pauses advance the fake clock."""
+    from graphsend._operations.reconcile import plan
+
+    now = [0.0]
+    steps = plan("AAMkAD=", stamp, wait, clock=lambda: now[0])
+    seen: list[str] = []
+    feed = iter(answers)
+    result: tuple[object, ...]
+    try:
+        step = next(steps)
+        while True:
+            if step[0] == "sleep":
+                assert step[1] >= 0
+                now[0] += step[1]
+                step = steps.send(None)
+            else:
+                seen.append(step[1].name)
+                status, doc = next(feed, (0, {}))  # (past the canned answers: a failure)
+                result = (status, {}, json.dumps(doc).encode(), 0.01, 0, "", True)
+                step = steps.send(result)
+    except StopIteration as done:
+        return done.value, seen, now[0]
+
+
+DRAFT = (200, {"isDraft": True})
+SENT = (200, {"isDraft": False})
+GONE = (404, {"error": {"code": "ErrorItemNotFound"}})
+
+
+def test_i12_plan_not_sent_only_from_a_read_after_the_deadline() -> None:
+    verdict, seen, end = run_plan([DRAFT] * 50, wait=10)
+    assert verdict == "not_sent" and end >= 10 and len(seen) < 12
+    verdict, seen, end = run_plan([DRAFT, DRAFT, SENT], wait=10)
+    assert verdict == "sent" and len(seen) == 3 and end < 10
+    assert run_plan([DRAFT], wait=0)[0] == "not_sent"  # wait=0: one read, taken as final
+
+
+def test_i12_plan_unknown_cases() -> None:
+    assert run_plan([(403, {"error": {"code": "ErrorAccessDenied"}})], wait=10)[:2] == (
+        "unknown",
+        ["getMessage"],
+    )
+    assert run_plan([(404, {"error": {"code": "ErrorInvalidUser"}})], wait=10)[0] == "unknown"
+    assert run_plan([GONE], wait=10)[:2] == ("unknown", ["getMessage"])  # no stamp known
+    unreadable = (200, {"value": 1})  # no isDraft: a read that failed, tried 3 more times
+    assert run_plan([unreadable] * 4, wait=0)[:2] == ("unknown", ["getMessage"] * 4)
+    verdict, seen, _ = run_plan([(503, {})] * 50, wait=2)
+    assert verdict == "unknown" and seen.count("getMessage") >= 4 + 3  # 3 retries after
+
+
+def test_i12_plan_follows_the_stamp_when_the_id_is_gone() -> None:
+    found = (200, {"value": [{"id": "x", "isDraft": False}]})
+    none = (200, {"value": []})
+    verdict, seen, _ = run_plan([GONE, none, none, found], wait=10, stamp="s")
+    assert verdict == "sent" and seen == ["getMessage"] + ["findSentByStamp"] * 3
+    verdict, seen, end = run_plan([GONE] + [none] * 50, wait=3, stamp="s")
+    assert verdict == "unknown" and end >= 3  # never "not_sent" from an absence
+    assert run_plan([GONE, (403, {})], wait=3, stamp="s")[0] == "unknown"

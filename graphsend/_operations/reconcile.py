@@ -57,6 +57,9 @@ STAMPS_KEPT = 16384
 #: Polls back off from this many seconds, doubling, up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
+#: Reads that fail (5xx, a reset, a timeout) once the settling time is over are tried again
+#: this many times: ``wait`` bounds the settling time, not the patience with a flaky network.
+LATE_RETRIES = 3
 
 _ANY_STATUS = frozenset(range(0, 1000))  # every answer comes back raw: these rules read it
 
@@ -181,16 +184,23 @@ def search_reading(result: Result) -> Reading:
     return "error"
 
 
-def verdict(reading: Reading, started: float, deadline: float) -> Verdict | None:
+def verdict(
+    reading: Reading, started: float, deadline: float, late_errors: int = 0
+) -> Verdict | None:
     """The verdict a reading gives, or None to read again later. ``started``: when the read
-    was issued; a draft reading unsent is proof only from a read issued after ``deadline``."""
+    was issued; a draft reading unsent is proof only from a read issued after ``deadline``.
+    ``late_errors``: failed reads issued after ``deadline`` so far, this one included."""
     if reading == "sent":
         return "sent"
     if reading == "blind":
         return "unknown"
     if started < deadline:
         return None
-    return "not_sent" if reading == "draft" else "unknown"
+    if reading == "draft":
+        return "not_sent"
+    if reading == "error" and late_errors <= LATE_RETRIES:
+        return None
+    return "unknown"
 
 
 def backoff(polls: int) -> float:
@@ -207,11 +217,13 @@ def plan(
     each read's Result back (None after a pause) and gets the verdict as the return value.
 
     Reads at once, then backs off (0.25 s doubling to 5 s) until ``wait`` seconds have passed,
-    with one last read issued at or after that moment.
+    with one last read issued at or after that moment (tried again up to LATE_RETRIES times
+    if it fails).
     """
     deadline = clock() + wait
     gone = False  # the id named nothing: from now on only the stamp can tell
     polls = 0
+    late_errors = 0
     while True:
         started = clock()
         reading: Reading = "error"
@@ -225,11 +237,16 @@ def plan(
         if gone:
             answer = yield ("get", find_stamp(stamp))  # type: ignore[arg-type]
             reading = search_reading(answer) if answer is not None else "error"
-        decided = verdict(reading, started, deadline)
+        if reading == "error" and started >= deadline:
+            late_errors += 1
+        decided = verdict(reading, started, deadline, late_errors)
         if decided is not None:
             return decided
         now = clock()
-        yield ("sleep", max(0.0, min(backoff(polls), deadline - now)))
+        if late_errors:
+            yield ("sleep", backoff(late_errors - 1))
+        else:
+            yield ("sleep", max(0.0, min(backoff(polls), deadline - now)))
         polls += 1
 
 

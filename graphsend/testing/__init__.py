@@ -28,7 +28,8 @@ UPN or id, each segment percent-decoded once), with Graph's shapes and status co
   ``DELETE`` cancels). The last chunk answers ``201`` with a ``Location`` naming the attachment.
 * ``POST /{v}/{me}/sendMail``: JSON ``{"message", "saveToSentItems"}`` or base64 MIME; ``202``.
 * ``GET``, ``PATCH``, ``DELETE .../messages/{id}`` (``$select``, ``$expand=attachments``);
-  ``GET /{v}/{me}/mailFolders/{inbox|drafts|sentitems}/messages`` lists a folder.
+  ``GET /{v}/{me}/mailFolders/{inbox|drafts|sentitems}/messages`` lists a folder (``$select``,
+  ``$top``, and ``$filter`` on a single-value extended property).
 
 Every message keeps every field and every attachment's bytes: :meth:`FakeGraph.delivered`,
 :meth:`FakeGraph.sent_items` and :meth:`FakeGraph.drafts` return :class:`Message` records that

@@ -96,6 +96,15 @@ class FakeGraph:
     Graph. Upload faults: :meth:`fail_upload_chunk`, :meth:`reset_upload_chunk`,
     :meth:`expire_upload_sessions`, :attr:`upload_session_lifetime`. Originals to reply to:
     :meth:`add_received`.
+
+    After the 202 (for clients that settle ambiguous sends by reading the mailbox):
+    :attr:`sent_items_delay` keeps a sent draft in Drafts (``isDraft: true``, and sendable
+    again: a duplicate) for that long before it moves to Sent Items; :meth:`send_count` says
+    how many times each draft actually went out; Sent Items can be searched with the
+    documented ``$filter=singleValueExtendedProperties/Any(ep: ep/id eq '...' and ep/value eq
+    '...')`` (any other ``$filter``: 400); :attr:`deny_reads` answers reads with 403
+    ``ErrorAccessDenied``; ``fail_next``/``reset_next``/``stall_next(deliver=True)`` send the
+    draft and then lose the answer; :meth:`random_faults` draws faults of both kinds.
     """
 
     #: Seconds to wait before answering each send request (applies from the next request on).
