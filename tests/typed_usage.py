@@ -221,6 +221,7 @@ async def asynchronously(graph: FakeGraph) -> list[Receipt | SendError]:
             graphsend.Message("n", to="a@b.c"),
             ("adele@contoso.com", graphsend.Message("o", to="a@b.c")),
         ]
+        await client.send_many([graph.create_draft()], journal=Path("run.db"))
         return await client.send_many(mixed, max_concurrency=8)
 
 
