@@ -42,11 +42,11 @@ wake-up, after the Scheduler submitted and before the Engine runs (``Engine.subm
 nothing is written on the wire before ``perform``).
 
 Running again with the same items: ``sent`` items return their stored Receipt and are not
-requested; ``in_flight`` and ``unknown`` ones are reconciled (``Client.reconcile``: the mailbox
-is asked whether the draft went out): "sent" is a Receipt with ``reconciled=True``, "not_sent"
-goes out again with the others, "unknown" is a SendError with ``may_have_sent=True`` and is never
-resent; ``pending`` and ``failed`` ones are sent.
-
+requested; ``in_flight`` and ``unknown`` ones are reconciled by the Scheduler while the rest is
+sent (reads of the mailbox, as ``Retry(reconcile_ambiguous=True)`` settles an ambiguous send):
+"sent" is a Receipt with ``reconciled=True``, "not_sent" goes out again (same
+client-request-id), "unknown" is a SendError with ``may_have_sent=True`` and is never resent;
+``pending``, ``reserved`` (same boot) and ``failed`` ones are sent.
 """
 
 from __future__ import annotations
