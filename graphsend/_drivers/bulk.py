@@ -7,6 +7,7 @@ a Scheduler from the calling thread; AsyncClient drives one per event loop, from
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -653,8 +654,14 @@ def send_many(
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
         if batch.journal is not None:
-            batch.journal.close()  # the aborted ones' outcomes too (in flight: stays doubtful)
+            with contextlib.suppress(Exception):  # (the journal may be what failed)
+                batch.journal.close()  # the aborted ones' outcomes too (in flight: doubtful)
         raise
+    results = batch.settle(scheduler.in_flight)
     if batch.journal is not None:
-        batch.journal.close()
-    return batch.settle(scheduler.in_flight)
+        try:
+            batch.journal.close()
+        except BaseException as exc:  # (a full disk, say): every send is done, say how
+            exc.results = results  # type: ignore[attr-defined]
+            raise
+    return results
