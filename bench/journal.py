@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}  # this process's CPU seconds
     fsyncs: dict[str, list[int]] = {mode: [] for mode in MODES}
     rerun: list[float] = []
     counted = [0]  # fsynced commits (reservations) of the current round
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         flush(self)
 
     _journal.Journal.flush = counting_flush  # type: ignore[method-assign]
+    used = [0.0]
     with Latencyd(LATENCY) as server, Client("bench", base_url=server.base_url) as client:
         round_no = 0
 
@@ -83,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = work / f"run{round_no}.db"
             round_no += 1
             counted[0] = 0
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = client.send_many(items, max_concurrency=PLAN.max_in_flight, journal=path)
             took = time.perf_counter() - start
+            used[0] = time.process_time() - cpu_start
             bad = sum(1 for r in out if getattr(r, "status", None) != 202)
             if bad:
                 raise SystemExit(f"{mode}: {bad} sends failed")
@@ -107,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             for mode in rng.sample(list(MODES), len(MODES)):
                 times[mode].append(one(mode))
                 fsyncs[mode].append(counted[0])
+                cpu[mode].append(used[0])
     lines: list[str] = []
     out = lines.append
     out(
         f"S3 plan: {PLAN.total} sends, {PLAN.mailboxes} mailboxes, cap {PLAN.cap}, latency "
         f"{LATENCY * 1000:.0f} ms; {args.rounds} rounds. Median wall time; overhead = median of "
         "each round's ratio to that round's no-journal run; best = fastest round, against the "
-        "fastest no-journal round"
+        "fastest no-journal round; CPU = this process's CPU time (median), in brackets what "
+        "the journal adds"
     )
     for mode, setting in MODES.items():
         ratios = [t / b for t, b in zip(times[mode], times["no journal"], strict=True)]
@@ -123,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             extra = f"{100 * (statistics.median(ratios) - 1):+.1f} %"
             best_extra = f"{100 * (best / min(times['no journal']) - 1):+.1f} %"
         synced = f"{statistics.median(fsyncs[mode]):.0f} fsyncs" if setting else ""
+        used_ms = statistics.median(cpu[mode]) * 1000
+        more_cpu = used_ms - statistics.median(cpu["no journal"]) * 1000
+        cpu_extra = f"(+{more_cpu:.1f})" if setting else ""
         out(
             f"  {mode:36} {statistics.median(times[mode]) * 1000:7.1f} ms {extra:>8}   "
-            f"best {best * 1000:6.1f} ms {best_extra:>8}  {synced:9}  "
-            f"(worst {max(times[mode]) * 1000:.0f})"
+            f"best {best * 1000:6.1f} ms {best_extra:>8}  CPU {used_ms:5.1f} ms {cpu_extra:8} "
+            f"{synced:9}  (worst {max(times[mode]) * 1000:.0f})"
         )
     out(
         "  rerun of a finished journal (2,000 known sent, no request): "

@@ -51,9 +51,11 @@ client-request-id), "unknown" is a SendError with ``may_have_sent=True`` and is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 
 from graphsend._rules.errors import SendError
@@ -229,13 +231,42 @@ class Journal:
             db.execute("INSERT INTO event (changes) VALUES (?)", (json.dumps(changes),))
 
     def close(self) -> None:
-        """Flush, and let go of the file (and of the lock); closing checkpoints the WAL into
-        the database, fsyncing both."""
+        """Commit what is left, and let go of the file (and of the lock) in a thread of its
+        own: SQLite's close copies the WAL into the database and fsyncs both, milliseconds the
+        caller need not wait for (everything is in the WAL already). Opening the same journal
+        again in this process waits for it; another process may find it busy meanwhile. The
+        thread is not a daemon: the interpreter finishes it before exiting."""
         try:
             self._starts = True  # commit even outcomes alone
             self.flush()
-        finally:
+        except BaseException:
             self._db.close()
+            raise
+        key = os.path.realpath(self.path)
+        closing = threading.Thread(target=_close, args=(self._db, key), name="graphsend-journal")
+        with _closing_lock:
+            _closing[key] = closing
+        closing.start()
+
+
+def _close(db: sqlite3.Connection, key: str) -> None:
+    with contextlib.suppress(sqlite3.Error):  # (the WAL stays: the next open recovers it)
+        db.close()
+    with _closing_lock:
+        if _closing.get(key) is threading.current_thread():
+            del _closing[key]
+
+
+# Journals closing in a thread (see Journal.close), by real path.
+_closing: dict[str, threading.Thread] = {}
+_closing_lock = threading.Lock()
+
+
+def _wait_closed(path: str) -> None:
+    with _closing_lock:
+        closing = _closing.pop(os.path.realpath(path), None)
+    if closing is not None:
+        closing.join()
 
 
 def _error_state(err: SendError) -> str:
@@ -244,6 +275,7 @@ def _error_state(err: SendError) -> str:
 
 def _connect(path: str) -> tuple[sqlite3.Connection, set[str]]:
     """The connection, inside BEGIN IMMEDIATE, and the tables the file already had."""
+    _wait_closed(path)
     try:
         # timeout 0: another process holding the lock is an error at once, never a wait.
         db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
