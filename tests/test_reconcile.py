@@ -239,6 +239,8 @@ def test_i12_async_reconcile(graph: FakeGraph) -> None:
             a, b = await asyncio.gather(
                 client.reconcile(sent, wait=5), client.reconcile(unsent, wait=0.5)
             )
+            many = await client.reconcile_many([sent, (None, unsent)], wait=0.3)
+            assert many == ["sent", "not_sent"]
             graph.deny_reads = True
             c = await client.reconcile(unsent, wait=5)
             return a, b, c
@@ -338,3 +340,23 @@ def test_i12_plan_follows_the_stamp_when_the_id_is_gone() -> None:
     verdict, seen, end = run_plan([GONE] + [none] * 50, wait=3, stamp="s")
     assert verdict == "unknown" and end >= 3  # never "not_sent" from an absence
     assert run_plan([GONE, (403, {})], wait=3, stamp="s")[0] == "unknown"
+
+
+def test_i12_reconcile_many_settles_every_item_side_by_side(graph: FakeGraph) -> None:
+    """What a crashed bulk job left in flight, settled at once: each item's verdict in input
+    order, in about one settling time (not one per item), under the per-mailbox cap."""
+    graph.sent_items_delay = 0.2
+    users = [f"r{i}@x.com" for i in range(8)]
+    sent = [(u, graph.create_draft(u, immutable_id=True)) for u in users for _ in range(3)]
+    unsent = [(u, graph.create_draft(u, immutable_id=True)) for u in users for _ in range(3)]
+    with Client(graph.token, base_url=graph.base_url, http2=False) as client:
+        client.send_many(sent)
+        with pytest.raises(ValueError):
+            client.reconcile_many([("a", "b", "c")], wait=1)  # type: ignore[list-item]
+        started = time.monotonic()
+        verdicts = client.reconcile_many([*sent, *unsent, "gone=="], wait=1.0)
+        elapsed = time.monotonic() - started
+    assert verdicts == ["sent"] * 24 + ["not_sent"] * 24 + ["unknown"]
+    assert 1.0 <= elapsed < 4 * SCALE  # 48 plans of a 1 s settling time, side by side
+    assert max(graph.peak_in_flight(u) for u in users) <= 4
+    assert all(graph.send_count(d) == 0 for _, d in unsent)

@@ -64,7 +64,17 @@ def reconciling(client: Client, draft_id: str) -> Receipt | None:
 
 async def reconciling_async(client: AsyncClient, draft_id: str) -> bool:
     verdict: Literal["sent", "not_sent", "unknown"] = await client.reconcile(draft_id, wait=5)
-    return verdict == "sent"
+    many: list[Literal["sent", "not_sent", "unknown"]] = await client.reconcile_many(
+        [draft_id, ("adele@contoso.com", draft_id)], wait=5
+    )
+    return verdict == "sent" and many[0] == "sent"
+
+
+def reconciling_many(client: Client, ids: list[str]) -> int:
+    verdicts = client.reconcile_many(
+        [*ids, ("adele@contoso.com", ids[0])], wait=30, max_concurrency=16, max_per_mailbox=4
+    )
+    return verdicts.count("not_sent")
 
 
 def error_fields(err: SendError) -> str:

@@ -654,6 +654,17 @@ class AsyncClient:
             check_text(stamp, "stamp")
         return await reconcile_async(self, message_id, user, _reconcile.check_wait(wait), stamp)
 
+    async def reconcile_many(self, items: Iterable[Item], *, wait: float = 60.0) -> list[Verdict]:
+        """Like ``Client.reconcile_many``: every item's reads side by side on this loop (under
+        the per-mailbox cap); the verdicts in input order."""
+        pairs = [item if isinstance(item, tuple) else (None, item) for item in items]
+        for index, pair in enumerate(pairs):
+            if len(pair) != 2 or not isinstance(pair[1], str):
+                raise ValueError(f"item {index}: expected a message id or (user, message_id)")
+        wait = _reconcile.check_wait(wait)
+        calls = [self.reconcile(message_id, user=user, wait=wait) for user, message_id in pairs]
+        return list(await asyncio.gather(*calls))
+
     async def attach(
         self,
         message_id: str,

@@ -447,6 +447,25 @@ class Client:
             check_text(stamp, "stamp")
         return _driver.reconcile(self, message_id, user, check_wait(wait), stamp)
 
+    def reconcile_many(
+        self,
+        items: Iterable[Item],
+        *,
+        wait: float = 60.0,
+        max_concurrency: int = 64,
+        max_per_mailbox: int = 4,
+    ) -> list[Verdict]:
+        """``reconcile`` for many drafts at once (ids, or ``(user, message_id)`` pairs, as in
+        send_many); the verdicts in input order. The reads run side by side on one libcurl
+        multi, at most ``max_per_mailbox`` per mailbox: settling what a crashed bulk job left
+        in flight takes about ``wait`` seconds, not ``wait`` per item."""
+        from graphsend._drivers.reconciling import reconcile_many
+        from graphsend._operations.reconcile import check_wait
+
+        if self._closed:
+            raise ValueError("this Client is closed")
+        return reconcile_many(self, items, check_wait(wait), max_concurrency, max_per_mailbox)
+
     @property
     def _stamps(self) -> Stamps:
         """Stamps of the drafts this Client made (made on first use: import cost)."""

@@ -9,7 +9,7 @@ import itertools
 import time
 
 from graphsend import _native
-from graphsend._drivers.bulk import Job, _Mailbox
+from graphsend._drivers.bulk import Batch, Job, Scheduler, _Mailbox, check_limits
 from graphsend._drivers.sync import PREFER_IMMUTABLE
 from graphsend._operations import reconcile as _reconcile
 from graphsend._rules.errors import SendError
@@ -17,12 +17,13 @@ from graphsend._rules.receipt import Receipt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Iterable
 
     from graphsend._drivers.async_client import AsyncClient
-    from graphsend._drivers.bulk import Scheduler
+    from graphsend._drivers.client import Client
     from graphsend._native import Result
     from graphsend._operations.reconcile import Step, Verdict
+    from graphsend._rules.request import Item
 
 
 async def reconcile_async(
@@ -64,7 +65,7 @@ class Probe:
     __slots__ = ("error", "job", "started", "steps")
 
     def __init__(
-        self, job: Job, error: SendError, steps: Generator[Step, Result | None, Verdict]
+        self, job: Job, error: SendError | None, steps: Generator[Step, Result | None, Verdict]
     ) -> None:
         self.job = job  # the send being settled
         self.error = error
@@ -128,11 +129,16 @@ def _advance(
 
 def _conclude(scheduler: Scheduler, probe: Probe, verdict: Verdict) -> None:
     job = probe.job
+    if probe.error is None:  # reconcile_many: the verdict is the item's result
+        scheduler._record(job, verdict)  # type: ignore[arg-type]
+        return
     assert job.retry is not None
     elapsed = time.monotonic() - probe.started
     got = _reconcile.after(verdict, probe.error, job.retry, elapsed, job.message_id, job.user)
     if got is None:  # proved not sent: send again (same client-request-id)
         job.batch.results[job.index] = None  # not in flight, not sent: as any queued item
+        path = job.url[scheduler.prefix_len :]
+        scheduler.client._log_retry(path, probe.error, 0.0, job.retry.attempt)
         _enqueue(scheduler, job, front=True)
         return
     scheduler._record(job, got)
@@ -153,3 +159,50 @@ def _box(scheduler: Scheduler, name: str) -> _Mailbox:
         box = scheduler.mailboxes[name] = _Mailbox(name)
     scheduler.ready[name] = box
     return box
+
+
+def reconcile_many(
+    client: Client, items: Iterable[Item], wait: float, max_concurrency: int, max_per_mailbox: int
+) -> list[Verdict]:
+    """Client.reconcile_many: every item's plan at once on the thread's Engine, under the
+    per-mailbox cap; the verdicts in input order."""
+    import threading
+
+    check_limits(max_concurrency, max_per_mailbox)
+    batch = Batch(max_concurrency)
+    for index, item in enumerate(items):
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise ValueError(f"item {index}: expected (user, message_id), got {len(item)}")
+            user, message_id = item
+        else:
+            user, message_id = None, item
+        if not isinstance(message_id, str):
+            raise TypeError(f"item {index}: a message id (str) is needed")
+        batch.add(client._prefix, user, message_id, "")  # bad input raises here
+    engine = client._engine()
+    scheduler = Scheduler(client, engine, max_per_mailbox)
+    batch.results = [None] * len(batch.jobs)
+    for job in batch.jobs:
+        assert job.message_id is not None
+        stamp = client._stamps.get(job.message_id)
+        _advance(
+            scheduler, Probe(job, None, _reconcile.plan(job.message_id, stamp, wait)), None, True
+        )
+    check_signals = threading.current_thread() is threading.main_thread()
+    try:
+        while not batch.finished():
+            now = time.monotonic()
+            next_wake = scheduler.start_ready(now)
+            if batch.finished():
+                break
+            timeout = 1.0 if next_wake is None else max(0.0, min(next_wake - now, 1.0))
+            for tag, result in engine.perform(timeout, check_signals):
+                scheduler.finish(tag, result)
+    except BaseException:
+        scheduler.cancel(batch)
+        engine.perform(0.0)
+        raise
+    verdicts = list(batch.results)
+    batch.jobs = []
+    return verdicts  # type: ignore[return-value]

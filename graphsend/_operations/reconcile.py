@@ -280,11 +280,11 @@ def after(
     if verdict == "not_sent":
         # Proof that no attempt so far delivered it: a new one cannot make a duplicate.
         state.ambiguous = False
+        error.args = (f"{error.args[0]}; the mailbox shows it was not sent",)
         if state.attempt < state.policy.max_attempts:
             state.attempt += 1
             return None
         error.may_have_sent = False
-        error.args = (f"{error.args[0]}; the mailbox shows it was not sent",)
         return error
     error.args = (f"{error.args[0]}; reading the mailbox could not tell whether it was sent",)
     return error
