@@ -17,7 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     send = commands.add_parser(
         "send", help="send one draft; the token comes from the GRAPH_TOKEN environment variable"
     )
-    send.add_argument("message_id")
+    send.add_argument("message_id", nargs="?")
+    send.add_argument(
+        "--from-file",
+        metavar="PATH",
+        help="send every draft listed in this file, one per line: 'ID' or 'USER ID'",
+    )
+    send.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="record each send in this SQLite file; after a crash, the same command again "
+        "sends only what was not sent (what was in flight is looked up in the mailbox)",
+    )
     send.add_argument("--user", help="userPrincipalName or id (default: /me)")
     send.add_argument("--base-url", default=CLOUDS["global"])
     send.add_argument("--api-version", default="v1.0")
@@ -42,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command in ("send-mail", "compose"):
         return compose_one(args)
+    if args.from_file is not None or args.journal is not None:
+        return send_listed(args)
+    if args.message_id is None:
+        parser.error("send: give a message id, or --from-file PATH")
     return send_one(args)
 
 
@@ -157,6 +172,50 @@ def send_one(args: argparse.Namespace) -> int:
         print(f"graphsend: {exc}", file=sys.stderr)
         return 2
     return _sent(receipt)
+
+
+def send_listed(args: argparse.Namespace) -> int:
+    """``send --from-file PATH [--journal PATH]``: one send_many; a line per result."""
+    token = os.environ.get("GRAPH_TOKEN")
+    if not token:
+        print("graphsend: set GRAPH_TOKEN to a Graph access token", file=sys.stderr)
+        return 2
+    items: list[tuple[str | None, str]] = []
+    try:
+        if args.message_id is not None:
+            items.append((args.user, args.message_id))
+        if args.from_file is not None:
+            with open(args.from_file, encoding="utf-8") as f:
+                for line in f:
+                    fields = line.split()
+                    if fields and not fields[0].startswith("#"):
+                        if len(fields) > 2:
+                            raise ValueError(f"{args.from_file}: expected 'ID' or 'USER ID'")
+                        items.append(
+                            (fields[0], fields[1]) if len(fields) == 2 else (args.user, fields[0])
+                        )
+        if not items:
+            raise ValueError("no message ids given")
+        with Client(
+            token,
+            base_url=args.base_url,
+            api_version=args.api_version,
+            ca_bundle=args.ca_bundle,
+            timeout=args.timeout,
+        ) as client:
+            results = client.send_many(items, journal=args.journal)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"graphsend: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    for (_, message_id), result in zip(items, results, strict=True):
+        if isinstance(result, SendError):
+            print(f"{message_id}: ", end="", file=sys.stderr)
+            status = _send_failed(result)
+        else:
+            print(f"{message_id}: ", end="")
+            _sent(result)
+    return status
 
 
 def _sent(receipt: Receipt) -> int:

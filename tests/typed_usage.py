@@ -199,8 +199,11 @@ def in_bulk(client: Client, ids: list[str]) -> int:
         partial: list[Receipt | SendError] | None = graphsend.interrupted_results(exc)
         print(len(partial or []))
         raise
+    journaled: list[Receipt | SendError] = client.send_many(
+        items, journal=Path("run.db")
+    ) + client.send_many(items, journal="run.db")
     sent = 0
-    for result in results:
+    for result in [*results, *journaled]:
         if isinstance(result, Receipt):
             sent += 1
         else:
@@ -228,6 +231,7 @@ async def asynchronously(graph: FakeGraph) -> list[Receipt | SendError]:
             graphsend.Message("n", to="a@b.c"),
             ("adele@contoso.com", graphsend.Message("o", to="a@b.c")),
         ]
+        await client.send_many([graph.create_draft()], journal=Path("run.db"))
         return await client.send_many(mixed, max_concurrency=8)
 
 

@@ -7,6 +7,7 @@ a Scheduler from the calling thread; AsyncClient drives one per event loop, from
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from graphsend._drivers.client import Client
+    from graphsend._drivers.journal import Journal
     from graphsend._drivers.progress import ProgressArg
     from graphsend._native import Result
     from graphsend._operations.catalog import Operation
@@ -104,6 +106,7 @@ class Batch:
     __slots__ = (
         "done",
         "jobs",
+        "journal",
         "known",
         "limit",
         "notice",
@@ -123,6 +126,7 @@ class Batch:
         self.done = 0  # items with a final outcome
         self.stopping = False  # start nothing more; queued items are dropped as they come up
         self.notice: str | None = None  # a long pause began: shown on the progress bar
+        self.journal: Journal | None = None  # send_many(journal=...): told of each start, outcome
 
     def add(self, prefix: str, user: str | None, message_id: str, crid: str) -> None:
         """Validate and append one item (bad input raises here, before anything is sent)."""
@@ -371,6 +375,8 @@ class Scheduler:
             headers = (auth, f"Retry-Attempt: {job.retry.attempt - 1}") if auth else ()
         job.auth = auth
         tag = job.tag = next(self._tags)
+        if job.batch.journal is not None and job.probe is None:  # (a read sends nothing)
+            job.batch.journal.started(job, self.mailboxes)  # durable before the Engine runs
         if op is not None:
             # Any other request: its own header lines, the whole 2xx body back as a Result.
             self.engine.submit(
@@ -455,6 +461,8 @@ class Scheduler:
                         batch.notice = f"mailbox {box.name} throttled, resuming in {wait:.0f} s"
                         self.touched[batch] = None
                 box.queue.appendleft(job)
+                if batch.journal is not None:
+                    batch.journal.requeued(job)
                 return None
         if op is not None and isinstance(got, SendError):
             # Only an operation that sends mail may have sent one (as _driver.run says).
@@ -542,6 +550,8 @@ class Scheduler:
         batch.results[job.index] = got
         batch.done += 1
         self.touched[batch] = None
+        if batch.journal is not None:
+            batch.journal.settled(job, got)
         if batch.stop_on_error and isinstance(got, SendError):
             batch.stopping = True
 
@@ -656,11 +666,22 @@ def send_many(
     max_per_mailbox: int,
     progress: ProgressArg,
     stop_on_error: bool,
+    journal: object = None,
 ) -> list[Outcome]:
     check_limits(max_concurrency, max_per_mailbox)
+    if journal is not None:
+        from graphsend._drivers import journal as _journal
+
+        path = _journal.check_path(journal)
+        items = list(items)
+        keys = _journal.item_keys(items)
     batch = Batch(max_concurrency, stop_on_error)
     prefer = PREFER_IMMUTABLE if client.immutable_ids else None
     large = batch.add_items(client._prefix, items, prefer)  # bad input raises here
+    if journal is not None:
+        # Refuses a busy or mismatched journal (before anything is sent); presets what is
+        # known sent.
+        batch.journal = _journal.attach(client, batch, path, keys, max_per_mailbox)
     try:
         # Too large for one sendMail: drafts with their uploads first (several at once, see
         # drafting.py), then their sends go out with the others.
@@ -677,9 +698,13 @@ def send_many(
     check_signals = threading.current_thread() is threading.main_thread()
     shown = 0  # items the progress report has been told about
     try:
+        if batch.journal is not None and batch.journal.doubtful:
+            _journal.reconcile(scheduler, batch.journal)  # maybe sent before: ask the mailbox
         while True:
             now = time.monotonic()
             next_wake = scheduler.start_ready(now)
+            if batch.journal is not None:
+                batch.journal.flush()  # what was just submitted is recorded before it is written
             if report is not None:
                 while shown < batch.done:
                     shown += 1
@@ -704,9 +729,19 @@ def send_many(
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
         _release_quietly(scheduler)
+        if batch.journal is not None:
+            with contextlib.suppress(Exception):  # (the journal may be what failed)
+                batch.journal.close()  # the aborted ones' outcomes too (in flight: doubtful)
         raise
-    scheduler.release_slots()
-    return batch.settle(scheduler.in_flight)
+    results = batch.settle(scheduler.in_flight)
+    _release_quietly(scheduler)  # every send is done: a failed release must not hide results
+    if batch.journal is not None:
+        try:
+            batch.journal.close()
+        except BaseException as exc:  # (a full disk, say): every send is done, say how
+            exc.results = results  # type: ignore[attr-defined]
+            raise
+    return results
 
 
 def _release_quietly(scheduler: Scheduler) -> None:

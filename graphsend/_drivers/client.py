@@ -529,6 +529,7 @@ class Client:
         max_per_mailbox: int = 4,
         progress: ProgressArg = None,
         stop_on_error: bool = False,
+        journal: str | os.PathLike[str] | None = None,
     ) -> list[Receipt | SendError]:
         """Send many drafts at once; results come back in input order.
 
@@ -541,6 +542,13 @@ class Client:
         On Ctrl-C the KeyboardInterrupt carries ``.results`` (a list like the return value:
         what is known of every item; an item whose request may have reached Graph says
         ``may_have_sent=True``). Read it typed with :func:`graphsend.interrupted_results`.
+
+        ``journal``: the path of a SQLite file recording each item before its request is
+        written and its outcome after (fsynced). Run the same items with the same journal again
+        after a crash: what is known sent returns its stored Receipt without a request, what
+        was in flight is looked up in the mailbox (``reconcile``; a draft it cannot tell about
+        is a SendError with ``may_have_sent=True``, never resent), the rest is sent. Items must
+        be draft ids or ``(user, draft_id)`` pairs. One process at a time per journal.
         """
         from graphsend._drivers import bulk as _bulk  # only bulk users pay for importing it
 
@@ -553,6 +561,7 @@ class Client:
             max_per_mailbox=max_per_mailbox,
             progress=progress,
             stop_on_error=stop_on_error,
+            journal=journal,
         )
 
     def _handle(self) -> _native.Handle:
