@@ -466,6 +466,11 @@ def _receipt_line(receipt: Receipt, message_id: str | None = None) -> str:
 
 
 def demo() -> int:
+    """``demo``: send drafts, a failure, a composed message and a sendMail through FakeGraph.
+
+    Returns:
+        0.
+    """
     from graphsend.testing import FakeGraph
 
     try:
