@@ -38,6 +38,7 @@ class Attachment:
 
     @property
     def size(self) -> int:
+        """Bytes of the content."""
         return len(self.content_bytes)
 
 
@@ -91,7 +92,17 @@ class Message:
         return self.to + self.cc + self.bcc
 
     def attachment(self, name: str) -> Attachment:
-        """The attachment called ``name`` (KeyError if none)."""
+        """The attachment called ``name``.
+
+        Args:
+            name: The attachment's file name.
+
+        Returns:
+            The attachment record.
+
+        Raises:
+            KeyError: The message has no attachment of that name.
+        """
         for attachment in self.attachments:
             if attachment.name == name:
                 return attachment
