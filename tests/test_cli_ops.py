@@ -236,3 +236,10 @@ def test_i14_cli_cloud_and_proxy(cloud: str, host: str, monkeypatch, capsys) -> 
     assert code == 1, err
     assert proxy.tunnels == [] and proxy.heads[0].startswith(f"CONNECT {host}:443 ".encode())
     assert "TransportError" in err and "nothing was sent" in err
+
+
+def test_i14_one_version() -> None:
+    # pyproject.toml reads graphsend/_version.py: the installed metadata and the module agree.
+    from importlib.metadata import version
+
+    assert version("graphsend") == graphsend.__version__

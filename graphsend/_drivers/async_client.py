@@ -477,10 +477,10 @@ class AsyncClient:
     is closed when it is garbage-collected.
 
     Example:
-        ```python
-        async with graphsend.AsyncClient(credential) as client:
-            receipt = await client.send(draft_id, user="adele@contoso.com")
-        ```
+        ::
+
+            async with graphsend.AsyncClient(credential) as client:
+                receipt = await client.send(draft_id, user="adele@contoso.com")
 
     Attributes:
         base_url: The Graph host requests go to.

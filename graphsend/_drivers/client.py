@@ -53,10 +53,10 @@ class Client:
     :meth:`close`.
 
     Example:
-        ```python
-        with graphsend.Client(credential) as client:
-            receipt = client.send(draft_id, user="adele@contoso.com")
-        ```
+        ::
+
+            with graphsend.Client(credential) as client:
+                receipt = client.send(draft_id, user="adele@contoso.com")
 
     Attributes:
         base_url: The Graph host requests go to, e.g. ``"https://graph.microsoft.com"``.
@@ -728,13 +728,13 @@ def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:
     Receipt or SendError per item, in input order.
 
     Example:
-        ```python
-        try:
-            results = client.send_many(items)
-        except KeyboardInterrupt as exc:
-            results = graphsend.interrupted_results(exc)
-            raise
-        ```
+        ::
+
+            try:
+                results = client.send_many(items)
+            except KeyboardInterrupt as exc:
+                results = graphsend.interrupted_results(exc)
+                raise
 
     Args:
         exc: The exception ``send_many`` raised.

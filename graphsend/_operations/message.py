@@ -95,10 +95,10 @@ class Attachment:
     the name. ``inline=True`` with a ``content_id`` makes it an inline image (``cid:`` in HTML).
 
     Example:
-        ```python
-        Attachment("report.pdf")
-        Attachment(png_bytes, name="logo.png", inline=True, content_id="logo")
-        ```
+        ::
+
+            Attachment("report.pdf")
+            Attachment(png_bytes, name="logo.png", inline=True, content_id="logo")
 
     Attributes:
         path: The file, or None for bytes.
@@ -288,11 +288,11 @@ class Message:
     request is made.
 
     Example:
-        ```python
-        Message("Lunch?", "12:30?", to="megan@contoso.com")
-        Message("Report", "<p>Attached.</p>", body_type="html",
-                to=["Bob Ray <bob@contoso.com>"], attachments=["report.pdf"])
-        ```
+        ::
+
+            Message("Lunch?", "12:30?", to="megan@contoso.com")
+            Message("Report", "<p>Attached.</p>", body_type="html",
+                    to=["Bob Ray <bob@contoso.com>"], attachments=["report.pdf"])
 
     Attributes:
         subject: The subject line.

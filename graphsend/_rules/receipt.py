@@ -17,6 +17,13 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
     202 means "saved for sending": a later delivery failure comes back to the mailbox as a
     non-delivery report, not as an error here. A tuple underneath because it is the cheapest
     immutable record to build on the send path.
+
+    Attributes:
+        status: The HTTP status (202).
+        request_id: Graph's ``request-id``: quote it to Microsoft support.
+        client_request_id: The ``client-request-id`` that was sent.
+        date: Graph's ``Date`` header.
+        elapsed: Seconds the (last) transfer took.
     """
 
     __slots__ = ()
@@ -28,8 +35,8 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         date: str | None
         elapsed: float
     else:
-        status = property(itemgetter(0), doc="HTTP status: 202")
-        request_id = property(itemgetter(1), doc="Graph's request-id: quote it to support")
+        status = property(itemgetter(0), doc="The HTTP status (202).")
+        request_id = property(itemgetter(1), doc="Graph's request-id (quote it to support).")
         client_request_id = property(itemgetter(2), doc="the client-request-id that was sent")
         date = property(itemgetter(3), doc="Graph's Date header")
         elapsed = property(itemgetter(4), doc="seconds the (last) transfer took")

@@ -37,9 +37,9 @@ class Retry:
     ``retry_ambiguous`` must be a bool; the numbers must be finite and not negative.
 
     Example:
-        ```python
-        client = graphsend.Client(token, retry=graphsend.Retry(max_attempts=6))
-        ```
+        ::
+
+            client = graphsend.Client(token, retry=graphsend.Retry(max_attempts=6))
 
     Attributes:
         max_attempts: Requests at most, the first one included.

@@ -100,14 +100,14 @@ class FakeGraph:
 
     #: Seconds to wait before answering each send request (applies from the next request on).
     latency: float
-    #: Concurrent sends allowed per mailbox before 429 ApplicationThrottled (None: no limit).
+    #: Concurrent sends allowed per mailbox before 429 ApplicationThrottled (None for no limit).
     mailbox_concurrency_limit: int | None
     #: Value of the Retry-After header on throttling 429s (seconds, or any string).
     throttle_retry_after: float | str
     #: For this many seconds after a send, the same id still sends again (a duplicate in Sent
     #: Items), like Graph's lag in invalidating ids. 0 (the default) means 404 at once.
     resend_window: float
-    #: Close idle keep-alive connections after this many seconds (None: never).
+    #: Close idle keep-alive connections after this many seconds (None for never).
     idle_timeout: float | None
     #: Answer with ``Connection: close`` on the Nth request of a connection (None: never).
     max_requests_per_connection: int | None

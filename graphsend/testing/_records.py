@@ -88,7 +88,7 @@ class Message:
 
     @property
     def recipients(self) -> tuple[Recipient, ...]:
-        """to + cc + bcc: everyone the message goes to."""
+        """Everyone the message goes to (to + cc + bcc)."""
         return self.to + self.cc + self.bcc
 
     def attachment(self, name: str) -> Attachment:
