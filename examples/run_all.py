@@ -216,7 +216,8 @@ def run(example: Example) -> str | None:
         try:
             example.check(graph, done)
         except Exception as exc:  # an assert, or a record that is not there at all
-            return f"check failed: {type(exc).__name__}: {exc}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            return f"check failed: {type(exc).__name__}: {exc}\n{output}"
     return None
 
 

@@ -725,7 +725,8 @@ def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:
 
     On Ctrl-C, ``Client.send_many`` (and ``AsyncClient.send_many``, also on cancellation or
     when a progress callback raises) re-raise the exception with a ``results`` attribute: one
-    Receipt or SendError per item, in input order.
+    Receipt or SendError per item, in input order. On Python 3.10, awaiting a cancelled task
+    raises a new CancelledError; this function finds the results on the one it replaced.
 
     Example:
         ::
@@ -743,4 +744,8 @@ def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:
         The results list, or None when ``exc`` carries none.
     """
     results = getattr(exc, "results", None)
+    if results is None and exc.__context__ is not None and type(exc).__name__ == "CancelledError":
+        # Python 3.10: awaiting a cancelled task raises a new CancelledError whose context is
+        # the one send_many raised (3.11+ re-raise that one).
+        results = getattr(exc.__context__, "results", None)
     return results if isinstance(results, list) else None
