@@ -399,7 +399,8 @@ def _deliver(
 ) -> list[Receipt | SendError]:
     """Send the items: one through ``Client.send``, several (or with --progress) through
     ``send_many``. One result per item, in order. (A journal of what was sent hooks in here.)"""
-    if len(items) == 1 and not args.progress:
+    # A journal (--journal, issue 12) needs send_many even for one id.
+    if len(items) == 1 and not args.progress and getattr(args, "journal", None) is None:
         user, message_id = items[0]
         try:
             return [client.send(message_id, user=user)]

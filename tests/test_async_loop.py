@@ -234,8 +234,15 @@ def test_i10_kernel_interrupt_stops_an_awaited_send_within_1s(call: str) -> None
         seconds = time.monotonic() - sent_at
         assert reply["content"]["status"] == "error", reply["content"]
         assert seconds < 1.0 * SCALE, seconds
-        # The kernel goes on: the next cell runs.
-        reply = kc.execute_interactive("graph.__exit__(None, None, None); print('ok')", timeout=30)
+        # The kernel goes on: the next cell runs. ipykernel aborts requests that reach it while
+        # it is still clearing its queue after the error ("aborted"): send the cell again then.
+        for _ in range(10):
+            reply = kc.execute_interactive(
+                "graph.__exit__(None, None, None); print('ok')", timeout=30
+            )
+            if reply["content"]["status"] != "aborted":
+                break
+            time.sleep(0.2)
         assert reply["content"]["status"] == "ok", reply["content"]
     finally:
         kc.stop_channels()
