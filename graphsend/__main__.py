@@ -397,15 +397,9 @@ def send_ids(args: argparse.Namespace, stdin: IO[str] | None = None) -> int:
 def _deliver(
     client: Client, items: list[tuple[str | None, str]], args: argparse.Namespace
 ) -> list[Receipt | SendError]:
-    """Send the items: one through ``Client.send``, several (or with --progress) through
-    ``send_many``. One result per item, in order. (A journal of what was sent hooks in here.)"""
-    # A journal (--journal, issue 12) needs send_many even for one id.
-    if len(items) == 1 and not args.progress and getattr(args, "journal", None) is None:
-        user, message_id = items[0]
-        try:
-            return [client.send(message_id, user=user)]
-        except SendError as exc:
-            return [exc]
+    """Send the items with ``send_many``, also a single one: on Ctrl-C it still says of each
+    item whether its request had been written. One result per item, in order. (A journal of
+    what was sent, issue 12's --journal, hooks in here.)"""
     return client.send_many(
         items, max_concurrency=args.concurrency, progress=True if args.progress else None
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -236,6 +238,33 @@ def test_i14_cli_cloud_and_proxy(cloud: str, host: str, monkeypatch, capsys) -> 
     assert code == 1, err
     assert proxy.tunnels == [] and proxy.heads[0].startswith(f"CONNECT {host}:443 ".encode())
     assert "TransportError" in err and "nothing was sent" in err
+
+
+def test_i14_cli_ctrl_c_reports_what_may_have_been_sent(graph: FakeGraph) -> None:
+    # Ctrl-C while a send is under way: the operator still gets a result line per id, and
+    # exit 3, since the request had reached the server.
+    first, second = graph.create_drafts(2)
+    graph.stall_next()
+    child_env = dict(os.environ, GRAPH_TOKEN=graph.token)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "graphsend", "send", first, "--json", "--base-url", graph.base_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env,
+    )
+    try:
+        graph.wait_for_requests(1, timeout=30 * SCALE)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30 * SCALE)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err
+    (result,) = json_lines(out)
+    assert result["id"] == first and result["may_have_sent"] is True
+    assert "interrupted" in err and "Traceback" not in err
+    assert second in [d.id for d in graph.drafts()]
 
 
 def test_i14_one_version() -> None:
