@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from graphsend import Attachment, Client, Message, NotFoundError, Receipt, SendError, __version__
@@ -38,6 +39,9 @@ class _Parser(argparse.ArgumentParser):
             names = [a.split("=", 1)[0] for a in message.split(":", 1)[1].split() if a[:1] == "-"]
             shown = " ".join(names) if names else "(values not shown)"
             message = f"unrecognized arguments: {shown} (their values are not shown)"
+        # A value argparse quotes back ("invalid choice: '...'") may be a secret given in the
+        # wrong place (`-t TOKEN send`): a long one is not shown. Typos of commands are short.
+        message = re.sub(r"'[^']{24,}'", "(a long value, not shown)", message)
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 

@@ -159,6 +159,8 @@ def test_i14_cli_token_file(graph: FakeGraph, tmp_path: Path, monkeypatch, capsy
         ["send-mail", "--to", "a@b.com", "--token", SECRET],
         ["send", "AAMkAGI2", f"--password={SECRET}"],
         ["send", "AAMkAGI2", "--bearer", SECRET, "--nonsense"],
+        ["-t", SECRET, "send", "AAMkAGI2"],
+        ["send", "AAMkAGI2", "--timeout", SECRET],
     ],
 )
 def test_i14_cli_token_option_never_echoed(graph: FakeGraph, argv: list[str]) -> None:
