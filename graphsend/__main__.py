@@ -457,9 +457,9 @@ def _result_json(
 
 
 def _receipt_line(receipt: Receipt, message_id: str | None = None) -> str:
-    where = f"{message_id} " if message_id is not None else ""
+    where = f"{message_id}: " if message_id is not None else ""
     return (
-        f"sent: {where}{receipt.status} request-id={receipt.request_id} "
+        f"{where}sent: {receipt.status} request-id={receipt.request_id} "
         f"client-request-id={receipt.client_request_id} elapsed={receipt.elapsed * 1000:.1f}ms"
     )
 

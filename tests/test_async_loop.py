@@ -221,7 +221,7 @@ def test_i10_kernel_interrupt_stops_an_awaited_send_within_1s(call: str) -> None
     manager_module = pytest.importorskip("jupyter_client.manager")
     km, kc = manager_module.start_new_kernel(kernel_name="python3", startup_timeout=60)
     try:
-        kc.execute(KERNEL_CELL.format(call=call))
+        msg_id = kc.execute(KERNEL_CELL.format(call=call))
         deadline = time.monotonic() + 30
         while True:  # until the cell prints: the await is under way
             msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
@@ -230,7 +230,10 @@ def test_i10_kernel_interrupt_stops_an_awaited_send_within_1s(call: str) -> None
         time.sleep(0.5)
         sent_at = time.monotonic()
         km.interrupt_kernel()
-        reply = kc.get_shell_msg(timeout=10)
+        while True:  # that cell's execute_reply (a late kernel_info_reply may come first)
+            reply = kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         seconds = time.monotonic() - sent_at
         assert reply["content"]["status"] == "error", reply["content"]
         assert seconds < 1.0 * SCALE, seconds
