@@ -4,7 +4,8 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test test-scale test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance clean
+.PHONY: demo test test-one check test-pythons test-scale test-portable lint typecomplete build deps \
+	venv memcheck asan mutants bench bench-quick conformance docs examples clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -30,13 +31,22 @@ demo: build
 
 # tests/typed_usage.py is the public API as strict users write it (mypy --strict and pyright
 # strict; basedpyright bundles node, so it works offline, unlike the pyright wrapper).
-lint: build
-	$(VPY) -m ruff check graphsend tests bench
-	$(VPY) -m ruff format --check graphsend tests bench
+lint: build typecomplete
+	$(VPY) -m ruff check graphsend tests bench examples
+	$(VPY) -m ruff format --check graphsend tests bench examples
 	$(VPY) -m mypy tests/typed_usage.py
 	$(VENV)/bin/basedpyright tests/typed_usage.py
 
-test: build lint
+# pyright --verifytypes: at least 95 % type completeness and a docstring on every public name.
+typecomplete: build
+	./.ci/typecomplete
+
+# The suite on every supported Python the machine has (requires-python up to 3.13): the main
+# one in .venv, then each other one in its own .venv-3.X (.ci/test-pythons says which ran).
+test: test-one test-pythons
+
+# One Python (.venv), for iteration: lint and the suite.
+test-one: build lint
 	$(VPY) -m pytest -q -rs
 
 # Scale-out with real Celery worker processes and redis-servers (tests/test_scale.py, about a
@@ -44,6 +54,10 @@ test: build lint
 # stopped mid-run.
 test-scale: build
 	GRAPHSEND_SCALE=1 $(VPY) -m pytest -q -rs tests/test_scale.py
+check: test-one
+
+test-pythons: build
+	./.ci/test-pythons
 
 # The suite against the portable event wait (curl_multi_poll, as on macOS), built in build/portable.
 test-portable: build
@@ -76,5 +90,22 @@ bench: build
 bench-quick: build
 	$(MAKE) -C bench quick
 
+# The API reference and guides (docs/) into site/, warnings as errors.
+# Sphinx (autodoc + napoleon, MyST for the Markdown guides); -W -n: a warning or a reference
+# that does not resolve fails the build. Its tools come from the `docs` extra, once.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	GRAPHSEND_STRICT=1 $(VPY) -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: build $(DOCS_STAMP)
+	rm -rf site
+	$(VPY) -m sphinx -W --keep-going -n -q -E -b html docs site
+	@echo "docs: built site/index.html"
+
+# Every script in examples/ against FakeGraph, and the notebook through a real Jupyter kernel.
+examples: build
+	$(VPY) examples/run_all.py
+
 clean:
-	rm -rf build $(VENV) graphsend/*.so *.egg-info
+	rm -rf build site $(VENV) $(VENV)-3.* graphsend/*.so *.egg-info

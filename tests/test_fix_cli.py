@@ -1,5 +1,6 @@
 """Issue 11 review, defect 2: the CLI reports a send that may have gone out as a send failure
-(exit 1, "may have been sent"), never as a usage error (exit 2)."""
+("may have been sent"), never as a usage error (exit 2). Issue 14 gave that case its own exit
+status, 3, so scripts can tell it from a failure that sent nothing (1)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,6 @@ def test_r11_2_cli_timeout_is_exit_1_may_have_sent(
     code = main([*command, "--base-url", silent, "--timeout", str(0.5 * SCALE)])
     assert time.monotonic() - t0 < 20 * SCALE
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 3, err
     assert "TimeoutError" in err
     assert "may have been sent" in err

@@ -69,7 +69,9 @@ if TYPE_CHECKING:
     class AsyncCredentialLike(Protocol):
         """azure.identity.aio style: ``get_token`` is a coroutine function."""
 
-        async def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+        async def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike:
+            """Return a token for ``scopes``, awaited in the event loop."""
+            ...
 
     AsyncTokenArg: TypeAlias = Callable[[], Awaitable[str | dict[str, Any]]] | AsyncCredentialLike
 
@@ -485,14 +487,29 @@ def _shutdown(drivers: dict[asyncio.AbstractEventLoop, _Driver], why: str) -> No
 
 
 class AsyncClient:
-    """The asyncio twin of :class:`Client`; same constructor arguments.
+    """The asyncio twin of :class:`Client`; same constructor arguments, plus ``max_per_mailbox``.
 
-    ``token`` may also be an async credential (``azure.identity.aio``: ``async def get_token``)
-    or an async callable returning a token; they are awaited in the event loop.
-    ``max_per_mailbox`` (default 4, Outlook's concurrency limit per app per mailbox) caps
-    concurrent ``send()`` calls to one mailbox as well as ``send_many``, whichever event loop
-    they come from.
+    It runs on the caller's event loop: libcurl's sockets are watched with the loop's
+    ``add_reader``/``add_writer`` and its timer with one ``call_at``, so there is no thread.
+    Each event loop that uses the client gets its own connections. The Windows Proactor loop
+    cannot watch sockets and is refused. Prefer ``async with``; a client that is never closed
+    is closed when it is garbage-collected.
+
+    Example:
+        ::
+
+            async with graphsend.AsyncClient(credential) as client:
+                receipt = await client.send(draft_id, user="adele@contoso.com")
+
+    Attributes:
+        base_url: The Graph host requests go to.
+        immutable_ids: Whether requests that return ids ask for immutable ones.
+        max_per_mailbox: Requests in flight per mailbox, across every call and loop.
     """
+
+    base_url: str
+    immutable_ids: bool
+    max_per_mailbox: int
 
     def __init__(
         self,
@@ -512,6 +529,31 @@ class AsyncClient:
         max_per_mailbox: int = 4,
         limiter: Limiter | None = None,
     ) -> None:
+        """Check the configuration; no connection is made until the first request.
+
+        Args:
+            token: As for :class:`Client`, or also an async credential
+                (``azure.identity.aio``: ``async def get_token``) or an ``async def``
+                returning a token or an MSAL result dict; those are awaited in the loop.
+            cloud: As for :class:`Client`.
+            base_url: As for :class:`Client`.
+            api_version: As for :class:`Client`.
+            timeout: As for :class:`Client`.
+            connect_timeout: As for :class:`Client`.
+            retry: As for :class:`Client`.
+            proxy: As for :class:`Client`.
+            ca_bundle: As for :class:`Client`.
+            user_agent: As for :class:`Client`.
+            http2: As for :class:`Client`.
+            immutable_ids: As for :class:`Client`.
+            max_per_mailbox: Requests in flight per mailbox (Outlook allows 4 per app),
+                for ``send()`` calls as well as ``send_many``, whichever loop they come from.
+
+        Raises:
+            ValueError: As for :class:`Client`, or ``max_per_mailbox`` below 1.
+            TypeError: As for :class:`Client`.
+            FileNotFoundError: ``ca_bundle`` does not exist.
+        """
         check_limits(1, max_per_mailbox)
         self._async_token = _async_token(token, CLOUDS.get(cloud, "") + "/.default")
         # A Client holds the validated configuration, the token source and the retry policy.
@@ -543,14 +585,19 @@ class AsyncClient:
         return f"<graphsend.AsyncClient base_url={self.base_url!r}>"
 
     async def __aenter__(self) -> AsyncClient:
+        """Return the client itself; leaving the ``async with`` block closes it."""
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Close the client (see :meth:`aclose`)."""
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection. Calls still awaited end at once: their transfers are
-        aborted, and the results say which requests had been written (may_have_sent)."""
+        """Close every connection, in every event loop that used this client.
+
+        Calls still awaited end at once: their transfers are aborted, and the results say
+        which requests had been written (``may_have_sent``). Later calls raise ValueError.
+        """
         with self._lock:
             self._closed = True
         _shutdown(self._drivers, "the AsyncClient was closed during the send")
@@ -559,7 +606,25 @@ class AsyncClient:
     async def send(
         self, message_id: str, *, user: str | None = None, client_request_id: str | None = None
     ) -> Receipt:
-        """Send one draft; raises a SendError subclass as ``Client.send`` would."""
+        """Send one draft; see :meth:`Client.send`.
+
+        Cancelling the awaiting task aborts the transfer at once.
+
+        Args:
+            message_id: The draft's id.
+            user: The mailbox; ``None`` sends from ``/me``.
+            client_request_id: The ``client-request-id`` to send (default: a new UUID).
+
+        Returns:
+            The Receipt of Graph's ``202 Accepted``.
+
+        Raises:
+            SendError: As :meth:`Client.send` (a token provider that fails:
+                :class:`AuthenticationError`).
+            TypeError: An argument of the wrong type.
+            ValueError: A malformed id or user, or the client is closed.
+            RuntimeError: The running loop cannot watch sockets (the Windows Proactor loop).
+        """
         call = _Call(1)
         crid = client_request_id_or_new(client_request_id)
         call.add(self._client._prefix, user, message_id, crid)
@@ -579,7 +644,21 @@ class AsyncClient:
     # Scheduler as the sends (per-mailbox caps, Retry-After, RetryState, exact may_have_sent).
 
     async def create_draft(self, message: Message, *, user: str | None = None) -> str:
-        """Like ``Client.create_draft``: a draft in Drafts (attachments of any size); its id."""
+        """Create a draft (attachments of any size); see :meth:`Client.create_draft`.
+
+        Args:
+            message: What to compose.
+            user: The mailbox; ``None`` is ``/me``.
+
+        Returns:
+            The new draft's id.
+
+        Raises:
+            SendError: As :meth:`Client.create_draft` (``exc.draft_id`` once the draft exists).
+            TypeError: ``message`` is not a :class:`Message`.
+            FileNotFoundError: An attachment file is missing (before any request).
+            ValueError: An attachment file is unusable.
+        """
         from graphsend._operations.message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
@@ -605,7 +684,22 @@ class AsyncClient:
         reply_all: bool = False,
         user: str | None = None,
     ) -> str:
-        """Like ``Client.create_reply``: a reply (or reply-all) draft; its id."""
+        """Create a reply (or reply-all) draft; see :meth:`Client.create_reply`.
+
+        Args:
+            message_id: The message replied to.
+            comment: Text above the quoted original.
+            reply_all: Reply to every recipient.
+            user: The mailbox; ``None`` is ``/me``.
+
+        Returns:
+            The new draft's id.
+
+        Raises:
+            SendError: Graph refused or could not be reached (never ``may_have_sent``).
+            TypeError: An argument of the wrong type.
+            ValueError: An empty id, control characters in ``comment``.
+        """
         from graphsend._drivers.client import _flag
         from graphsend._operations.message import _no_controls
 
@@ -627,7 +721,22 @@ class AsyncClient:
         comment: str = "",
         user: str | None = None,
     ) -> str:
-        """Like ``Client.create_forward``: a forward draft to ``to``; its id."""
+        """Create a forward draft to ``to``; see :meth:`Client.create_forward`.
+
+        Args:
+            message_id: The message forwarded.
+            to: Recipients (``"a@b.com"``, ``"Name <a@b.com>"``, ``(name, address)``).
+            comment: Text above the forwarded message.
+            user: The mailbox; ``None`` is ``/me``.
+
+        Returns:
+            The new draft's id.
+
+        Raises:
+            SendError: Graph refused or could not be reached (never ``may_have_sent``).
+            ValueError: No recipient, more than 500, a malformed address, an empty id.
+            TypeError: An argument of the wrong type.
+        """
         from graphsend._operations.message import RECIPIENTS_MAX, _no_controls, recipients
 
         _no_controls(comment, "comment", multiline=True)
@@ -685,8 +794,30 @@ class AsyncClient:
         user: str | None = None,
         progress: ProgressArg = None,
     ) -> str:
-        """Like ``Client.attach``: up to 3 MB one request, larger an upload session whose
-        chunks are read from disk in C and never carry the token; the attachment id."""
+        """Attach a file to a draft; see :meth:`Client.attach`.
+
+        Up to 3 MB one request, larger an upload session whose chunks are read from disk in C
+        and never carry the token.
+
+        Args:
+            message_id: The draft.
+            source: A path, bytes (then ``name`` is required), or an :class:`Attachment`.
+            name: The file name shown to recipients.
+            content_type: The MIME type (default: guessed from the name).
+            inline: An inline attachment.
+            content_id: The Content-ID of an inline image.
+            user: The mailbox; ``None`` is ``/me``.
+            progress: A callable ``(bytes_done, total)``, or ``True`` for a progress bar.
+
+        Returns:
+            The attachment's id.
+
+        Raises:
+            SendError: Graph refused or could not be reached (never ``may_have_sent``).
+            FileNotFoundError: The file does not exist.
+            ValueError: Over 150 MB, a directory, a bad name or content type.
+            TypeError: An argument of the wrong type.
+        """
         from graphsend._operations.message import Attachment
 
         check_text(message_id, "message_id")
@@ -710,7 +841,21 @@ class AsyncClient:
     async def send_mail(
         self, message: Message, *, user: str | None = None, save_to_sent_items: bool = True
     ) -> Receipt:
-        """Like ``Client.send_mail``: one POST /sendMail, under 4 MB, treated as a send."""
+        """Send ``message`` in one ``POST /sendMail``; see :meth:`Client.send_mail`.
+
+        Args:
+            message: What to send (under 4 MB in all).
+            user: The mailbox; ``None`` is ``/me``.
+            save_to_sent_items: Keep a copy in Sent Items.
+
+        Returns:
+            The Receipt of Graph's ``202 Accepted``.
+
+        Raises:
+            SendError: As :meth:`Client.send`.
+            ValueError: An attachment over 3 MB, or the request over 4 MB.
+            TypeError: ``message`` is not a :class:`Message`.
+        """
         result: Receipt = await self._run_op(sendmail_op(message, save_to_sent_items), user)
         return result
 
@@ -721,7 +866,21 @@ class AsyncClient:
         user: str | None = None,
         save_to_sent_items: bool = True,
     ) -> Receipt:
-        """Like ``Client.send_mime``: RFC 5322 bytes through POST /sendMail."""
+        """Send an RFC 5322 message as is; see :meth:`Client.send_mime`.
+
+        Args:
+            mime: Bytes, or an ``email.message.Message`` / ``EmailMessage``.
+            user: The mailbox; ``None`` is ``/me``.
+            save_to_sent_items: Must be True (Graph always saves a MIME send).
+
+        Returns:
+            The Receipt of Graph's ``202 Accepted``.
+
+        Raises:
+            SendError: As :meth:`Client.send`.
+            ValueError: ``save_to_sent_items=False``, or over 4 MB once base64-encoded.
+            TypeError: ``mime`` is neither bytes nor an email message.
+        """
         result: Receipt = await self._run_op(mime_op(mime, save_to_sent_items), user)
         return result
 
@@ -766,12 +925,33 @@ class AsyncClient:
         stop_on_error: bool = False,
         journal: str | os.PathLike[str] | None = None,
     ) -> list[Receipt | SendError]:
-        """Like ``Client.send_many``; results in input order, Receipt or SendError each.
+        """Send many messages at once; see :meth:`Client.send_many`.
 
-        When the call stops early (the task is cancelled, ``progress`` raises), nothing more is
-        started, the transfers in flight are aborted, and the exception carries ``.results``.
-        ``journal`` as in ``Client.send_many`` (its SQLite writes, a few milliseconds per call
-        and an fsync now and then, run in the event loop).
+        The per-mailbox cap is the client's ``max_per_mailbox``. When the call stops early
+        (the task is cancelled, ``progress`` raises), nothing more is started, the transfers
+        in flight are aborted, and the exception carries ``.results`` (read it with
+        :func:`graphsend.interrupted_results`). ``journal`` as in ``Client.send_many`` (its
+        SQLite writes, a few milliseconds per call and an fsync now and then, run in the event
+        loop).
+
+        Args:
+            items: Message ids, ``(user, message_id)`` pairs, :class:`Message` objects or
+                ``(user, Message)`` pairs.
+            max_concurrency: Requests in flight in all.
+            progress: A callable ``(done, total)``, or ``True`` for a progress bar.
+            stop_on_error: Start nothing more after the first failure.
+            journal: A SQLite file path that makes the batch crash-safe (see
+                :meth:`Client.send_many`).
+
+        Returns:
+            One Receipt or SendError per item, in input order.
+
+        Raises:
+            TypeError: A malformed item or limit (before anything is sent).
+            ValueError: A bad id, user or limit, or a journal of another run (before anything
+                is sent).
+            RuntimeError: The journal is in use by another process or call.
+            asyncio.CancelledError: The task was cancelled; carries ``.results``.
         """
         check_limits(max_concurrency, 1)
         if journal is not None:
@@ -787,18 +967,18 @@ class AsyncClient:
         if journal is not None:
             call.journal = _journal.attach(client, call, path, keys, self.max_per_mailbox)
             try:
-                return await self._send_many(call, [], progress)
+                return await self._send_many(call, [], progress, max_concurrency)
             finally:
                 call.journal.close()
-        return await self._send_many(call, large, progress)
+        return await self._send_many(call, large, progress, max_concurrency)
 
     async def _send_many(
         self,
         call: _Call,
         large: list[tuple[Job, str | None, Message]],
         progress: ProgressArg,
+        max_concurrency: int,
     ) -> list[Receipt | SendError]:
-        client = self._client
         try:
             # Too large for one sendMail: drafts and uploads first (several at once, see
             # drafting.py), then their sends go out with the rest.

@@ -47,12 +47,32 @@ DEFAULT_RETRY = Retry()
 
 
 class Client:
-    """Sends Graph drafts with one configuration; safe to share between any number of threads.
+    """Sends Graph mail with one configuration; safe to share between any number of threads.
 
-    ``token`` is a str, a callable returning a token (or an MSAL result dict), or an
-    azure-identity style credential (``get_token(scope)``), called with the cloud's
-    ``https://<graph host>/.default`` scope and cached until 5 minutes before expiry.
+    Each thread gets its own libcurl handle (and so its own kept-alive connection); DNS and TLS
+    sessions are shared between them. A send releases the GIL for the whole transfer. After
+    ``os.fork()`` the child opens its own connections. Use it as a context manager, or call
+    :meth:`close`.
+
+    Example:
+        ::
+
+            with graphsend.Client(credential) as client:
+                receipt = client.send(draft_id, user="adele@contoso.com")
+
+    Attributes:
+        base_url: The Graph host requests go to, e.g. ``"https://graph.microsoft.com"``.
+        api_version: ``"v1.0"`` or ``"beta"``.
+        cloud: The national cloud whose token scope is asked for.
+        retry: The retry policy of every request.
+        immutable_ids: Whether requests that return ids ask for immutable ones.
     """
+
+    base_url: str
+    api_version: str
+    cloud: str
+    retry: Retry
+    immutable_ids: bool
 
     def __init__(
         self,
@@ -71,6 +91,42 @@ class Client:
         immutable_ids: bool = True,
         limiter: Limiter | None = None,
     ) -> None:
+        """Check the configuration; no connection is made until the first request.
+
+        Args:
+            token: The access token: a str; a callable returning a str or an MSAL result dict
+                (``{"access_token": ...}``), called before every attempt; or an
+                azure-identity style credential (``get_token(scope)``), asked for the cloud's
+                ``https://<graph host>/.default`` scope and cached until 5 minutes before it
+                expires. On a 401 a provider is asked for a fresh token once.
+            cloud: ``"global"`` (graph.microsoft.com), ``"usgov"`` (graph.microsoft.us),
+                ``"dod"`` (dod-graph.microsoft.us) or ``"china"``
+                (microsoftgraph.chinacloudapi.cn).
+            base_url: Another Graph host (``https://host[:port]``); plain ``http://`` only for
+                loopback hosts. Overrides the cloud's host, not its token scope.
+            api_version: ``"v1.0"`` or ``"beta"``.
+            timeout: Seconds a request may take in all (at most 2,147,483).
+            connect_timeout: Seconds to connect, TLS included.
+            retry: The retry policy (see :class:`Retry`); the default retries only what
+                proves nothing was sent.
+            proxy: ``None`` honours ``https_proxy``/``no_proxy``; a URL (``http``, ``https``,
+                ``socks4``, ``socks4a``, ``socks5``, ``socks5h``) sets the proxy; ``False``
+                disables proxies. Requests are always tunnelled (CONNECT); a loopback
+                ``base_url`` never uses a proxy.
+            ca_bundle: A PEM file of CA certificates to trust instead of the system's.
+            user_agent: The User-Agent header (default ``graphsend/<version> libcurl/...``).
+            http2: Use HTTP/2 when the server offers it.
+            immutable_ids: Send ``Prefer: IdType="ImmutableId"`` on requests that return
+                ids, so a draft keeps its id in Sent Items.
+
+        Raises:
+            ValueError: An unknown cloud, a malformed ``base_url`` or proxy (the message
+                never quotes a proxy password), a timeout out of range, a ``ca_bundle``
+                that is not a readable PEM bundle.
+            FileNotFoundError: ``ca_bundle`` does not exist.
+            TypeError: An argument of the wrong type (``retry`` not a :class:`Retry`, a
+                flag not a bool, an unusable token).
+        """
         if cloud not in CLOUDS:
             raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}; got {cloud!r}")
         if not isinstance(retry, Retry):
@@ -121,14 +177,20 @@ class Client:
         )
 
     def __enter__(self) -> Client:
+        """Return the client itself; leaving the ``with`` block closes it."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close the client (see :meth:`close`)."""
         self.close()
 
     def close(self) -> None:
-        """Close every thread's connections. Sends after close raise ValueError in every thread
-        (a send already under way finishes; its retries are not made)."""
+        """Close every thread's connections.
+
+        A send already under way in another thread finishes (its retries are not made); every
+        later call, in any thread, raises ``ValueError("this Client is closed")``. Closing
+        twice is harmless.
+        """
         with self._lock:
             self._closed = True
             owned = [obj for objs in self._natives.values() for obj in objs]
@@ -142,9 +204,28 @@ class Client:
     def send(
         self, message_id: str, *, user: str | None = None, client_request_id: str | None = None
     ) -> Receipt:
-        """Send the draft ``message_id`` from ``user``'s mailbox (``/me`` when None).
+        """Send the draft ``message_id`` (``POST .../messages/{id}/send``). Needs Mail.Send.
 
-        Returns a Receipt on 202; raises a SendError subclass otherwise (see README).
+        Only outcomes that prove nothing was sent are retried (see :class:`Retry`); a send
+        that may have reached Graph is never repeated.
+
+        Args:
+            message_id: The draft's id, as Graph gave it (percent-encoded here, once).
+            user: The mailbox (userPrincipalName or id); ``None`` sends from ``/me``.
+            client_request_id: The ``client-request-id`` header to send (default: a new
+                UUID); it comes back in the Receipt or the exception.
+
+        Returns:
+            The Receipt of Graph's ``202 Accepted``.
+
+        Raises:
+            GraphError: Graph answered with another status; the subclass names it
+                (:class:`NotFoundError` for a draft already sent, :class:`ThrottledError`
+                after the retries, ...). ``may_have_sent`` says whether the mail may be out.
+            TransportError: No answer (DNS, connect, TLS, reset, timeout).
+            TypeError: An argument is not a str.
+            ValueError: An empty or over-long id or user (2,048 characters at most), control
+                characters, or the client is closed. Nothing is sent.
         """
         return self._send(message_id, user, client_request_id, self._tokens)
 
@@ -291,6 +372,21 @@ class Client:
         (a SendError, or e.g. an OSError for a file that went away meanwhile) carries
         ``exc.draft_id``: the draft is left in Drafts without that attachment and the ones
         after it; delete it or attach them again.
+
+        Args:
+            message: What to compose.
+            user: The mailbox; ``None`` is ``/me``.
+
+        Returns:
+            The new draft's id (immutable unless ``immutable_ids=False``): pass it to
+            :meth:`send`.
+
+        Raises:
+            SendError: Graph refused a request or could not be reached (never
+                ``may_have_sent``); ``exc.draft_id`` is set once the draft exists.
+            TypeError: ``message`` is not a :class:`Message`.
+            FileNotFoundError: An attachment file is missing (before any request).
+            ValueError: An attachment file is unusable (a directory, over 150 MB).
         """
         from graphsend._drivers import sync as _driver
         from graphsend._operations import catalog as _operations
@@ -322,8 +418,22 @@ class Client:
         reply_all: bool = False,
         user: str | None = None,
     ) -> str:
-        """Create a reply (or reply-all) draft to ``message_id``; returns the new draft's id.
-        Needs Mail.ReadWrite."""
+        """Create a reply (or reply-all) draft to ``message_id``. Needs Mail.ReadWrite.
+
+        Args:
+            message_id: The message replied to.
+            comment: Text Graph puts above the quoted original.
+            reply_all: Reply to every recipient (``createReplyAll``).
+            user: The mailbox; ``None`` is ``/me``.
+
+        Returns:
+            The new draft's id.
+
+        Raises:
+            SendError: Graph refused or could not be reached (never ``may_have_sent``).
+            TypeError: An argument of the wrong type.
+            ValueError: An empty id, control characters in ``comment``.
+        """
         from graphsend._drivers import sync as _driver
         from graphsend._operations import catalog as _operations
         from graphsend._operations import reconcile as _reconcile
@@ -347,8 +457,23 @@ class Client:
         comment: str = "",
         user: str | None = None,
     ) -> str:
-        """Create a forward draft of ``message_id`` to ``to``; returns the new draft's id.
-        Needs Mail.ReadWrite."""
+        """Create a forward draft of ``message_id`` to ``to``. Needs Mail.ReadWrite.
+
+        Args:
+            message_id: The message forwarded.
+            to: Recipients: ``"a@b.com"``, ``"Name <a@b.com>"`` or ``(name, address)``, or
+                one of them alone.
+            comment: Text Graph puts above the forwarded message.
+            user: The mailbox; ``None`` is ``/me``.
+
+        Returns:
+            The new draft's id.
+
+        Raises:
+            SendError: Graph refused or could not be reached (never ``may_have_sent``).
+            ValueError: No recipient, more than 500, a malformed address, an empty id.
+            TypeError: An argument of the wrong type.
+        """
         from graphsend._drivers import sync as _driver
         from graphsend._operations import catalog as _operations
         from graphsend._operations.message import RECIPIENTS_MAX, _no_controls, recipients
@@ -380,10 +505,35 @@ class Client:
         user: str | None = None,
         progress: ProgressArg = None,
     ) -> str:
-        """Attach a file (a path or bytes, up to 150 MB) to the draft ``message_id``; returns
-        the attachment id. Up to 3 MB: one request; larger: an upload session whose chunks are
-        read from disk in C (streamed, never whole in memory) and never carry the token.
-        ``progress`` (bytes done, total) as in send_many. Needs Mail.ReadWrite."""
+        """Attach a file (a path or bytes, up to 150 MB) to the draft ``message_id``.
+
+        Up to 3 MB: one request; larger: an upload session whose 3.75 MiB chunks are read from
+        disk in C (streamed, never whole in memory) and never carry the token. A failed chunk
+        is sent again when another try can help; an expired session starts over. Needs
+        Mail.ReadWrite.
+
+        Args:
+            message_id: The draft.
+            source: A path, bytes (then ``name`` is required), or an :class:`Attachment`
+                (then pass no other attachment argument).
+            name: The file name shown to recipients (default: the path's base name).
+            content_type: The MIME type (default: guessed from the name).
+            inline: An inline attachment (an image the HTML body shows).
+            content_id: The Content-ID an inline image is referred to by (``cid:...``).
+            user: The mailbox; ``None`` is ``/me``.
+            progress: A callable ``(bytes_done, total)``, or ``True`` for a progress bar.
+
+        Returns:
+            The attachment's id.
+
+        Raises:
+            SendError: Graph refused or could not be reached, or an upload made no progress
+                (never ``may_have_sent``).
+            FileNotFoundError: The file does not exist.
+            ValueError: Over 150 MB, a directory, a bad name or content type, or attachment
+                arguments next to an :class:`Attachment`.
+            TypeError: An argument of the wrong type.
+        """
         from graphsend._drivers import sync as _driver
         from graphsend._drivers.progress import reporter
         from graphsend._operations import catalog as _operations
@@ -411,9 +561,26 @@ class Client:
     def send_mail(
         self, message: Message, *, user: str | None = None, save_to_sent_items: bool = True
     ) -> Receipt:
-        """Send ``message`` in one request (POST /sendMail), without a draft: needs Mail.Send
-        only. Graph caps the request at 4 MB, attachments included (base64): a larger message
-        is a ValueError before any request; use create_draft() + send() for those."""
+        """Send ``message`` in one request (``POST /sendMail``), without a draft.
+
+        Needs Mail.Send only. Graph caps the request at 4 MB, attachments included (base64):
+        a larger message is a ValueError before any request; use :meth:`create_draft` +
+        :meth:`send` for those. Retried like :meth:`send`: never once it may have reached
+        Graph.
+
+        Args:
+            message: What to send.
+            user: The mailbox; ``None`` is ``/me``.
+            save_to_sent_items: Keep a copy in Sent Items.
+
+        Returns:
+            The Receipt of Graph's ``202 Accepted``.
+
+        Raises:
+            SendError: As :meth:`send` (``may_have_sent`` says whether it may be out).
+            ValueError: An attachment over 3 MB, or the request over 4 MB.
+            TypeError: ``message`` is not a :class:`Message`, a flag not a bool.
+        """
         from graphsend._drivers import sync as _driver
         from graphsend._operations import catalog as _operations
         from graphsend._operations.message import REQUEST_MAX, Message
@@ -441,9 +608,22 @@ class Client:
         user: str | None = None,
         save_to_sent_items: bool = True,
     ) -> Receipt:
-        """Send an RFC 5322 message (bytes or an ``email.message.EmailMessage``) as is, through
-        POST /sendMail (Mail.Send). Graph always saves a MIME send to Sent Items, so
-        ``save_to_sent_items=False`` is a ValueError. At most 4 MB once base64-encoded."""
+        """Send an RFC 5322 message as is, through ``POST /sendMail`` (Mail.Send).
+
+        Args:
+            mime: The message: bytes, or an ``email.message.Message`` /
+                ``EmailMessage``.
+            user: The mailbox; ``None`` is ``/me``.
+            save_to_sent_items: Must be True: Graph always saves a MIME send to Sent Items.
+
+        Returns:
+            The Receipt of Graph's ``202 Accepted``.
+
+        Raises:
+            SendError: As :meth:`send`.
+            ValueError: ``save_to_sent_items=False``, or over 4 MB once base64-encoded.
+            TypeError: ``mime`` is neither bytes nor an email message.
+        """
         import base64
 
         from graphsend._drivers import sync as _driver
@@ -531,13 +711,16 @@ class Client:
         stop_on_error: bool = False,
         journal: str | os.PathLike[str] | None = None,
     ) -> list[Receipt | SendError]:
-        """Send many drafts at once; results come back in input order.
+        """Send many messages at once; results come back in input order.
 
-        ``items`` are message ids (sent from ``/me``) or ``(user, message_id)`` pairs. Each
-        result is a Receipt or the SendError that ``send()`` would have raised for that item.
-        One native call per wait drives every transfer (libcurl multi, GIL released), with at
-        most ``max_per_mailbox`` requests in flight per mailbox and ``max_concurrency`` in all.
-        A throttled mailbox pauses for its Retry-After while the others go on.
+        ``items`` are message ids (sent from ``/me``), ``(user, message_id)`` pairs,
+        :class:`Message` objects or ``(user, Message)`` pairs. Each result is a Receipt or the
+        SendError that ``send()`` would have raised for that item. One native call per wait
+        drives every transfer (libcurl multi, GIL released), with at most ``max_per_mailbox``
+        requests in flight per mailbox and ``max_concurrency`` in all. A throttled mailbox
+        pauses for its Retry-After while the others go on. A Message that fits one request is
+        sent with sendMail; a larger one is made into a draft first (its result is that
+        SendError if composing fails, and it is not sent).
 
         On Ctrl-C the KeyboardInterrupt carries ``.results`` (a list like the return value:
         what is known of every item; an item whose request may have reached Graph says
@@ -549,6 +732,26 @@ class Client:
         was in flight is looked up in the mailbox (``reconcile``; a draft it cannot tell about
         is a SendError with ``may_have_sent=True``, never resent), the rest is sent. Items must
         be draft ids or ``(user, draft_id)`` pairs. One process at a time per journal.
+
+        Args:
+            items: What to send (see above).
+            max_concurrency: Requests in flight in all.
+            max_per_mailbox: Requests in flight per mailbox (Outlook allows 4 per app).
+            progress: A callable ``(done, total)``, or ``True``: tqdm when installed,
+                otherwise a counter on stderr.
+            stop_on_error: Start nothing more after the first failure (the transfers in
+                flight finish).
+            journal: A SQLite file path that makes the batch crash-safe (see above).
+
+        Returns:
+            One Receipt or SendError per item, in input order.
+
+        Raises:
+            TypeError: A malformed item or limit (before anything is sent).
+            ValueError: A bad id, user or limit, the client is closed, or the journal belongs
+                to another run (before anything is sent).
+            RuntimeError: The journal is in use by another process or call.
+            KeyboardInterrupt: Ctrl-C; carries ``.results``.
         """
         from graphsend._drivers import bulk as _bulk  # only bulk users pay for importing it
 
@@ -704,15 +907,29 @@ def _flag(value: object, what: str) -> bool:
 def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:
     """The ``.results`` that ``send_many`` attached to ``exc`` when it stopped early.
 
-    On Ctrl-C, ``Client.send_many`` (and ``AsyncClient.send_many``) re-raise the
-    KeyboardInterrupt with a ``results`` attribute: one Receipt or SendError per item, in input
-    order. Returns None when ``exc`` carries none::
+    On Ctrl-C, ``Client.send_many`` (and ``AsyncClient.send_many``, also on cancellation or
+    when a progress callback raises) re-raise the exception with a ``results`` attribute: one
+    Receipt or SendError per item, in input order. On Python 3.10, awaiting a cancelled task
+    raises a new CancelledError; this function finds the results on the one it replaced.
 
-        try:
-            results = client.send_many(items)
-        except KeyboardInterrupt as exc:
-            results = graphsend.interrupted_results(exc)
-            raise
+    Example:
+        ::
+
+            try:
+                results = client.send_many(items)
+            except KeyboardInterrupt as exc:
+                results = graphsend.interrupted_results(exc)
+                raise
+
+    Args:
+        exc: The exception ``send_many`` raised.
+
+    Returns:
+        The results list, or None when ``exc`` carries none.
     """
     results = getattr(exc, "results", None)
+    if results is None and exc.__context__ is not None and type(exc).__name__ == "CancelledError":
+        # Python 3.10: awaiting a cancelled task raises a new CancelledError whose context is
+        # the one send_many raised (3.11+ re-raise that one).
+        results = getattr(exc.__context__, "results", None)
     return results if isinstance(results, list) else None

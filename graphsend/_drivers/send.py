@@ -46,13 +46,34 @@ def send_message(
 ) -> Receipt:
     """Send the draft ``message_id`` (from ``user``'s mailbox, ``/me`` when None).
 
-    Returns a Receipt on 202, raises a SendError subclass otherwise. Calls with the same
-    base_url, api_version, timeouts and ca_bundle share a Client, so a thread's sends reuse one
-    connection and follow the default Retry policy; the 8 configurations used last are kept
-    (older ones are dropped with their connections). ``ca_bundle`` names a PEM file of CAs to
-    trust instead of the system's. ``retry``: a :class:`Retry` policy for this call instead of
-    the default one (``Retry(reconcile_ambiguous=True)`` settles an ambiguous send by reading
-    the mailbox).
+    Calls with the same base_url, api_version, timeouts and ca_bundle share a Client, so a
+    thread's sends reuse one connection and follow the default Retry policy; the 8
+    configurations used last are kept (older ones are dropped with their connections). For
+    token providers, proxies or other clouds, use :class:`Client`.
+
+    Args:
+        message_id: The draft's id.
+        token: A Graph access token (a str).
+        user: The mailbox (userPrincipalName or id); ``None`` sends from ``/me``.
+        base_url: The Graph host; plain ``http://`` only for loopback hosts.
+        api_version: ``"v1.0"`` or ``"beta"``.
+        timeout: Seconds the request may take in all.
+        connect_timeout: Seconds to connect, TLS included.
+        client_request_id: The ``client-request-id`` to send (default: a new UUID).
+        ca_bundle: A PEM file of CAs to trust instead of the system's.
+        retry: A :class:`Retry` policy for this call instead of the default one
+            (``Retry(reconcile_ambiguous=True)`` settles an ambiguous send by reading the
+            mailbox).
+
+    Returns:
+        The Receipt of Graph's ``202 Accepted``.
+
+    Raises:
+        GraphError: Graph answered with another status (a subclass names it).
+        TransportError: No answer (DNS, connect, TLS, reset, timeout).
+        TypeError: ``token`` is not a str, or another argument of the wrong type.
+        ValueError: A malformed id, user, base_url or timeout (before anything is sent).
+        FileNotFoundError: ``ca_bundle`` does not exist.
     """
     if not isinstance(token, str):
         raise TypeError("token must be a str; use graphsend.Client for token providers")

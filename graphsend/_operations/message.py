@@ -93,9 +93,32 @@ class Attachment:
 
     ``name`` defaults to the file's name (required for bytes); ``content_type`` is guessed from
     the name. ``inline=True`` with a ``content_id`` makes it an inline image (``cid:`` in HTML).
+
+    Example:
+        ::
+
+            Attachment("report.pdf")
+            Attachment(png_bytes, name="logo.png", inline=True, content_id="logo")
+
+    Attributes:
+        path: The file, or None for bytes.
+        data: The bytes, or None for a file.
+        size: Bytes (of the file when the Attachment was made).
+        name: The file name recipients see.
+        content_type: The MIME type.
+        inline: An inline attachment.
+        content_id: The Content-ID of an inline image, or None.
     """
 
     __slots__ = ("content_id", "content_type", "data", "inline", "name", "path", "size")
+
+    path: str | None
+    data: bytes | None
+    size: int
+    name: str
+    content_type: str
+    inline: bool
+    content_id: str | None
 
     def __init__(
         self,
@@ -106,6 +129,24 @@ class Attachment:
         inline: bool = False,
         content_id: str | None = None,
     ) -> None:
+        """Check the attachment; a file is not read until it is sent.
+
+        Args:
+            source: A path (str or ``os.PathLike``) or the bytes themselves.
+            name: The file name recipients see (default: the path's base name; required
+                for bytes).
+            content_type: The MIME type (default: guessed from ``name``, else
+                ``application/octet-stream``).
+            inline: An inline attachment (an image the HTML body shows).
+            content_id: The Content-ID an inline image is referred to by (``cid:...``).
+
+        Raises:
+            FileNotFoundError: The path does not exist.
+            ValueError: A directory or other non-regular file, over 150 MB, bytes without a
+                name, an empty name, a content type not like ``type/subtype``, control
+                characters.
+            TypeError: A source that is neither a path nor bytes, ``inline`` not a bool.
+        """
         self.path: str | None = None
         self.data: bytes | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -160,11 +201,19 @@ class Attachment:
 
     @property
     def small(self) -> bool:
-        """Sent in one JSON POST (base64) rather than through an upload session."""
+        """True when sent in one JSON POST (base64; up to 3 MB) rather than an upload session."""
         return self.size <= SMALL_MAX
 
     def read(self) -> bytes:
-        """The bytes (small attachments only: large ones are streamed from disk)."""
+        """The bytes (small attachments only: large ones are streamed from disk).
+
+        Returns:
+            The content.
+
+        Raises:
+            OSError: The file cannot be read.
+            ValueError: The file grew past 150 MB.
+        """
         if self.data is not None:
             return self.data
         assert self.path is not None
@@ -175,7 +224,14 @@ class Attachment:
         return data
 
     def file_json(self) -> dict[str, Any]:
-        """The fileAttachment object with contentBytes, for one JSON POST."""
+        """Graph's fileAttachment object with contentBytes, for one JSON POST.
+
+        Returns:
+            The JSON object (a dict).
+
+        Raises:
+            OSError: The file cannot be read.
+        """
         import base64
 
         doc: dict[str, Any] = {
@@ -190,7 +246,14 @@ class Attachment:
         return doc
 
     def item_json(self, size: int) -> dict[str, Any]:
-        """The AttachmentItem of createUploadSession."""
+        """Graph's AttachmentItem for createUploadSession.
+
+        Args:
+            size: The bytes that will be uploaded.
+
+        Returns:
+            The JSON object (a dict).
+        """
         doc: dict[str, Any] = {
             "attachmentType": "file",
             "name": self.name,
@@ -223,6 +286,25 @@ class Message:
     custom internet message headers whose names start with ``X-``; ``attachments`` are paths or
     :class:`Attachment` objects. Every argument is checked here: a mistake raises before any
     request is made.
+
+    Example:
+        ::
+
+            Message("Lunch?", "12:30?", to="megan@contoso.com")
+            Message("Report", "<p>Attached.</p>", body_type="html",
+                    to=["Bob Ray <bob@contoso.com>"], attachments=["report.pdf"])
+
+    Attributes:
+        subject: The subject line.
+        body: The body text or HTML.
+        body_type: ``"text"`` or ``"html"``.
+        to: Recipients, as Graph's recipient objects.
+        cc: Recipients, as Graph's recipient objects.
+        bcc: Recipients, as Graph's recipient objects.
+        reply_to: Reply-To addresses, as Graph's recipient objects.
+        importance: ``"low"``, ``"normal"`` or ``"high"``.
+        headers: The custom ``X-`` headers.
+        attachments: The attachments, in order.
     """
 
     __slots__ = (
@@ -238,6 +320,17 @@ class Message:
         "to",
     )
 
+    subject: str
+    body: str
+    body_type: str
+    to: list[dict[str, Any]]
+    cc: list[dict[str, Any]]
+    bcc: list[dict[str, Any]]
+    reply_to: list[dict[str, Any]]
+    importance: str
+    headers: dict[str, str]
+    attachments: list[Attachment]
+
     def __init__(
         self,
         subject: str = "",
@@ -252,6 +345,28 @@ class Message:
         headers: Mapping[str, str] | None = None,
         attachments: Iterable[Source | Attachment] = (),
     ) -> None:
+        """Check every part of the message.
+
+        Args:
+            subject: The subject line (one line).
+            body: The body (text or HTML; tabs and line breaks allowed).
+            body_type: ``"text"`` or ``"html"``.
+            to: Recipients: ``"a@b.com"``, ``"Name <a@b.com>"`` or ``(name, address)``, or one
+                of them alone.
+            cc: As ``to``.
+            bcc: As ``to``.
+            reply_to: As ``to``.
+            importance: ``"low"``, ``"normal"`` or ``"high"``.
+            headers: Custom internet message headers; names start with ``X-``.
+            attachments: Paths or :class:`Attachment` objects (one alone is fine too).
+
+        Raises:
+            ValueError: A malformed address, more than 500 recipients, a header that is not an
+                ``X-`` header, control characters, an unknown ``body_type`` or
+                ``importance``, an unusable attachment file.
+            FileNotFoundError: An attachment path does not exist.
+            TypeError: An argument of the wrong type.
+        """
         self.subject = _no_controls(subject, "subject")
         self.body = _no_controls(body, "body", multiline=True)
         if body_type not in BODY_TYPES:
@@ -281,7 +396,14 @@ class Message:
         )
 
     def json(self, attachments: Iterable[Attachment] = ()) -> dict[str, Any]:
-        """Graph's message resource, with these attachments inline (base64)."""
+        """Graph's message resource, with these attachments inline (base64).
+
+        Args:
+            attachments: The attachments to put inside (small ones).
+
+        Returns:
+            The JSON object (a dict).
+        """
         doc: dict[str, Any] = {
             "subject": self.subject,
             "body": {"contentType": self.body_type, "content": self.body},
@@ -305,8 +427,15 @@ class Message:
         return doc
 
     def split_attachments(self, room: int) -> tuple[list[Attachment], list[Attachment]]:
-        """(inline in the first JSON request, added afterwards), keeping the request under
-        ``room`` bytes; large attachments always go afterwards (upload sessions)."""
+        """Split the attachments into those inside the first JSON request and those added after.
+
+        Args:
+            room: The request's size limit, in bytes.
+
+        Returns:
+            ``(inline, later)``: ``inline`` keeps the request under ``room`` bytes; large
+            attachments are always in ``later`` (upload sessions).
+        """
         inline: list[Attachment] = []
         later: list[Attachment] = []
         used = self.base_size()
@@ -319,7 +448,11 @@ class Message:
         return inline, later
 
     def base_size(self) -> int:
-        """Bytes of the JSON without attachments (an upper bound)."""
+        """Bytes of the JSON without attachments (an upper bound).
+
+        Returns:
+            The size in bytes.
+        """
         return len(dumps(self.json())) + 200
 
 

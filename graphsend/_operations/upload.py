@@ -283,6 +283,11 @@ def tag_unfinished_draft(exc: BaseException, draft_id: str, missing: int) -> Non
         exc.args = (f"{exc.args[0]}; {note}",)
     elif hasattr(exc, "add_note"):
         exc.add_note(note)
+    else:  # Python 3.10 has no add_note(): the same attribute (3.11+ tracebacks show it)
+        try:
+            exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
     try:
         exc.draft_id = draft_id  # type: ignore[attr-defined]
     except AttributeError:

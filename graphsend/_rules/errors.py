@@ -35,9 +35,20 @@ _MARK = "graphsend_error"
 class SendError(Exception, metaclass=_Rebuildable):
     """Base class of every graphsend failure.
 
+    Sending is not idempotent: a retry after a send that did go through delivers the message
+    twice. ``may_have_sent`` says whether that can happen. Exceptions pickle (they come back
+    from worker processes intact) and never hold the token.
+
     ``args`` is ``(text, fields)``: the message and a JSON-safe dict of every field, so
     ``type(err)(*err.args)`` (how Celery's JSON backend rebuilds an exception) gives back the
     same error; ``str(err)`` is the text alone. No field ever holds a token.
+
+    Attributes:
+        may_have_sent: True when the request may have reached Graph and the mail may be out;
+            False when it is certain nothing was sent (safe to send again).
+        client_request_id: The ``client-request-id`` the request carried (quote it with
+            ``request_id`` to Microsoft support).
+        attempts: How many requests were made, retries included.
     """
 
     may_have_sent: bool
@@ -52,6 +63,14 @@ class SendError(Exception, metaclass=_Rebuildable):
         client_request_id: str | None = None,
         attempts: int = 1,
     ) -> None:
+        """Make the exception (graphsend raises these; you rarely make one yourself).
+
+        Args:
+            message: What happened, for a person.
+            may_have_sent: Whether the mail may have been sent.
+            client_request_id: The request's ``client-request-id``.
+            attempts: Requests made, retries included.
+        """
         super().__init__(message)
         self.may_have_sent = may_have_sent
         self.client_request_id = client_request_id
@@ -110,7 +129,34 @@ def _rebuild(cls: type[SendError], args: tuple[Any, ...], state: dict[str, Any])
 
 
 class GraphError(SendError):
-    """Graph answered with a status other than 202."""
+    """Graph answered with a status other than 202 (the base of the status classes below).
+
+    Its ``str()`` shows the status, code, message and request-id: what Microsoft support
+    asks for. An answer whose body cannot be read still becomes the GraphError of its status,
+    with the problem named in its message. ``may_have_sent`` is False for a 4xx and a 503,
+    True otherwise (a 2xx other than 202, a 3xx, 500, 502, 504).
+
+    Attributes:
+        status: The HTTP status.
+        code: Graph's error code (``"ErrorItemNotFound"``), or None.
+        message: Graph's error message, or None.
+        inner_code: The code of ``innerError``, when it has one.
+        request_id: Graph's ``request-id``.
+        date: Graph's ``Date`` header.
+        retry_after: Seconds from ``Retry-After``, or None.
+        headers: The response headers graphsend keeps (lower-case names).
+        body: The response body, capped at 64 KiB.
+    """
+
+    status: int
+    code: str | None
+    message: str | None
+    inner_code: str | None
+    request_id: str | None
+    date: str | None
+    retry_after: float | None
+    headers: dict[str, str]
+    body: str
 
     def __init__(
         self,
@@ -128,6 +174,22 @@ class GraphError(SendError):
         may_have_sent: bool | None = None,
         attempts: int = 1,
     ) -> None:
+        """Make the exception from an answer's parts (see the attributes).
+
+        Args:
+            status: The HTTP status.
+            code: Graph's error code.
+            message: Graph's error message.
+            inner_code: The code of ``innerError``.
+            request_id: Graph's ``request-id``.
+            client_request_id: The request's ``client-request-id``.
+            date: Graph's ``Date`` header.
+            retry_after: Seconds from ``Retry-After``.
+            headers: Response headers (lower-case names).
+            body: The response body.
+            may_have_sent: None derives it from the status.
+            attempts: Requests made, retries included.
+        """
         self.status = status
         self.code = code
         self.message = message
@@ -184,7 +246,20 @@ class ServiceUnavailableError(ServerError):
 
 
 class TransportError(SendError):
-    """No HTTP response: DNS, connect, TLS, reset, ..."""
+    """No HTTP response: DNS, connect, TLS, reset, a proxy that refused.
+
+    ``may_have_sent`` is False when the failure came before the request was written, True
+    after. Certificate, CA-bundle and URL problems say what to fix; a proxy password never
+    appears in the message.
+
+    Attributes:
+        curl_code: libcurl's CURLcode (6 DNS, 7 connect, 28 timeout, 35 TLS, 60 certificate,
+            ...).
+        reason: What happened, in words.
+    """
+
+    curl_code: int
+    reason: str
 
     def __init__(
         self,
@@ -195,6 +270,15 @@ class TransportError(SendError):
         client_request_id: str | None = None,
         attempts: int = 1,
     ) -> None:
+        """Make the exception.
+
+        Args:
+            reason: What happened.
+            curl_code: libcurl's CURLcode.
+            may_have_sent: Whether the request had been written.
+            client_request_id: The request's ``client-request-id``.
+            attempts: Requests made, retries included.
+        """
         self.curl_code = curl_code
         self.reason = reason
         super().__init__(
@@ -207,8 +291,12 @@ class TransportError(SendError):
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):
-    """The transfer took longer than the connect or total timeout (shadows the builtin on
-    purpose: ``except TimeoutError`` catches it either way)."""
+    """The transfer took longer than the connect or total timeout (CURLcode 28).
+
+    A subclass of the builtin ``TimeoutError`` too, so ``except TimeoutError`` catches it
+    either way. It is left out of ``graphsend.__all__`` so that ``from graphsend import *``
+    keeps the builtin name. ``may_have_sent`` as for :class:`TransportError`.
+    """
 
 
 class LimiterError(SendError):

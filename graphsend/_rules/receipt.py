@@ -18,11 +18,18 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
     non-delivery report, not as an error here. A tuple underneath because it is the cheapest
     immutable record to build on the send path.
 
-    ``message_id`` and ``user`` name the item it is for (the draft id, None for sendMail; the
-    mailbox as given, None for ``/me``), so a Receipt can be stored or logged alone.
-    ``reconciled`` is True when no 202 was seen (the answer was lost) but the mailbox showed
-    the message sent (``Retry(reconcile_ambiguous=True)``); ``elapsed`` then counts the
-    seconds from the failed attempt's end to that proof.
+    Attributes:
+        status: The HTTP status (202).
+        request_id: Graph's ``request-id``: quote it to Microsoft support.
+        client_request_id: The ``client-request-id`` that was sent.
+        date: Graph's ``Date`` header.
+        elapsed: Seconds the (last) transfer took; for a reconciled send, the seconds from the
+            failed attempt's end to the proof that it was sent.
+        message_id: The draft id it is for (None for sendMail), so a Receipt can be stored or
+            logged alone.
+        user: The mailbox as given (None for ``/me``).
+        reconciled: True when no 202 was seen (the answer was lost) but the mailbox showed the
+            message sent (``Retry(reconcile_ambiguous=True)``).
     """
 
     __slots__ = ()
@@ -37,8 +44,8 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         user: str | None
         reconciled: bool
     else:
-        status = property(itemgetter(0), doc="HTTP status: 202")
-        request_id = property(itemgetter(1), doc="Graph's request-id: quote it to support")
+        status = property(itemgetter(0), doc="The HTTP status (202).")
+        request_id = property(itemgetter(1), doc="Graph's request-id (quote it to support).")
         client_request_id = property(itemgetter(2), doc="the client-request-id that was sent")
         date = property(itemgetter(3), doc="Graph's Date header")
         elapsed = property(itemgetter(4), doc="seconds the (last) transfer took")

@@ -41,7 +41,32 @@ class Retry:
 
     ``retry_ambiguous`` and ``reconcile_ambiguous`` must be bools; the numbers must be finite
     and not negative.
+
+    Example:
+        ::
+
+            client = graphsend.Client(token, retry=graphsend.Retry(max_attempts=6))
+
+    Attributes:
+        max_attempts: Requests at most, the first one included.
+        max_total_wait: Seconds of waiting between attempts, in all; a wait that would go
+            past it is not made (the error is raised at once).
+        backoff_base: The first backoff's upper bound, in seconds (doubled per attempt).
+        backoff_max: The longest backoff, in seconds.
+        retry_ambiguous: Also retry failures that may have sent the message (500, 502, 504,
+            a timeout or reset after the request was written): risks duplicates.
+        reconcile_ambiguous: Settle failures that may have sent the message by asking the
+            mailbox; resend only what it proves unsent.
+        reconcile_wait: Seconds the mailbox gets to show a sent message (the settling time).
     """
+
+    max_attempts: int
+    max_total_wait: float
+    backoff_base: float
+    backoff_max: float
+    retry_ambiguous: bool
+    reconcile_ambiguous: bool
+    reconcile_wait: float
 
     __slots__ = (
         "backoff_base",
@@ -63,6 +88,22 @@ class Retry:
         reconcile_ambiguous: bool = False,
         reconcile_wait: float = 60.0,
     ) -> None:
+        """Check and keep the policy.
+
+        Args:
+            max_attempts: Requests at most (1 turns retries off).
+            max_total_wait: Seconds of waiting in all.
+            backoff_base: Seconds: the first backoff's upper bound.
+            backoff_max: Seconds: the longest backoff.
+            retry_ambiguous: Retry failures that may have sent the message too.
+            reconcile_ambiguous: Ask the mailbox about failures that may have sent the message,
+                and resend only what it proves unsent.
+            reconcile_wait: Seconds the mailbox gets to show a sent message.
+
+        Raises:
+            TypeError: A number that is not a number, a flag not a bool.
+            ValueError: ``max_attempts`` below 1, a negative or infinite number.
+        """
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
             raise TypeError("max_attempts must be an int")
         if max_attempts < 1:
@@ -98,9 +139,17 @@ class Retry:
         )
 
     def is_retryable(self, error: SendError, *, idempotent: bool = False) -> bool:
-        """Whether another attempt may help. ``idempotent``: the request sends no mail (an
-        upload chunk), so an answer that may have reached Graph is retried too; what no retry
-        can cure (2xx/3xx/4xx answers but 429, permanent transport failures) still is not."""
+        """Whether another attempt may help.
+
+        Args:
+            error: The failure of the last attempt.
+            idempotent: The request sends no mail (an upload chunk), so an answer that may
+                have reached Graph is retried too; what no retry can cure (2xx/3xx/4xx
+                answers but 429, permanent transport failures) still is not.
+
+        Returns:
+            True when this policy retries ``error``.
+        """
         if isinstance(error, (ThrottledError, ServiceUnavailableError)):
             return True
         if isinstance(error, GraphError) and error.status < 400:
@@ -121,7 +170,16 @@ class Retry:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up and raise ``error``.
 
         Gives up at once (without sleeping first) when the wait would take the total past
-        ``max_total_wait``.
+        ``max_total_wait``. Retry-After wins over the backoff.
+
+        Args:
+            error: The failure of attempt ``attempt``.
+            attempt: The attempt that failed (1 for the first).
+            waited: Seconds already waited between earlier attempts.
+            idempotent: As for :meth:`is_retryable`.
+
+        Returns:
+            Seconds to wait (0 for at once), or None.
         """
         if attempt >= self.max_attempts or not self.is_retryable(error, idempotent=idempotent):
             return None
@@ -135,7 +193,14 @@ class Retry:
         return wait
 
     def backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
+        """Exponential backoff with full jitter: uniform in [0, min(max, base * 2**(attempt-1))].
+
+        Args:
+            attempt: The attempt that failed (1 for the first).
+
+        Returns:
+            Seconds to wait.
+        """
         import random
 
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))

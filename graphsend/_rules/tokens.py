@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from typing import Any, Protocol, TypeAlias
 
     class AccessTokenLike(Protocol):
+        """What ``get_token`` returns: azure-identity's ``AccessToken`` (a token and its
+        expiry, in seconds since the epoch)."""
+
         # Read-only: azure-identity's AccessToken is a NamedTuple.
         @property
         def token(self) -> str: ...
@@ -25,7 +28,12 @@ if TYPE_CHECKING:
         def expires_on(self) -> int: ...
 
     class CredentialLike(Protocol):
-        def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+        """An azure-identity style credential (``ClientSecretCredential``, ...)."""
+
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike:
+            """Return a token for ``scopes`` (graphsend asks for one: the cloud's
+            ``https://<graph host>/.default``)."""
+            ...
 
     TokenArg: TypeAlias = str | Callable[[], str | dict[str, Any]] | CredentialLike
 
@@ -43,6 +51,11 @@ class TokenSource:
     refreshable = True
 
     def header(self) -> str:
+        """Return the ``Authorization: Bearer ...`` header line for the next attempt.
+
+        Raises:
+            AuthenticationError: The provider failed or gave an unusable token.
+        """
         raise NotImplementedError
 
     def invalidate(self) -> None:

@@ -39,6 +39,7 @@ __all__ = ["fake_graph", "fake_graph_https"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``fake_graph`` marker (pytest calls this hook)."""
     config.addinivalue_line(
         "markers",
         "fake_graph(**kwargs): keyword arguments for the FakeGraph of the fake_graph and "
@@ -57,7 +58,17 @@ def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 def fake_graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
-    """A running FakeGraph over HTTP on 127.0.0.1, stopped after the test."""
+    """A running FakeGraph over HTTP on 127.0.0.1, stopped after the test.
+
+    Keyword arguments for :class:`~graphsend.testing.FakeGraph` come from
+    ``@pytest.mark.fake_graph(...)``.
+
+    Yields:
+        The started server: point the client at ``.base_url`` with ``.token``.
+
+    Raises:
+        TypeError: The marker has positional arguments.
+    """
     from graphsend.testing import FakeGraph
 
     options = _options(request)
@@ -68,8 +79,17 @@ def fake_graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
 
 @pytest.fixture
 def fake_graph_https(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
-    """A running FakeGraph over HTTPS; pass ``.ca_bundle`` to the client. Skipped without
-    the ``cryptography`` package (``pip install 'graphsend[testing]'``)."""
+    """A running FakeGraph over HTTPS; pass ``.ca_bundle`` to the client.
+
+    Skipped without the ``cryptography`` package (``pip install 'graphsend[testing]'``).
+    ``@pytest.mark.fake_graph(http2=True)`` serves HTTP/2.
+
+    Yields:
+        The started server, with ``.base_url``, ``.token`` and ``.ca_bundle``.
+
+    Raises:
+        TypeError: The marker has positional arguments.
+    """
     pytest.importorskip(
         "cryptography", reason="fake_graph_https needs graphsend[testing] (cryptography)"
     )

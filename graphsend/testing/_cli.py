@@ -14,7 +14,14 @@ from ._fakegraph import FakeGraph
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """Serve a FakeGraph until interrupted. Prints the base URL as the first line of stdout."""
+    """Serve a FakeGraph until interrupted. Prints the base URL as the first line of stdout.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns:
+        The exit status: 0 after an interrupt.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m graphsend.testing",
         description="Serve a fake Microsoft Graph send endpoint on loopback.",

@@ -112,14 +112,14 @@ class FakeGraph:
 
     #: Seconds to wait before answering each send request (applies from the next request on).
     latency: float
-    #: Concurrent sends allowed per mailbox before 429 ApplicationThrottled (None: no limit).
+    #: Concurrent sends allowed per mailbox before 429 ApplicationThrottled (None for no limit).
     mailbox_concurrency_limit: int | None
     #: Value of the Retry-After header on throttling 429s (seconds, or any string).
     throttle_retry_after: float | str
     #: For this many seconds after a send, the same id still sends again (a duplicate in Sent
     #: Items), like Graph's lag in invalidating ids. 0 (the default) means 404 at once.
     resend_window: float
-    #: Close idle keep-alive connections after this many seconds (None: never).
+    #: Close idle keep-alive connections after this many seconds (None for never).
     idle_timeout: float | None
     #: Answer with ``Connection: close`` on the Nth request of a connection (None: never).
     max_requests_per_connection: int | None
@@ -147,6 +147,27 @@ class FakeGraph:
         throttle_retry_after: float | str = 1,
         seed: int | None = None,
     ) -> None:
+        """Configure the server; :meth:`start` (or ``with``) makes it listen.
+
+        Args:
+            https: Serve TLS with a certificate made at start (needs ``cryptography``); the
+                CA's PEM is at :attr:`ca_bundle`.
+            http2: With ``https``, offer HTTP/2 by ALPN (needs the ``h2`` package).
+            token: The bearer token requests must carry.
+            default_user: The mailbox ``me`` stands for.
+            latency: Seconds to wait before answering each send request.
+            mailbox_concurrency_limit: Sends in flight per mailbox before 429
+                ``ApplicationThrottled`` (Outlook allows 4); None: no limit.
+            host: The address to listen on.
+            port: The port (0 picks a free one; a restarted server keeps its port).
+            throttle_retry_after: The Retry-After of throttling 429s (seconds, or any string).
+            seed: Seeds the id generator, for reproducible ids.
+
+        Raises:
+            ValueError: ``http2=True`` without ``https=True``.
+            ImportError: ``https`` without ``cryptography``, or ``http2`` without ``h2``
+                (``pip install 'graphsend[testing]'``).
+        """
         if https:
             require_cryptography()
         if http2:
@@ -187,7 +208,15 @@ class FakeGraph:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> FakeGraph:
-        """Start serving in a background thread; returns self. A stopped server may restart."""
+        """Start serving in a background thread; returns self. A stopped server may restart.
+
+        Returns:
+            The server itself.
+
+        Raises:
+            RuntimeError: It is already running.
+            OSError: The address cannot be listened on.
+        """
         if self._server.running:
             raise RuntimeError("FakeGraph is already running")
         ssl_context = (
@@ -210,6 +239,7 @@ class FakeGraph:
         self._tls.remove()
 
     def __enter__(self) -> FakeGraph:
+        """Start the server (see :meth:`start`); leaving the ``with`` block stops it."""
         return self.start()
 
     def __exit__(
@@ -218,6 +248,7 @@ class FakeGraph:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Stop the server (see :meth:`stop`)."""
         self.stop()
 
     def __repr__(self) -> str:
@@ -261,7 +292,19 @@ class FakeGraph:
 
     def send_url(self, message_id: str, user: str | None = None, *, version: str = "v1.0") -> str:
         """The full send URL for a draft, each segment percent-encoded once (a convenience for
-        tests; graphsend builds its own URLs)."""
+        tests; graphsend builds its own URLs).
+
+        Args:
+            message_id: The draft's id.
+            user: The mailbox; None is ``me``.
+            version: ``"v1.0"`` or ``"beta"``.
+
+        Returns:
+            The URL.
+
+        Raises:
+            RuntimeError: The server was never started.
+        """
         who = "me" if user is None else f"users/{quote(user, safe='@')}"
         return f"{self.base_url}/{version}/{who}/messages/{quote(message_id, safe='')}/send"
 
@@ -287,7 +330,14 @@ class FakeGraph:
         return self._tls.ca_bundle
 
     def client_ssl_context(self) -> ssl.SSLContext:
-        """An ``ssl.SSLContext`` for clients that trusts this server's CA (HTTPS mode only)."""
+        """An ``ssl.SSLContext`` for clients that trusts this server's CA (HTTPS mode only).
+
+        Returns:
+            A context that verifies this server's certificate.
+
+        Raises:
+            RuntimeError: Not a running HTTPS server.
+        """
         if self.ca_bundle is None:
             raise RuntimeError("client_ssl_context() needs a running FakeGraph(https=True)")
         return ssl.create_default_context(cafile=self.ca_bundle)
@@ -296,7 +346,11 @@ class FakeGraph:
 
     def add_mailbox(self, user: str) -> None:
         """Make an empty mailbox (sends to a mailbox that does not exist get 404
-        ``ErrorInvalidUser``; create_draft makes mailboxes as needed)."""
+        ``ErrorInvalidUser``; create_draft makes mailboxes as needed).
+
+        Args:
+            user: The mailbox (a UPN or id; compared case-insensitively).
+        """
         self._mailboxes.add(self._key(user))
 
     def create_draft(
@@ -318,6 +372,19 @@ class FakeGraph:
         APIs) contain both ``/`` and ``+``, which must be percent-encoded in a URL. With
         ``id_style=None`` every third draft made by this server is EWS-style; pass
         ``id_style="rest"`` or ``"ews"`` to choose.
+
+        Args:
+            user: The mailbox; None is :attr:`default_user`.
+            subject: The draft's subject.
+            kind: ``"new"``, ``"reply"``, ``"replyAll"`` or ``"forward"`` (a label in records).
+            id_style: ``"rest"``, ``"ews"`` or None (see above).
+            immutable_id: Keep the id in Sent Items.
+
+        Returns:
+            The draft's id.
+
+        Raises:
+            ValueError: An unknown ``kind`` or ``id_style``.
         """
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
@@ -335,23 +402,56 @@ class FakeGraph:
         *,
         id_style: IdStyle | None = None,
     ) -> list[str]:
-        """Create ``count`` drafts (see :meth:`create_draft`) and return their ids in order."""
+        """Create ``count`` drafts (see :meth:`create_draft`) and return their ids in order.
+
+        Args:
+            count: How many.
+            user: The mailbox; None is :attr:`default_user`.
+            subject: Their subject.
+            kind: ``"new"``, ``"reply"``, ``"replyAll"`` or ``"forward"``.
+            id_style: ``"rest"``, ``"ews"`` or None.
+
+        Returns:
+            The ids, in order.
+        """
         return [self.create_draft(user, subject, kind, id_style=id_style) for _ in range(count)]
 
     def drafts(self, user: str | None = None) -> list[Message]:
         """Drafts not sent yet, oldest first: of ``user`` (``"me"`` = default user), or of every
-        mailbox when ``user`` is None."""
+        mailbox when ``user`` is None.
+
+        Args:
+            user: The mailbox, or None for every mailbox.
+
+        Returns:
+            The drafts, as :class:`Message` records.
+        """
         return self._mailboxes.drafts(self._key_or_all(user))
 
     def sent_items(self, user: str | None = None) -> list[Message]:
         """Messages sent, in the order the sends were accepted: of ``user`` (``"me"`` = default
-        user), or of every mailbox when ``user`` is None."""
+        user), or of every mailbox when ``user`` is None.
+
+        Args:
+            user: The mailbox, or None for every mailbox.
+
+        Returns:
+            The sent messages, as :class:`Message` records (every field, every attachment's
+            bytes).
+        """
         return self._mailboxes.sent_items(self._key_or_all(user))
 
     def delivered(self, user: str | None = None) -> list[Message]:
         """Every message that went out, in the order the sends were accepted: sent drafts and
         sendMail (JSON or MIME), including sendMail with ``saveToSentItems: false``, which
-        :meth:`sent_items` does not list. Of ``user`` (the sender), or of every mailbox."""
+        :meth:`sent_items` does not list. Of ``user`` (the sender), or of every mailbox.
+
+        Args:
+            user: The sender's mailbox, or None for every mailbox.
+
+        Returns:
+            The messages, as :class:`Message` records.
+        """
         return self._mailboxes.delivered(self._key_or_all(user))
 
     def send_count(self, draft_id: str) -> int:
@@ -369,12 +469,30 @@ class FakeGraph:
         return self._mailboxes.processing(draft_id)
 
     def inbox(self, user: str | None = None) -> list[Message]:
-        """Messages put in an Inbox by :meth:`add_received`."""
+        """Messages put in an Inbox by :meth:`add_received`.
+
+        Args:
+            user: The mailbox, or None for every mailbox.
+
+        Returns:
+            The received messages, as :class:`Message` records.
+        """
         return self._mailboxes.inbox(self._key_or_all(user))
 
     def message(self, message_id: str, user: str | None = None) -> Message:
         """A message by the id a client has for it now: a draft's or an Inbox message's id, or
-        a sent message's :attr:`Message.sent_id`. KeyError when there is none."""
+        a sent message's :attr:`Message.sent_id`. KeyError when there is none.
+
+        Args:
+            message_id: The id.
+            user: The mailbox; None is :attr:`default_user`.
+
+        Returns:
+            The message record.
+
+        Raises:
+            KeyError: No message has that id in that mailbox.
+        """
         found = self._mailboxes.find(self._key(user), message_id)
         if found is None:
             raise KeyError(message_id)
@@ -396,7 +514,22 @@ class FakeGraph:
         """Put a message in ``user``'s Inbox as if ``sender`` had sent it, and return its id:
         the original for createReply, createReplyAll and createForward. Addresses are
         ``"a@b.com"`` or ``"Name <a@b.com>"``; ``to`` defaults to the mailbox itself;
-        attachments are ``(name, content_type, bytes)``."""
+        attachments are ``(name, content_type, bytes)``.
+
+        Args:
+            user: The mailbox; None is :attr:`default_user`.
+            subject: The subject.
+            body: The body.
+            body_type: ``"text"`` or ``"html"``.
+            sender: Who sent it.
+            to: Its recipients (default: the mailbox).
+            cc: Its Cc recipients.
+            reply_to: Its Reply-To addresses.
+            attachments: ``(name, content_type, bytes)`` each.
+
+        Returns:
+            The message's id.
+        """
         key = self._key(user)
         fields = {
             "subject": subject,
@@ -450,6 +583,19 @@ class FakeGraph:
         draft and answers an unexpected 200 carrying an error body.
 
         Faults queue in the order they were added, shared with reset_next and stall_next.
+
+        Args:
+            status: An HTTP status from 200 to 599.
+            code: Graph's error code in the body (default: the status's usual one).
+            message: Graph's error message in the body.
+            retry_after: Seconds, or any string, for a Retry-After header.
+            body: A body that replaces Graph's error JSON.
+            headers: Response headers to add, override, or (None) remove.
+            count: How many requests get this answer.
+            user: Only requests for this mailbox; None: any.
+
+        Raises:
+            ValueError: A status outside 200-599.
         """
         if not 200 <= status <= 599:
             raise ValueError("status must be an HTTP status from 200 to 599")
@@ -483,7 +629,14 @@ class FakeGraph:
         Over HTTP/2 this resets the whole connection too, failing every request in flight on
         it. ``stream_only=True`` resets only the request's stream there (RST_STREAM with
         INTERNAL_ERROR), leaving the connection and its other streams alone; over HTTP/1.1 it
-        changes nothing."""
+        changes nothing.
+
+        Args:
+            count: How many requests are reset.
+            user: Only requests for this mailbox; None: any.
+            stream_only: Over HTTP/2, reset only the request's stream.
+            deliver: Send the draft first, then reset (the answer is lost).
+        """
         fault = Fault("reset", count, self._key_or_all(user), stream_only=stream_only)
         fault.deliver = deliver
         self._faults.add(fault)
@@ -491,7 +644,13 @@ class FakeGraph:
     def stall_next(self, count: int = 1, *, user: str | None = None, deliver: bool = False) -> None:
         """Read the next ``count`` send requests and never answer them (until the client
         disconnects or the server stops): for client timeouts. The draft is not sent, unless
-        ``deliver=True``: then it is sent and the 202 never written."""
+        ``deliver=True``: then it is sent and the 202 never written.
+
+        Args:
+            count: How many requests stall.
+            user: Only requests for this mailbox; None: any.
+            deliver: Send the draft first, then stall (the answer is lost).
+        """
         self._faults.add(Fault("stall", count, self._key_or_all(user), deliver=deliver))
 
     def random_faults(
@@ -501,11 +660,21 @@ class FakeGraph:
         kinds: Sequence[str] = RANDOM_FAULT_KINDS,
         seed: int | None = None,
     ) -> None:
-        """From now on, each send request that no queued fault applies to hits a fault with
-        probability ``rate``, of a kind drawn from ``kinds``: ``lost-reset``, ``lost-stall``,
-        ``lost-503``, ``lost-504`` lose the request before the send (nothing delivered);
-        ``delivered-reset``, ``delivered-stall``, ``delivered-504`` send it and then lose the
-        answer. ``rate=0`` stops. :meth:`random_faults_applied` counts what was drawn."""
+        """From now on, each send request that no queued fault applies to hits a fault.
+
+        The kinds ``lost-reset``, ``lost-stall``, ``lost-503``, ``lost-504`` lose the request
+        before the send (nothing delivered); ``delivered-reset``, ``delivered-stall``,
+        ``delivered-504`` send it and then lose the answer. :meth:`random_faults_applied`
+        counts what was drawn.
+
+        Args:
+            rate: The probability per send request, from 0 to 1 (0 stops).
+            kinds: The kinds drawn from (uniformly).
+            seed: A seed for a repeatable draw.
+
+        Raises:
+            ValueError: An unknown kind, no kinds, or a rate outside 0..1.
+        """
         unknown = [k for k in kinds if k not in RANDOM_FAULT_KINDS]
         if unknown or not kinds:
             raise ValueError(f"kinds must be among {RANDOM_FAULT_KINDS}, got {unknown or kinds}")
@@ -514,7 +683,11 @@ class FakeGraph:
         self._faults.set_random(float(rate), tuple(kinds), seed)
 
     def random_faults_applied(self) -> dict[str, int]:
-        """How many random faults of each kind were applied so far."""
+        """How many random faults of each kind were applied so far.
+
+        Returns:
+            A dict from kind to count.
+        """
         return dict(self._faults.applied)
 
     def clear_faults(self) -> None:
@@ -542,7 +715,18 @@ class FakeGraph:
         """Answer the ``n``-th chunk PUT to an upload URL from now (1: the next) with
         ``status`` and Graph's error body; the chunk is not stored, the session stays as it
         was (so the client resends from ``nextExpectedRanges``). Chunks PUT with an
-        Authorization header do not count: they are refused before."""
+        Authorization header do not count: they are refused before.
+
+        Args:
+            n: Which chunk from now (1: the next).
+            status: An HTTP error status from 400 to 599.
+            code: Graph's error code in the body.
+            message: Graph's error message in the body.
+            retry_after: Seconds, or any string, for a Retry-After header.
+
+        Raises:
+            ValueError: A status outside 400-599.
+        """
         if not 400 <= status <= 599:
             raise ValueError("status must be an HTTP error status from 400 to 599")
         self._uploads.add_fault(
@@ -551,12 +735,20 @@ class FakeGraph:
 
     def reset_upload_chunk(self, n: int = 1) -> None:
         """Read the ``n``-th chunk PUT to an upload URL from now, then reset the connection
-        without an answer; the chunk is not stored."""
+        without an answer; the chunk is not stored.
+
+        Args:
+            n: Which chunk from now (1: the next).
+        """
         self._uploads.add_fault(n, UploadFault(0, "reset"))
 
     def expire_upload_sessions(self) -> int:
         """Expire every open upload session now (requests to their URLs get 404
-        ``ErrorItemNotFound``; the client must start over); return how many there were."""
+        ``ErrorItemNotFound``; the client must start over); return how many there were.
+
+        Returns:
+            The number of sessions expired.
+        """
         return self._uploads.expire_all()
 
     @property
@@ -581,7 +773,12 @@ class FakeGraph:
 
     def set_latency(self, user: str, seconds: float | None) -> None:
         """Wait ``seconds`` before answering sends for ``user``'s mailbox (overrides
-        :attr:`latency`); None goes back to the global latency."""
+        :attr:`latency`); None goes back to the global latency.
+
+        Args:
+            user: The mailbox.
+            seconds: The latency, or None for the global one.
+        """
         key = self._key(user)
         with self._latency_lock:
             if seconds is None:
@@ -600,7 +797,18 @@ class FakeGraph:
         """Block until at least ``count`` requests have been recorded; return them.
 
         Raises TimeoutError after ``timeout`` seconds. Handy to know that a stalled or slow
-        request has reached the server."""
+        request has reached the server.
+
+        Args:
+            count: Requests to wait for.
+            timeout: Seconds to wait at most.
+
+        Returns:
+            The recorded requests (at least ``count``).
+
+        Raises:
+            TimeoutError: Fewer than ``count`` after ``timeout`` seconds.
+        """
         return self._traffic.wait_for_requests(count, timeout)
 
     @property
@@ -615,13 +823,27 @@ class FakeGraph:
         return self._traffic.open_connections
 
     def in_flight(self, user: str | None = None) -> int:
-        """Requests being handled right now, for ``user``'s mailbox or for the whole server."""
+        """Requests being handled right now, for ``user``'s mailbox or for the whole server.
+
+        Args:
+            user: The mailbox, or None for the whole server.
+
+        Returns:
+            The number of requests.
+        """
         return self._traffic.in_flight(self._key_or_all(user))
 
     def peak_in_flight(self, user: str | None = None) -> int:
         """The most requests seen in flight at once (from fully read to answered), for ``user``'s
         mailbox or, with None, across the whole server. Requests answered 429 by the
-        concurrency limit count too, so this shows what the client attempted."""
+        concurrency limit count too, so this shows what the client attempted.
+
+        Args:
+            user: The mailbox, or None for the whole server.
+
+        Returns:
+            The peak.
+        """
         return self._traffic.peak_in_flight(self._key_or_all(user))
 
     def send_times(self, user: str | None = None) -> dict[str, list[float]]:

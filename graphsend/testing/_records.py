@@ -38,6 +38,7 @@ class Attachment:
 
     @property
     def size(self) -> int:
+        """Bytes of the content."""
         return len(self.content_bytes)
 
 
@@ -87,11 +88,21 @@ class Message:
 
     @property
     def recipients(self) -> tuple[Recipient, ...]:
-        """to + cc + bcc: everyone the message goes to."""
+        """Everyone the message goes to (to + cc + bcc)."""
         return self.to + self.cc + self.bcc
 
     def attachment(self, name: str) -> Attachment:
-        """The attachment called ``name`` (KeyError if none)."""
+        """The attachment called ``name``.
+
+        Args:
+            name: The attachment's file name.
+
+        Returns:
+            The attachment record.
+
+        Raises:
+            KeyError: The message has no attachment of that name.
+        """
         for attachment in self.attachments:
             if attachment.name == name:
                 return attachment
