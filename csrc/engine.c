@@ -99,6 +99,8 @@ static gs_transfer *take_transfer(EngineObject *self, gs_request *req)
         if (t == NULL)
             return NULL;
         rc = gs_transfer_setup(t, &self->opts, &what);
+        if (rc == CURLE_OK && (rc = gs_events_easy(&self->ev, t)) != CURLE_OK)
+            what = "CURLOPT_CLOSESOCKETFUNCTION";
         if (rc != CURLE_OK)
             gs_transfer_fail(t, rc, what, curl_easy_strerror(rc));
     }
@@ -745,21 +747,29 @@ static void drive_libcurl(EngineObject *self, gs_request *reqs, long long *cance
 /* [(fd, what)] libcurl asked for since the last drive(); None when nothing changed. */
 static PyObject *socket_changes_to_py(const gs_events *ev)
 {
-    PyObject *list;
-    if (ev->nchanges == 0)
+    PyObject *list, *pair;
+    size_t n = ev->nchanges + (ev->close_lost ? 1 : 0);
+    if (n == 0)
         Py_RETURN_NONE;
-    list = PyList_New((Py_ssize_t)ev->nchanges);
+    list = PyList_New((Py_ssize_t)n);
     if (list == NULL)
         return NULL;
     for (size_t i = 0; i < ev->nchanges; i++) {
-        PyObject *pair = Py_BuildValue("(li)", (long)ev->changes[i].fd, ev->changes[i].what);
-        if (pair == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
+        pair = Py_BuildValue("(li)", (long)ev->changes[i].fd, ev->changes[i].what);
+        if (pair == NULL)
+            goto error;
         PyList_SetItem(list, (Py_ssize_t)i, pair);
     }
+    if (ev->close_lost) { /* last: a socket opened meanwhile has been recorded as wanted */
+        pair = Py_BuildValue("(li)", -1L, GS_SOCK_CLOSED);
+        if (pair == NULL)
+            goto error;
+        PyList_SetItem(list, (Py_ssize_t)(n - 1), pair);
+    }
     return list;
+error:
+    Py_DECREF(list);
+    return NULL;
 }
 
 static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *const *args,
@@ -837,6 +847,7 @@ static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *con
     PyTuple_SetItem(result, 0, item);
     self->ev.nchanges = 0;
     self->ev.timer_changed = 0;
+    self->ev.close_lost = 0;
     atomic_store(&self->busy, 0);
     return result;
 error:

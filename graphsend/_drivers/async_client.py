@@ -190,8 +190,11 @@ def _async_token(token: object, scope: str) -> _AsyncToken | None:
     return None
 
 
-# libcurl's CURL_POLL_* (what to watch) and CURL_CSELECT_* (what is ready) bits.
+# libcurl's CURL_POLL_* (what to watch) and CURL_CSELECT_* (what is ready) bits, and
+# LoopEngine's own: a connection socket libcurl is done with for now (its close will be told),
+# and that close (fd -1: some close could not be recorded). See csrc/events.h.
 _POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
+_SOCK_CLOSED, _SOCK_IDLE = 8, 16
 
 # While a call is awaited, the loop wakes at least this often (seconds). Some loops' signal
 # handlers schedule work with call_soon(), which does not wake a loop asleep in select():
@@ -229,6 +232,10 @@ class _Driver:
         self.engine = _native.LoopEngine(share=_native.Share(), **client._options)
         self.scheduler = Scheduler(client, self.engine, max_per_mailbox)
         self.fds: dict[int, int] = {}  # fd -> the _POLL_* bits registered with the loop
+        # Kept-alive connections libcurl does not wait on: still registered for reading, since
+        # the next send on one wants just that and (un)registering costs a system call each.
+        # Readable while idle (the server closed it), one is unregistered there and then.
+        self.idle: set[int] = set()
         # libcurl's timer: when it is due (loop time, inf: none), and the one call_at() that
         # serves it; a later deadline keeps the handle (it fires early and re-arms), so the
         # frequent timer updates of libcurl cost no loop handle each.
@@ -323,6 +330,9 @@ class _Driver:
 
     def _drive(self, fd: int, flags: int = 0) -> None:
         """libcurl runs socket fd (or its timer); what finished goes to the Scheduler."""
+        if fd in self.idle:
+            self._forget(fd)  # libcurl finds the connection dead when it next looks at it
+            return
         try:
             finished, changes, timer = self.engine.drive(fd, flags)
             if changes is not None:
@@ -348,11 +358,25 @@ class _Driver:
             raise
 
     def _watch(self, changes: list[tuple[int, int]]) -> None:
-        """Keep the loop's registrations in step with what libcurl waits for."""
-        loop, fds, drive = self.loop, self.fds, self._drive
+        """Keep the loop's registrations in step with what libcurl waits for; in order, so
+        that a closed socket's fd number reused by a new one is registered afresh."""
+        loop, fds, idle, drive = self.loop, self.fds, self.idle, self._drive
         for fd, what in changes:
-            want = 0 if what & _POLL_REMOVE else what
             had = fds.get(fd, 0)
+            if what == _SOCK_IDLE:
+                want = had & _POLL_IN  # (a writable socket would call back without end)
+                if want:
+                    idle.add(fd)
+            elif what == _SOCK_CLOSED:
+                if fd < 0:
+                    self._rewatch()
+                    continue
+                idle.discard(fd)
+                want = 0
+            else:
+                if idle:
+                    idle.discard(fd)
+                want = 0 if what & _POLL_REMOVE else what
             if want == had:
                 continue
             # libcurl may already have closed a socket it no longer wants: nothing to undo.
@@ -368,6 +392,28 @@ class _Driver:
                 fds[fd] = want
             else:
                 del fds[fd]
+
+    def _forget(self, fd: int) -> None:
+        """Unregister an idle connection's socket."""
+        self.idle.discard(fd)
+        had = self.fds.pop(fd, 0)
+        if had & _POLL_IN:
+            _quietly(self.loop.remove_reader, fd)
+        if had & _POLL_OUT:
+            _quietly(self.loop.remove_writer, fd)
+
+    def _rewatch(self) -> None:
+        """Some socket's close went unrecorded (out of memory): any idle one may be a closed
+        fd, or its number reused, so every registration is made afresh."""
+        for fd in list(self.idle):
+            self._forget(fd)
+        for fd, had in list(self.fds.items()):
+            self._forget(fd)
+            if had & _POLL_IN:
+                self.loop.add_reader(fd, self._drive, fd, _POLL_IN)
+            if had & _POLL_OUT:
+                self.loop.add_writer(fd, self._drive, fd, _POLL_OUT)
+            self.fds[fd] = had
 
     def _refresh_token(self) -> None:
         """The async token source has no valid token: await one, then start again."""
@@ -430,6 +476,7 @@ class _Driver:
                 if had & _POLL_OUT:
                     _quietly(self.loop.remove_writer, fd)
         self.fds.clear()
+        self.idle.clear()
         self.engine.close()
         for call in calls:
             if not call.ended:
