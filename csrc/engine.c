@@ -40,6 +40,7 @@ typedef struct {
     PyObject *share;
     pid_t pid;
     atomic_int busy;      /* perform() or close() running */
+    atomic_ulong owner;   /* PyThread_get_thread_ident() of the thread holding busy, else 0 */
     atomic_int is_closed; /* what .closed reads: close() may be running in another thread */
 
     pthread_mutex_t lock; /* guards the fields down to the next comment */
@@ -316,22 +317,44 @@ static void engine_run(EngineObject *self, perform_state *ps)
 
 /* ---- Python-facing ---------------------------------------------------------------------- */
 
-static int engine_enter(EngineObject *self, const char *method)
+/* Takes busy for this thread; raises (saying which case it is) when it is held. */
+static int engine_take(EngineObject *self, const char *method)
 {
     int idle = 0;
+    unsigned long me = PyThread_get_thread_ident();
+    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        if (atomic_load(&self->owner) == me)
+            PyErr_Format(PyExc_RuntimeError,
+                         "Engine.%s(): re-entered from the same thread while it runs "
+                         "(a signal handler or other callback); call it once that returns",
+                         method);
+        else
+            PyErr_Format(PyExc_RuntimeError,
+                         "Engine.%s(): another thread is inside perform(); "
+                         "only one thread may drive an Engine",
+                         method);
+        return -1;
+    }
+    atomic_store(&self->owner, me);
+    return 0;
+}
+
+static void engine_leave(EngineObject *self)
+{
+    atomic_store(&self->owner, 0);
+    atomic_store(&self->busy, 0);
+}
+
+static int engine_enter(EngineObject *self, const char *method)
+{
     /* The process first: a thread that was inside perform() at fork() left busy set. */
     if (gs_check_process(self->pid, "Engine") < 0)
         return -1;
-    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "Engine.%s(): another thread is inside perform(); "
-                     "only one thread may drive an Engine",
-                     method);
+    if (engine_take(self, method) < 0)
         return -1;
-    }
     if (self->multi == NULL) {
         PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
-        atomic_store(&self->busy, 0);
+        engine_leave(self);
         return -1;
     }
     return 0;
@@ -719,7 +742,7 @@ static PyObject *Engine_perform(PyObject *op, PyTypeObject *cls, PyObject *const
     }
     result = finished_to_py(self, PyType_GetModuleState(cls));
 done:
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     return result;
 }
 
@@ -848,10 +871,10 @@ static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *con
     self->ev.nchanges = 0;
     self->ev.timer_changed = 0;
     self->ev.close_lost = 0;
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     return result;
 error:
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     Py_DECREF(result);
     return NULL;
 }
@@ -859,20 +882,21 @@ error:
 static PyObject *Engine_close(PyObject *op, PyObject *unused)
 {
     EngineObject *self = (EngineObject *)op;
-    int idle = 0;
     (void)unused;
     if (self->pid != gs_pid) {
         /* A forked child: busy may be a dead parent thread's; drop everything, free no libcurl. */
         engine_release(self);
         Py_RETURN_NONE;
     }
-    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+    if (atomic_load(&self->busy) && atomic_load(&self->owner) != PyThread_get_thread_ident()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Engine.close(): another thread is inside perform(); wakeup() it first");
         return NULL;
     }
+    if (engine_take(self, "close") < 0)
+        return NULL;
     engine_release(self);
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     Py_RETURN_NONE;
 }
 
