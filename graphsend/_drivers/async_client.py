@@ -344,7 +344,7 @@ class _Driver:
                 for tag, result in finished:
                     finish(tag, result, log)
                 if scheduler.ready:
-                    self._kick_soon()  # room under a cap: start the next items
+                    self._after_finish(scheduler)
             if timer is not None:
                 self.timer_at = math.inf if timer < 0.0 else self.loop.time() + timer
             self._arm_timer()  # after finish(): in_flight says whether anything runs
@@ -356,6 +356,21 @@ class _Driver:
             if not self.closing:
                 self.close(f"the event loop driver failed ({exc!r})")
             raise
+
+    def _after_finish(self, scheduler: Scheduler) -> None:
+        """Mailboxes got room under their cap: a kick starts their next items. When none has
+        any queued (sends awaited one at a time), their idle state is dropped here instead,
+        which spares each send a loop callback."""
+        ready = scheduler.ready
+        for box in ready.values():
+            if box.queue:
+                self._kick_soon()
+                return
+        mailboxes = scheduler.mailboxes
+        for name, box in ready.items():
+            if not box.in_flight and mailboxes.get(name) is box:
+                del mailboxes[name]  # as start_ready() forgets an idle mailbox
+        ready.clear()
 
     def _watch(self, changes: list[tuple[int, int]]) -> None:
         """Keep the loop's registrations in step with what libcurl waits for; in order, so
