@@ -290,3 +290,31 @@ def test_i10_closing_the_client_leaves_nothing_registered(
     assert kept  # idle connections were registered
     assert not left and not in_selector
     time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", _runners())
+def test_i10_a_close_that_could_not_be_recorded_makes_every_registration_afresh(
+    kind: str, server_factory: Callable[..., KeepAliveServer]
+) -> None:
+    # LoopEngine reports (-1, closed) when it ran out of memory recording a close: any idle
+    # registration may then be a closed fd or a reused number. The driver drops every idle one
+    # and registers again what libcurl waits on; sends go on.
+    server = server_factory(None)
+
+    async def main() -> tuple[int, int, list[graphsend.Receipt]]:
+        async with graphsend.AsyncClient(TOKEN, base_url=server.base_url) as client:
+            driver = await _driver_of(client)
+            receipts = list(
+                await asyncio.gather(*(client.send("m=", user=f"u{i}") for i in range(8)))
+            )
+            idle_before = len(driver.idle)
+            driver._watch([(-1, 8)])
+            idle_after = len(driver.idle)
+            registered_ok(driver, server.port)
+            receipts += await asyncio.gather(*(client.send("m=", user=f"u{i}") for i in range(8)))
+            registered_ok(driver, server.port)
+            return idle_before, idle_after, receipts
+
+    idle_before, idle_after, receipts = run(kind, main())
+    assert idle_before > 0 and idle_after == 0
+    assert [r.status for r in receipts] == [202] * 16
