@@ -363,7 +363,7 @@ class _Driver:
         which spares each send a loop callback."""
         ready = scheduler.ready
         for box in ready.values():
-            if box.queue:
+            if box.queue or box.paused_until:  # (a pause must outlive the box's last send)
                 self._kick_soon()
                 return
         mailboxes = scheduler.mailboxes
