@@ -318,3 +318,51 @@ def test_i10_a_close_that_could_not_be_recorded_makes_every_registration_afresh(
     idle_before, idle_after, receipts = run(kind, main())
     assert idle_before > 0 and idle_after == 0
     assert [r.status for r in receipts] == [202] * 16
+
+
+def test_i10_a_large_gather_starts_in_slices_and_other_tasks_run_between(
+    server_factory: Callable[..., KeepAliveServer],
+) -> None:
+    # Starting a transfer writes its request: a gather of hundreds started in one loop callback
+    # holds the loop for tens of milliseconds. It starts 64 at a time instead.
+    server = server_factory(None)
+
+    async def main() -> tuple[list[int], list[int], list[graphsend.Receipt]]:
+        async with graphsend.AsyncClient(TOKEN, base_url=server.base_url) as client:
+            driver = await _driver_of(client)
+            engine = driver.engine
+            per_drive: list[int] = []
+            submitted = [0]
+            seen_by_other_task: list[int] = []
+
+            class Engine:
+                def submit(self, *args: Any) -> None:
+                    submitted[0] += 1
+                    engine.submit(*args)
+
+                def drive(self, *args: Any) -> Any:
+                    if submitted[0]:
+                        per_drive.append(submitted[0])
+                        submitted[0] = 0
+                    return engine.drive(*args)
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(engine, name)
+
+            driver.engine = driver.scheduler.engine = Engine()
+
+            async def other() -> None:
+                for _ in range(3):
+                    seen_by_other_task.append(len(driver.scheduler.in_flight))
+                    await asyncio.sleep(0)
+
+            sends = [client.send("m=", user=f"u{i % 50}") for i in range(200)]
+            receipts = await asyncio.gather(*sends, other())
+            driver.engine = driver.scheduler.engine = engine
+            return per_drive, seen_by_other_task, receipts[:-1]
+
+    per_drive, seen, receipts = run("asyncio", main())
+    assert [r.status for r in receipts] == [202] * 200
+    assert sum(per_drive) == 200 and max(per_drive) <= 64, per_drive
+    assert len(per_drive) >= 4
+    assert 0 < min(seen) < 200, seen  # the other task ran while the batch was being started

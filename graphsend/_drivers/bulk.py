@@ -268,8 +268,11 @@ class Scheduler:
             box.queue.append(job)
             self.ready[job.mailbox] = box
 
-    def start_ready(self, now: float) -> float | None:
-        """Submit what the caps allow; return when the next paused mailbox wakes, if any."""
+    def start_ready(self, now: float, budget: int = 0) -> float | None:
+        """Submit what the caps allow; return when the next paused mailbox wakes, if any.
+
+        ``budget`` (> 0): submit at most that many; the mailboxes not reached stay ready for the
+        next call (an event loop starts a large batch in slices, so other tasks run between)."""
         next_wake = None
         if self.paused:
             for name, box in list(self.paused.items()):
@@ -280,8 +283,12 @@ class Scheduler:
                     next_wake = box.paused_until
         ready, self.ready = self.ready, {}
         cap = self.max_per_mailbox
+        left = budget if budget > 0 else -1
         try:
             for name, box in ready.items():
+                if left == 0:
+                    self.ready[name] = box  # the budget is spent: next time
+                    continue
                 if box.paused_until > now:
                     self.paused[name] = box
                     if next_wake is None or box.paused_until < next_wake:
@@ -297,8 +304,12 @@ class Scheduler:
                         self.blocked[name] = box
                         break
                     else:
+                        if left == 0:
+                            self.ready[name] = box
+                            break
                         self._submit(job, box)  # TokenPending leaves the job at the head
                         queue.popleft()
+                        left -= 1
                 if not queue and not box.in_flight:
                     # Idle: forget it, so a long-lived AsyncClient keeps no state per mailbox.
                     del self.mailboxes[name]
