@@ -116,7 +116,7 @@ def start_nginx(work: Path, size: int) -> tuple[subprocess.Popen[bytes], str, st
     if exe is None:
         sys.exit("nginx not found: make -C bench deps")
     (work / "tmp").mkdir(parents=True, exist_ok=True)
-    cert, key = make_certificate(work)
+    cert, key, ca = make_certificate(work)
     port = free_port()
     conf = work / "nginx.conf"
     next_map, last_map = range_maps(size)
@@ -125,7 +125,7 @@ def start_nginx(work: Path, size: int) -> tuple[subprocess.Popen[bytes], str, st
     )
     proc = subprocess.Popen([exe, "-p", str(work), "-c", str(conf), "-e", str(work / "error.log")])
     wait_for_port(port)
-    return proc, f"https://127.0.0.1:{port}", str(cert)
+    return proc, f"https://127.0.0.1:{port}", str(ca)
 
 
 def rss_mb() -> float:

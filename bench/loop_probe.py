@@ -4,12 +4,17 @@ how long each loop callback of the driver takes, and the worst gap of a 10 ms ti
 2,000 sends (S3's plan: 100 mailboxes, 4 in flight each, 20 ms latencyd) run.
 
     make -C bench programs && .venv/bin/python -m bench.loop_probe [--rounds 5] [--uvloop]
+
+S3 runs it too (`--base-url` of its latencyd, `--json`), so results.json carries the ticker's
+worst gap beside the S3 rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import statistics
 import time
 
@@ -102,16 +107,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--uvloop", action="store_true")
+    ap.add_argument("--base-url", help="a running latencyd (20 ms) instead of starting one")
+    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args()
     run = asyncio.run
     if args.uvloop:
         import uvloop
 
         run = uvloop.run
-    with Latencyd(0.020) as server:
+    found: dict[str, dict[str, float]] = {}
+    with contextlib.ExitStack() as stack:
+        base_url = args.base_url or stack.enter_context(Latencyd(0.020)).base_url
         for mode in ("gather", "send_many"):
-            got = run(probe(server.base_url, mode, args.rounds))
-            print(mode, " ".join(f"{k}={v:.1f}" for k, v in got.items()), flush=True)
+            got = found[mode] = run(probe(base_url, mode, args.rounds))
+            if not args.json:
+                print(mode, " ".join(f"{k}={v:.1f}" for k, v in got.items()), flush=True)
+    if args.json:
+        print(json.dumps(found))
 
 
 if __name__ == "__main__":

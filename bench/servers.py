@@ -85,21 +85,44 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A fresh self-signed P-256 certificate for 127.0.0.1 (it is its own CA for the clients)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
+def make_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """(certificate, key, CA): a fresh P-256 CA, and a leaf for 127.0.0.1 that it signed.
+
+    The clients get the CA. A self-signed certificate used as its own CA passes OpenSSL, but a
+    strict verifier (rustls, under pyreqwest) rejects a CA certificate presented as the server's
+    (CaUsedAsEndEntity), so the leaf is a proper end-entity certificate: not a CA, serverAuth,
+    the IP in its subjectAltName."""
+    ca, ca_key = directory / "ca.pem", directory / "ca-key.pem"
+    cert, key, csr = directory / "cert.pem", directory / "key.pem", directory / "cert.csr"
+    ext = directory / "leaf.ext"
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
+    p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
         [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1",
+            "openssl", "req", "-x509", *p256, "-days", "2", "-subj", "/CN=graphsend bench CA",
             "-addext", "basicConstraints=critical,CA:TRUE",
-            "-keyout", str(key), "-out", str(cert),
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", str(ca_key), "-out", str(ca),
         ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+        [
+            "openssl", "req", "-new", *p256, "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(csr),
+        ],
+        [
+            "openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-set_serial", str(int(time.time() * 1000)), "-days", "2", "-sha256",
+            "-extfile", str(ext), "-out", str(cert),
+        ],
+    ):  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True)
+    return cert, key, ca
 
 
 @dataclass
@@ -136,7 +159,7 @@ class Nginx:
         if exe is None:
             raise RuntimeError("nginx not found: run `make -C bench deps` (installs nginx-light)")
         (self.work / "tmp").mkdir(parents=True, exist_ok=True)
-        cert, key = make_certificate(self.work)
+        cert, key, ca = make_certificate(self.work)
         ports = {"http": free_port(), "https": free_port(), "h2": free_port()}
         conf = self.work / "nginx.conf"
         conf.write_text(NGINX_CONF.format(work=self.work, cert=cert, key=key, **ports))
@@ -151,7 +174,7 @@ class Nginx:
             http=f"http://127.0.0.1:{ports['http']}",
             https=f"https://127.0.0.1:{ports['https']}",
             h2=f"https://127.0.0.1:{ports['h2']}",
-            cafile=str(cert),
+            cafile=str(ca),
             server=self,
         )
 

@@ -40,6 +40,7 @@ typedef struct {
     PyObject *share;
     pid_t pid;
     atomic_int busy;      /* perform() or close() running */
+    atomic_ulong owner;   /* PyThread_get_thread_ident() of the thread holding busy, else 0 */
     atomic_int is_closed; /* what .closed reads: close() may be running in another thread */
 
     pthread_mutex_t lock; /* guards the fields down to the next comment */
@@ -99,6 +100,8 @@ static gs_transfer *take_transfer(EngineObject *self, gs_request *req)
         if (t == NULL)
             return NULL;
         rc = gs_transfer_setup(t, &self->opts, &what);
+        if (rc == CURLE_OK && (rc = gs_events_easy(&self->ev, t)) != CURLE_OK)
+            what = "CURLOPT_CLOSESOCKETFUNCTION";
         if (rc != CURLE_OK)
             gs_transfer_fail(t, rc, what, curl_easy_strerror(rc));
     }
@@ -314,22 +317,44 @@ static void engine_run(EngineObject *self, perform_state *ps)
 
 /* ---- Python-facing ---------------------------------------------------------------------- */
 
-static int engine_enter(EngineObject *self, const char *method)
+/* Takes busy for this thread; raises (saying which case it is) when it is held. */
+static int engine_take(EngineObject *self, const char *method)
 {
     int idle = 0;
+    unsigned long me = PyThread_get_thread_ident();
+    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+        if (atomic_load(&self->owner) == me)
+            PyErr_Format(PyExc_RuntimeError,
+                         "Engine.%s(): re-entered from the same thread while it runs "
+                         "(a signal handler or other callback); call it once that returns",
+                         method);
+        else
+            PyErr_Format(PyExc_RuntimeError,
+                         "Engine.%s(): another thread is inside perform(); "
+                         "only one thread may drive an Engine",
+                         method);
+        return -1;
+    }
+    atomic_store(&self->owner, me);
+    return 0;
+}
+
+static void engine_leave(EngineObject *self)
+{
+    atomic_store(&self->owner, 0);
+    atomic_store(&self->busy, 0);
+}
+
+static int engine_enter(EngineObject *self, const char *method)
+{
     /* The process first: a thread that was inside perform() at fork() left busy set. */
     if (gs_check_process(self->pid, "Engine") < 0)
         return -1;
-    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "Engine.%s(): another thread is inside perform(); "
-                     "only one thread may drive an Engine",
-                     method);
+    if (engine_take(self, method) < 0)
         return -1;
-    }
     if (self->multi == NULL) {
         PyErr_Format(PyExc_ValueError, "%s() on a closed Engine", method);
-        atomic_store(&self->busy, 0);
+        engine_leave(self);
         return -1;
     }
     return 0;
@@ -717,7 +742,7 @@ static PyObject *Engine_perform(PyObject *op, PyTypeObject *cls, PyObject *const
     }
     result = finished_to_py(self, PyType_GetModuleState(cls));
 done:
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     return result;
 }
 
@@ -745,21 +770,29 @@ static void drive_libcurl(EngineObject *self, gs_request *reqs, long long *cance
 /* [(fd, what)] libcurl asked for since the last drive(); None when nothing changed. */
 static PyObject *socket_changes_to_py(const gs_events *ev)
 {
-    PyObject *list;
-    if (ev->nchanges == 0)
+    PyObject *list, *pair;
+    size_t n = ev->nchanges + (ev->close_lost ? 1 : 0);
+    if (n == 0)
         Py_RETURN_NONE;
-    list = PyList_New((Py_ssize_t)ev->nchanges);
+    list = PyList_New((Py_ssize_t)n);
     if (list == NULL)
         return NULL;
     for (size_t i = 0; i < ev->nchanges; i++) {
-        PyObject *pair = Py_BuildValue("(li)", (long)ev->changes[i].fd, ev->changes[i].what);
-        if (pair == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
+        pair = Py_BuildValue("(li)", (long)ev->changes[i].fd, ev->changes[i].what);
+        if (pair == NULL)
+            goto error;
         PyList_SetItem(list, (Py_ssize_t)i, pair);
     }
+    if (ev->close_lost) { /* last: a socket opened meanwhile has been recorded as wanted */
+        pair = Py_BuildValue("(li)", -1L, GS_SOCK_CLOSED);
+        if (pair == NULL)
+            goto error;
+        PyList_SetItem(list, (Py_ssize_t)(n - 1), pair);
+    }
     return list;
+error:
+    Py_DECREF(list);
+    return NULL;
 }
 
 static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *const *args,
@@ -837,10 +870,11 @@ static PyObject *LoopEngine_drive(PyObject *op, PyTypeObject *cls, PyObject *con
     PyTuple_SetItem(result, 0, item);
     self->ev.nchanges = 0;
     self->ev.timer_changed = 0;
-    atomic_store(&self->busy, 0);
+    self->ev.close_lost = 0;
+    engine_leave(self);
     return result;
 error:
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     Py_DECREF(result);
     return NULL;
 }
@@ -848,20 +882,21 @@ error:
 static PyObject *Engine_close(PyObject *op, PyObject *unused)
 {
     EngineObject *self = (EngineObject *)op;
-    int idle = 0;
     (void)unused;
     if (self->pid != gs_pid) {
         /* A forked child: busy may be a dead parent thread's; drop everything, free no libcurl. */
         engine_release(self);
         Py_RETURN_NONE;
     }
-    if (!atomic_compare_exchange_strong(&self->busy, &idle, 1)) {
+    if (atomic_load(&self->busy) && atomic_load(&self->owner) != PyThread_get_thread_ident()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Engine.close(): another thread is inside perform(); wakeup() it first");
         return NULL;
     }
+    if (engine_take(self, "close") < 0)
+        return NULL;
     engine_release(self);
-    atomic_store(&self->busy, 0);
+    engine_leave(self);
     Py_RETURN_NONE;
 }
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #if GS_EV_EPOLL
@@ -33,16 +34,13 @@ static int unwatched(gs_events *ev, CURL *easy, int err)
 
 /* ---- GS_EV_LOOP: record, the caller's event loop does the waiting --------------------------- */
 
-static int on_socket_loop(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+static int record_change(gs_events *ev, curl_socket_t s, int what)
 {
-    gs_events *ev = userp;
-    (void)socketp;
     if (ev->nchanges == ev->changes_cap) {
         size_t cap = ev->changes_cap ? ev->changes_cap * 2 : 16;
         gs_sock_change *grown = realloc(ev->changes, cap * sizeof(*grown));
         if (grown == NULL)
-            /* A removal needs no watching; anything else is this transfer's failure. */
-            return what == CURL_POLL_REMOVE ? 0 : unwatched(ev, easy, ENOMEM);
+            return -1;
         ev->changes = grown;
         ev->changes_cap = cap;
     }
@@ -50,6 +48,70 @@ static int on_socket_loop(CURL *easy, curl_socket_t s, int what, void *userp, vo
     ev->changes[ev->nchanges].what = what;
     ev->nchanges++;
     return 0;
+}
+
+static int on_socket_loop(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    gs_events *ev = userp;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE && s >= 0 && (size_t)s < ev->conn_cap && ev->conn[s])
+        what = GS_SOCK_IDLE;
+    if (record_change(ev, s, what) < 0)
+        /* A removal needs no watching (the caller keeps it registered until a readiness or the
+         * close says otherwise); anything else is this transfer's failure. */
+        return what == CURL_POLL_REMOVE || what == GS_SOCK_IDLE ? 0
+                                                                : unwatched(ev, easy, ENOMEM);
+    return 0;
+}
+
+/* A connection socket (transfer.c's SOCKOPTFUNCTION): its close comes through on_close_loop.
+ * Unmarked when the mark cannot be stored: its CURL_POLL_REMOVE then stays a removal. */
+static void on_open_loop(void *ctx, curl_socket_t s)
+{
+    gs_events *ev = ctx;
+    if (s < 0)
+        return;
+    if ((size_t)s >= ev->conn_cap) {
+        size_t cap = ev->conn_cap ? ev->conn_cap : 64;
+        unsigned char *grown;
+        while (cap <= (size_t)s)
+            cap *= 2;
+        grown = realloc(ev->conn, cap);
+        if (grown == NULL)
+            return;
+        memset(grown + ev->conn_cap, 0, cap - ev->conn_cap);
+        ev->conn = grown;
+        ev->conn_cap = cap;
+    }
+    ev->conn[s] = 1;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: recorded before the close, so that in the changes a reused fd
+ * number comes after the close of its previous socket. */
+static int on_close_loop(void *clientp, curl_socket_t s)
+{
+    gs_events *ev = clientp;
+    if (s >= 0 && (size_t)s < ev->conn_cap && ev->conn[s]) {
+        ev->conn[s] = 0;
+        if (record_change(ev, s, GS_SOCK_CLOSED) < 0)
+            ev->close_lost = 1;
+    }
+    return close(s);
+}
+
+CURLcode gs_events_easy(gs_events *ev, gs_transfer *t)
+{
+    CURLcode rc;
+    if (ev->mode != GS_EV_LOOP)
+        return CURLE_OK;
+    rc = curl_easy_setopt(t->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_loop);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->easy, CURLOPT_CLOSESOCKETDATA, ev);
+    if (rc == CURLE_OK) {
+        t->on_open = on_open_loop;
+        t->on_open_ctx = ev;
+    }
+    return rc;
 }
 
 static int on_timer_loop(CURLM *multi, long timeout_ms, void *userp)
@@ -263,6 +325,9 @@ void gs_events_init(gs_events *ev)
     ev->nchanges = ev->changes_cap = 0;
     ev->timer_ms = -1;
     ev->timer_changed = 0;
+    ev->close_lost = 0;
+    ev->conn = NULL;
+    ev->conn_cap = 0;
 }
 
 int gs_events_open(gs_events *ev, CURLM *multi, int mode)
@@ -290,5 +355,8 @@ void gs_events_close(gs_events *ev)
     ev->epoll_fd = ev->wake_fd = -1;
     free(ev->changes);
     ev->changes = NULL;
+    free(ev->conn);
+    ev->conn = NULL;
+    ev->conn_cap = 0;
     ev->nchanges = ev->changes_cap = 0;
 }

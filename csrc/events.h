@@ -30,9 +30,19 @@
 
 enum { GS_EV_WAIT, GS_EV_LOOP };
 
+/* GS_EV_LOOP: libcurl closed this socket (CURLOPT_CLOSESOCKETFUNCTION). Not a CURL_POLL_* bit:
+ * the caller keeps a socket libcurl no longer waits on registered (a kept-alive connection is
+ * used again soon, and registering costs a system call each time) until it is closed. With
+ * fd -1: a close could not be recorded (out of memory), so any such socket may be gone. */
+#define GS_SOCK_CLOSED 8
+/* GS_EV_LOOP: libcurl no longer waits on this connection socket (its CURL_POLL_REMOVE), and
+ * will report its close (GS_SOCK_CLOSED). Other sockets (the threaded resolver's socketpair)
+ * are closed without telling: their CURL_POLL_REMOVE stays as it is. */
+#define GS_SOCK_IDLE 16
+
 typedef struct gs_sock_change {
     curl_socket_t fd;
-    int what; /* CURL_POLL_IN, _OUT, _INOUT or _REMOVE */
+    int what; /* CURL_POLL_IN, _OUT, _INOUT or _REMOVE, or GS_SOCK_CLOSED */
 } gs_sock_change;
 
 typedef struct gs_events {
@@ -48,6 +58,9 @@ typedef struct gs_events {
     size_t nchanges, changes_cap;
     long timer_ms;     /* libcurl's last timer request (-1: none) */
     int timer_changed; /* set since the last take */
+    int close_lost;    /* a GS_SOCK_CLOSED could not be recorded since the last take */
+    unsigned char *conn; /* conn[fd]: a connection socket, whose close libcurl will report */
+    size_t conn_cap;
 } gs_events;
 
 /* Sets the fields to "not open" (safe to gs_events_close() afterwards). */
@@ -72,6 +85,11 @@ typedef struct gs_step {
  * not fail the step: its transfer is marked (gs_transfer.event_errno, ev->unwatched) for the
  * caller to end. */
 int gs_events_step(gs_events *ev, CURLM *multi, double wait, gs_step *st);
+
+struct gs_transfer;
+/* GS_EV_LOOP: makes libcurl report the connection sockets it opens for t and every one it
+ * closes (a GS_SOCK_CLOSED change, recorded before the close). Nothing in GS_EV_WAIT. */
+CURLcode gs_events_easy(gs_events *ev, struct gs_transfer *t);
 
 /* GS_EV_LOOP: one socket is ready (flags: CURL_CSELECT_*), or fd == CURL_SOCKET_TIMEOUT for the
  * timer. Never waits. */

@@ -384,10 +384,12 @@ static int on_prereq(void *userp, char *primary_ip, char *local_ip, int primary_
 static int on_socket(void *userp, curl_socket_t fd, curlsocktype purpose)
 {
     gs_transfer *t = userp;
-    (void)fd, (void)purpose;
+    (void)purpose;
 
     settle_attempt(t);
     t->sent_mark = -1;
+    if (t->on_open != NULL)
+        t->on_open(t->on_open_ctx, fd);
     return CURL_SOCKOPT_OK;
 }
 

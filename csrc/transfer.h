@@ -117,6 +117,10 @@ typedef struct gs_transfer {
     double started;
     int broken;   /* setup failed: free it rather than reuse it */
     int pipewait; /* from gs_options, applied per URL */
+    /* Told of every connection socket libcurl opens for this transfer (SOCKOPTFUNCTION), when
+     * set: LoopEngine's events.c keeps kept-alive connections' sockets registered. */
+    void (*on_open)(void *ctx, curl_socket_t fd);
+    void *on_open_ctx;
 
     /* Resend guard: see on_prereq() in transfer.c. */
     long sent_mark;      /* CURLINFO_REQUEST_SIZE when the current attempt began; -1: none yet */

@@ -198,14 +198,22 @@ def _async_token(token: object, scope: str) -> _AsyncToken | None:
     return None
 
 
-# libcurl's CURL_POLL_* (what to watch) and CURL_CSELECT_* (what is ready) bits.
+# libcurl's CURL_POLL_* (what to watch) and CURL_CSELECT_* (what is ready) bits, and
+# LoopEngine's own: a connection socket libcurl is done with for now (its close will be told),
+# and that close (fd -1: some close could not be recorded). See csrc/events.h.
 _POLL_IN, _POLL_OUT, _POLL_REMOVE = 1, 2, 4
+_SOCK_CLOSED, _SOCK_IDLE = 8, 16
 
 # While a call is awaited, the loop wakes at least this often (seconds). Some loops' signal
 # handlers schedule work with call_soon(), which does not wake a loop asleep in select():
 # ipykernel's SIGINT handler (a kernel interrupt) is one, and its cancellation of the cell would
 # wait for the next socket event, which for a slow server may be minutes away.
 _HEARTBEAT = 0.2
+
+# Transfers started per loop callback. Starting one (libcurl writes its request) takes tens of
+# microseconds, so a gather of hundreds would hold the loop for tens of milliseconds at once;
+# in slices, other tasks run between them.
+_START_SLICE = 64
 
 _NO_ADD_READER = (
     "AsyncClient needs an event loop that can watch sockets (loop.add_reader), and {loop} "
@@ -237,6 +245,10 @@ class _Driver:
         self.engine = _native.LoopEngine(share=_native.Share(), **client._options)
         self.scheduler = Scheduler(client, self.engine, max_per_mailbox)
         self.fds: dict[int, int] = {}  # fd -> the _POLL_* bits registered with the loop
+        # Kept-alive connections libcurl does not wait on: still registered for reading, since
+        # the next send on one wants just that and (un)registering costs a system call each.
+        # Readable while idle (the server closed it), one is unregistered there and then.
+        self.idle: set[int] = set()
         # libcurl's timer: when it is due (loop time, inf: none), and the one call_at() that
         # serves it; a later deadline keeps the handle (it fires early and re-arms), so the
         # frequent timer updates of libcurl cost no loop handle each.
@@ -297,9 +309,11 @@ class _Driver:
         scheduler = self.scheduler
         now = time.monotonic()
         running = len(scheduler.in_flight)
-        next_wake = scheduler.start_ready(now)
+        next_wake = scheduler.start_ready(now, _START_SLICE)
         for journal in self.journals:  # what was submitted is recorded before it is written
             journal.flush()
+        if scheduler.ready and not scheduler.token_wanted:
+            self._kick_soon()  # the slice was spent: the rest after the loop's other work
         if scheduler.token_wanted:
             scheduler.token_wanted = False
             self._refresh_token()
@@ -340,6 +354,9 @@ class _Driver:
 
     def _drive(self, fd: int, flags: int = 0) -> None:
         """libcurl runs socket fd (or its timer); what finished goes to the Scheduler."""
+        if fd in self.idle:
+            self._forget(fd)  # libcurl finds the connection dead when it next looks at it
+            return
         try:
             finished, changes, timer = self.engine.drive(fd, flags)
             if changes is not None:
@@ -351,7 +368,7 @@ class _Driver:
                 for tag, result in finished:
                     finish(tag, result, log)
                 if scheduler.ready:
-                    self._kick_soon()  # room under a cap: start the next items
+                    self._after_finish(scheduler)
             if timer is not None:
                 self.timer_at = math.inf if timer < 0.0 else self.loop.time() + timer
             self._arm_timer()  # after finish(): in_flight says whether anything runs
@@ -364,12 +381,41 @@ class _Driver:
                 self.close(f"the event loop driver failed ({exc!r})")
             raise
 
+    def _after_finish(self, scheduler: Scheduler) -> None:
+        """Mailboxes got room under their cap: a kick starts their next items. When none has
+        any queued (sends awaited one at a time), their idle state is dropped here instead,
+        which spares each send a loop callback."""
+        ready = scheduler.ready
+        for box in ready.values():
+            if box.queue or box.paused_until:  # (a pause must outlive the box's last send)
+                self._kick_soon()
+                return
+        mailboxes = scheduler.mailboxes
+        for name, box in ready.items():
+            if not box.in_flight and mailboxes.get(name) is box:
+                del mailboxes[name]  # as start_ready() forgets an idle mailbox
+        ready.clear()
+
     def _watch(self, changes: list[tuple[int, int]]) -> None:
-        """Keep the loop's registrations in step with what libcurl waits for."""
-        loop, fds, drive = self.loop, self.fds, self._drive
+        """Keep the loop's registrations in step with what libcurl waits for; in order, so
+        that a closed socket's fd number reused by a new one is registered afresh."""
+        loop, fds, idle, drive = self.loop, self.fds, self.idle, self._drive
         for fd, what in changes:
-            want = 0 if what & _POLL_REMOVE else what
             had = fds.get(fd, 0)
+            if what == _SOCK_IDLE:
+                want = had & _POLL_IN  # (a writable socket would call back without end)
+                if want:
+                    idle.add(fd)
+            elif what == _SOCK_CLOSED:
+                if fd < 0:
+                    self._rewatch()
+                    continue
+                idle.discard(fd)
+                want = 0
+            else:
+                if idle:
+                    idle.discard(fd)
+                want = 0 if what & _POLL_REMOVE else what
             if want == had:
                 continue
             # libcurl may already have closed a socket it no longer wants: nothing to undo.
@@ -385,6 +431,28 @@ class _Driver:
                 fds[fd] = want
             else:
                 del fds[fd]
+
+    def _forget(self, fd: int) -> None:
+        """Unregister an idle connection's socket."""
+        self.idle.discard(fd)
+        had = self.fds.pop(fd, 0)
+        if had & _POLL_IN:
+            _quietly(self.loop.remove_reader, fd)
+        if had & _POLL_OUT:
+            _quietly(self.loop.remove_writer, fd)
+
+    def _rewatch(self) -> None:
+        """Some socket's close went unrecorded (out of memory): any idle one may be a closed
+        fd, or its number reused, so every registration is made afresh."""
+        for fd in list(self.idle):
+            self._forget(fd)
+        for fd, had in list(self.fds.items()):
+            self._forget(fd)
+            if had & _POLL_IN:
+                self.loop.add_reader(fd, self._drive, fd, _POLL_IN)
+            if had & _POLL_OUT:
+                self.loop.add_writer(fd, self._drive, fd, _POLL_OUT)
+            self.fds[fd] = had
 
     def _refresh_token(self) -> None:
         """The async token source has no valid token: await one, then start again."""
@@ -447,6 +515,7 @@ class _Driver:
                 if had & _POLL_OUT:
                     _quietly(self.loop.remove_writer, fd)
         self.fds.clear()
+        self.idle.clear()
         self.engine.close()
         try:
             self.scheduler.release_slots()  # Client(limiter=...): give back what is held

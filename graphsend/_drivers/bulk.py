@@ -291,8 +291,11 @@ class Scheduler:
             box.queue.append(job)
             self.ready[job.mailbox] = box
 
-    def start_ready(self, now: float) -> float | None:
-        """Submit what the caps allow; return when the next paused mailbox wakes, if any."""
+    def start_ready(self, now: float, budget: int = 0) -> float | None:
+        """Submit what the caps allow; return when the next paused mailbox wakes, if any.
+
+        ``budget`` (> 0): submit at most that many; the mailboxes not reached stay ready for the
+        next call (an event loop starts a large batch in slices, so other tasks run between)."""
         next_wake = None
         if self.sleeping:
             from graphsend._drivers import reconciling as _reconciling
@@ -311,8 +314,12 @@ class Scheduler:
         if limiter is not None and self.returned:
             returned, self.returned = self.returned, []
             limiter.release(returned)
+        left = budget if budget > 0 else -1
         try:
             for name, box in ready.items():
+                if left == 0:
+                    self.ready[name] = box  # the budget is spent: next time
+                    continue
                 if box.paused_until > now:
                     self.paused[name] = box
                     if next_wake is None or box.paused_until < next_wake:
@@ -343,8 +350,12 @@ class Scheduler:
                                 next_wake = box.paused_until
                         break  # else its own next answer makes it ready again: no polling
                     else:
+                        if left == 0:
+                            self.ready[name] = box
+                            break
                         self._submit(job, box)  # TokenPending leaves the job at the head
                         queue.popleft()
+                        left -= 1
                 if not queue and not box.in_flight:
                     # Idle: forget it, so a long-lived AsyncClient keeps no state per mailbox.
                     del self.mailboxes[name]
