@@ -99,9 +99,9 @@ class LocalLimiter:
         messages_per_minute: int | None = None,
         window: float = 60.0,
     ) -> None:
-        self.window = check_limits(per_mailbox, messages_per_minute, window)
-        self.per_mailbox = per_mailbox
-        self.messages_per_minute = messages_per_minute
+        self.window: float = check_limits(per_mailbox, messages_per_minute, window)
+        self.per_mailbox: int = per_mailbox
+        self.messages_per_minute: int | None = messages_per_minute
         self._boxes: dict[str, _Box] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -115,6 +115,20 @@ class LocalLimiter:
     def acquire(
         self, mailbox: str, count: int = 1, *, sends: bool = True
     ) -> tuple[list[object], float]:
+        """Take up to ``count`` slots for requests to ``mailbox``, without waiting.
+
+        Args:
+            mailbox: The mailbox, lower-case (``"me"`` for ``/me``).
+            count: How many slots are wanted.
+            sends: The requests send mail (they count against ``messages_per_minute``).
+
+        Returns:
+            The slots granted, and the seconds to wait before asking again when fewer than
+            ``count`` were granted.
+
+        Raises:
+            LimiterError: The limiter cannot tell (its store is unreachable, no fallback).
+        """
         now = time.monotonic()
         if self._pid != os.getpid():
             # A forked child: the parent's slots and lock state are not this process's.
@@ -146,6 +160,13 @@ class LocalLimiter:
             return slots, (wait if granted < count else 0.0)
 
     def release(self, slots: Sequence[object], *, used: bool = True) -> None:
+        """Give slots back once their answers are in. Never raises.
+
+        Args:
+            slots: Slots from :meth:`acquire`.
+            used: False when no request went out (its ``messages_per_minute`` use is
+                refunded).
+        """
         now = time.monotonic()
         with self._lock:
             for slot in slots:

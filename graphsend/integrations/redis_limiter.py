@@ -150,7 +150,7 @@ class RedisLimiter:
         poll: float = 0.005,
         client: Any = None,
     ) -> None:
-        self.window = check_limits(per_mailbox, messages_per_minute, window)
+        self.window: float = check_limits(per_mailbox, messages_per_minute, window)
         for name, value in (
             ("lease", lease),
             ("socket_timeout", socket_timeout),
@@ -175,12 +175,12 @@ class RedisLimiter:
             raise ImportError(
                 "RedisLimiter needs redis-py: pip install 'graphsend[redis]'"
             ) from None
-        self.per_mailbox = per_mailbox
-        self.messages_per_minute = messages_per_minute
-        self.lease = float(lease)
-        self.prefix = prefix
-        self.fallback = fallback
-        self.retry_interval = float(retry_interval)
+        self.per_mailbox: int = per_mailbox
+        self.messages_per_minute: int | None = messages_per_minute
+        self.lease: float = float(lease)
+        self.prefix: str = prefix
+        self.fallback: LocalLimiter | None = fallback
+        self.retry_interval: float = float(retry_interval)
         self._poll_ms = max(1, round(poll * 1000))
         self._lease_ms = max(1, round(self.lease * 1000))
         self._window_ms = max(1, round(self.window * 1000))
@@ -233,6 +233,20 @@ class RedisLimiter:
     def acquire(
         self, mailbox: str, count: int = 1, *, sends: bool = True
     ) -> tuple[list[object], float]:
+        """Take up to ``count`` slots for requests to ``mailbox``, without waiting.
+
+        Args:
+            mailbox: The mailbox, lower-case (``"me"`` for ``/me``).
+            count: How many slots are wanted.
+            sends: The requests send mail (they count against ``messages_per_minute``).
+
+        Returns:
+            The slots granted, and the seconds to wait before asking again when fewer than
+            ``count`` were granted.
+
+        Raises:
+            LimiterError: The limiter cannot tell (its store is unreachable, no fallback).
+        """
         if self._pid != os.getpid():
             self._reset()
         now = time.monotonic()
@@ -300,6 +314,13 @@ class RedisLimiter:
         ) from exc
 
     def release(self, slots: Sequence[object], *, used: bool = True) -> None:
+        """Give slots back once their answers are in. Never raises.
+
+        Args:
+            slots: Slots from :meth:`acquire`.
+            used: False when no request went out (its ``messages_per_minute`` use is
+                refunded).
+        """
         local = [s for s in slots if not isinstance(s, _Lease)]
         if local and self.fallback is not None:
             self.fallback.release(local, used=used)
