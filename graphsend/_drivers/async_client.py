@@ -42,7 +42,7 @@ from graphsend._operations import reconcile as _reconcile
 from graphsend._operations import upload as _upload
 from graphsend._operations.catalog import Operation
 from graphsend._rules import log as _log
-from graphsend._rules.errors import AuthenticationError, GraphError, SendError
+from graphsend._rules.errors import AuthenticationError, SendError
 from graphsend._rules.receipt import Receipt
 from graphsend._rules.request import CLOUDS, check_text, client_request_id_or_new
 from graphsend._rules.retry import Retry
@@ -1195,17 +1195,11 @@ class _AsyncUpload(_upload._Upload):
                 self.fd = -1
 
     async def _session(self) -> str:
-        op = _operations.create_upload_session(self.message_id, self.att.item_json(self.size))
-        doc = await self.owner._run_op(op, self.user)
-        url = doc.get("uploadUrl")
-        if not isinstance(url, str) or not self._url_ok(url):
-            # Never the URL itself: it carries the session's authtoken.
-            why = f"createUploadSession gave no usable uploadUrl ({_upload._where(url)})"
-            raise settle(GraphError(201, message=why), op, False)
-        return url
+        op = self.session_op()
+        return self.session_url(await self.owner._run_op(op, self.user), op)
 
     async def _delete(self, url: str) -> None:
-        """Cancel a failed upload's session; best effort (see _upload._Upload.delete)."""
+        """Cancel a failed upload's session; best effort (as uploading._SyncUpload.delete)."""
         op: Operation[Result] = Operation(
             "deleteUploadSession", "DELETE", "", _raw, content_type=None, success=_ANY_STATUS
         )

@@ -537,7 +537,6 @@ class Client:
         from graphsend._drivers import sync as _driver
         from graphsend._drivers.progress import reporter
         from graphsend._operations import catalog as _operations
-        from graphsend._operations import upload as _upload
         from graphsend._operations.message import Attachment
 
         check_text(message_id, "message_id")
@@ -556,7 +555,9 @@ class Client:
             if report is not None:
                 report(att.size, att.size)
             return attachment_id
-        return _upload.upload(self, message_id, att, user, reporter(progress, att.size))
+        from graphsend._drivers import uploading
+
+        return uploading.upload(self, message_id, att, user, reporter(progress, att.size))
 
     def send_mail(
         self, message: Message, *, user: str | None = None, save_to_sent_items: bool = True

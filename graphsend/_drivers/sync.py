@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 
+from graphsend._operations.catalog import PREFER_IMMUTABLE, settle
 from graphsend._rules import log as _log
-from graphsend._rules.errors import GraphError, SendError, graph_error, transport_error
+from graphsend._rules.errors import GraphError, SendError
+from graphsend._rules.outcome import failure
 from graphsend._rules.receipt import Receipt
 from graphsend._rules.request import new_client_request_id
 from graphsend._rules.retry import RetryState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TypeVar
+    from typing import TypeVar
 
     from graphsend._drivers.client import Client
     from graphsend._native import Result
@@ -26,23 +28,6 @@ if TYPE_CHECKING:
     from graphsend._rules.tokens import TokenSource
 
     T = TypeVar("T")
-
-PREFER_IMMUTABLE = 'Prefer: IdType="ImmutableId"'
-
-
-def failure(result: Result, crid: str) -> SendError:
-    """The error for an answer that is not the operation's success (never raises)."""
-    status, headers, body, _elapsed, curl_code, error, request_sent = result
-    if status == 0:
-        return transport_error(curl_code, error, request_sent, crid)
-    return graph_error(status, headers, body, crid)
-
-
-def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
-    """Only an operation that sends mail may have sent one."""
-    err.may_have_sent = (err.may_have_sent or ambiguous) if op.sends_mail else False
-    err.args = (f"{op.name}: {err.args[0]}",)
-    return err
 
 
 def run(client: Client, op: Operation[T], user: str | None, tokens: TokenSource | None = None) -> T:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
     from graphsend._native import Result
+    from graphsend._rules.errors import SendError
 
     T = TypeVar("T")
     Method: TypeAlias = Literal["GET", "POST", "PUT", "DELETE"]
@@ -55,6 +56,17 @@ class Operation(Generic[T]):
         if self.message_id is None:
             return mailbox(user) + self.suffix
         return message_path(user, self.message_id) + self.suffix
+
+
+#: Asks Graph for ids that survive moves (a sent draft keeps its id in Sent Items).
+PREFER_IMMUTABLE = 'Prefer: IdType="ImmutableId"'
+
+
+def settle(err: SendError, op: Operation[Any], ambiguous: bool) -> SendError:
+    """Only an operation that sends mail may have sent one."""
+    err.may_have_sent = (err.may_have_sent or ambiguous) if op.sends_mail else False
+    err.args = (f"{op.name}: {err.args[0]}",)
+    return err
 
 
 def mailbox(user: str | None) -> str:

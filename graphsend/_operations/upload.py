@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 
-from graphsend._drivers.sync import PREFER_IMMUTABLE, failure, run, settle
 from graphsend._operations import catalog as _operations
+from graphsend._operations.catalog import PREFER_IMMUTABLE, settle
 from graphsend._rules import log as _log
 from graphsend._rules.errors import GraphError, SendError
+from graphsend._rules.outcome import failure
 from graphsend._rules.request import is_loopback
 from graphsend._rules.retry import RetryState
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from graphsend._drivers.client import Client
     from graphsend._native import Result
+    from graphsend._operations.catalog import Operation
     from graphsend._operations.message import Attachment, Message
 
     #: What steps() asks its driver for (see there).
@@ -37,26 +38,6 @@ if TYPE_CHECKING:
 CHUNK = 12 * 320 * 1024
 #: New sessions after an expired one (404) before giving up.
 RESTARTS = 2
-
-
-def upload(
-    client: Client,
-    message_id: str,
-    att: Attachment,
-    user: str | None,
-    progress: Callable[[int, int], object] | None,
-) -> str:
-    """Upload ``att`` to the draft; returns the attachment id (from the Location header)."""
-    fd = -1
-    try:
-        if att.path is not None:
-            fd, size = open_regular(att.path, att.name)
-        else:
-            size = att.size
-        return _Upload(client, message_id, att, user, progress, fd, size).run()
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def open_regular(path: str, name: str) -> tuple[int, int]:
@@ -97,16 +78,17 @@ class _Upload:
         extra = (PREFER_IMMUTABLE,) if client.immutable_ids else ()
         self.extra: tuple[str, ...] = extra
 
-    def session(self) -> str:
-        op = _operations.create_upload_session(self.message_id, self.att.item_json(self.size))
-        doc = run(self.client, op, self.user)
+    def session_op(self) -> Operation[Any]:
+        """The createUploadSession request for this attachment."""
+        return _operations.create_upload_session(self.message_id, self.att.item_json(self.size))
+
+    def session_url(self, doc: dict[str, Any], op: Operation[Any]) -> str:
+        """The upload URL from createUploadSession's answer, or the error to raise."""
         url = doc.get("uploadUrl")
         if not isinstance(url, str) or not self._url_ok(url):
             # Never the URL itself: it carries the session's authtoken.
-            err = GraphError(
-                201, message=f"createUploadSession gave no usable uploadUrl ({_where(url)})"
-            )
-            raise settle(err, op, False)
+            why = f"createUploadSession gave no usable uploadUrl ({_where(url)})"
+            raise settle(GraphError(201, message=why), op, False)
         return url
 
     def _url_ok(self, url: str) -> bool:
@@ -120,42 +102,6 @@ class _Upload:
             return True
         allow_http = bool(self.client._options["allow_http"])
         return parts.scheme == "http" and allow_http and is_loopback(parts.hostname or "")
-
-    def put(self, url: str, start: int, end: int) -> Result:
-        headers = (f"Content-Range: bytes {start}-{end}/{self.size}", *self.extra)
-        length = end - start + 1
-        handle = self.client._handle()
-        if self.fd >= 0:
-            return handle.request("PUT", url, headers, file=(self.fd, start, length))
-        assert self.att.data is not None
-        return handle.request("PUT", url, headers, self.att.data[start : end + 1])
-
-    def delete(self, url: str) -> None:
-        """DELETE the upload session (no token: the URL is pre-authenticated). Best effort:
-        whatever happens here, the error the upload failed with is the one raised."""
-        try:
-            self.client._handle().request("DELETE", url, ())
-        except Exception:
-            pass
-
-    def run(self) -> str:
-        """Drive steps() with this thread's Handle (AsyncClient drives it on its loop)."""
-        steps = self.steps()
-        try:
-            step = next(steps)
-            while True:
-                if step[0] == "session":
-                    answer: object = self.session()
-                elif step[0] == "put":
-                    answer = self.put(step[1], step[2], step[3])
-                elif step[0] == "delete":
-                    answer = self.delete(step[1])
-                else:
-                    time.sleep(step[1])
-                    answer = None
-                step = steps.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
 
     def steps(self) -> Generator[Step, Any, str]:
         """The upload's rules, without I/O: yields ("session",) for a new session's URL,

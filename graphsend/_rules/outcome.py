@@ -42,3 +42,19 @@ def outcome(
         err = unreadable_response(status, client_request_id)
         err.args = (f"{err.args[0]}; the response could not be read: {type(exc).__name__}",)
         return err
+
+
+def failure(result: Result, client_request_id: str) -> SendError:
+    """The error for an answer that is not an operation's success; never raises, as
+    :func:`outcome` (a 202 here is an error too: the operation wanted another status)."""
+    status, headers, body, _elapsed, curl_code, error, request_sent = result
+    try:
+        if status == 0:
+            return transport_error(curl_code, error, request_sent, client_request_id)
+        return graph_error(status, headers, body, client_request_id)
+    except Exception as exc:
+        if status == 0:
+            return transport_error(curl_code, "", request_sent, client_request_id)
+        err = unreadable_response(status, client_request_id)
+        err.args = (f"{err.args[0]}; the response could not be read: {type(exc).__name__}",)
+        return err
