@@ -4,7 +4,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: demo test test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance clean
+.PHONY: demo test test-portable lint build deps venv memcheck asan mutants bench bench-quick conformance wheel wheel-check clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -69,5 +69,16 @@ bench: build
 bench-quick: build
 	$(MAKE) -C bench quick
 
+# `pip install graphsend` without a compiler: the sdist and a manylinux_2_28 x86_64 abi3 wheel
+# with its own static libcurl (OpenSSL, nghttp2; sources from Debian), in dist/. The first run
+# builds the libraries (a few minutes); later runs reuse them (build/wheel).
+wheel:
+	./packaging/build-wheel.sh
+
+# The wheel, in a fresh venv inside a minimal Debian root file system without libcurl or a
+# compiler (debootstrap, made once in build/wheel-check), sends over HTTPS to FakeGraph.
+wheel-check: build wheel
+	./packaging/wheel-check.sh $(VPY)
+
 clean:
-	rm -rf build $(VENV) graphsend/*.so *.egg-info
+	rm -rf build dist $(VENV) graphsend/*.so *.egg-info

@@ -1,0 +1,235 @@
+"""`make wheel-check`: the built wheel, installed into a fresh venv in a minimal root file system
+(no libcurl, no compiler), sends over HTTPS to a FakeGraph running here; each check below must
+pass. Run by packaging/wheel-check.sh with the dev venv's Python (FakeGraph needs cryptography
+and h2); the sends themselves run under chroot, with the root file system's own Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+
+from graphsend.testing import FakeGraph
+
+BUNDLED_LICENCES = ("openssl-LICENSE.txt", "nghttp2-COPYING", "curl-COPYING")
+DEBIAN_BUNDLE = "etc/ssl/certs/ca-certificates.crt"  # what ca-certificates installs in the rootfs
+CHECK_DIR = "/tmp/graphsend-wheel-check"  # inside the rootfs
+VENV = "/opt/graphsend-wheel-check"  # inside the rootfs, made afresh on every run
+
+passed: list[str] = []
+failed: list[str] = []
+
+
+def check(name: str, ok: bool, detail: object = "") -> None:
+    (passed if ok else failed).append(name)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
+
+
+def chroot(rootfs: str, *argv: str, env: dict[str, str] | None = None) -> str:
+    """Run argv inside the root file system with a clean environment; return its stdout."""
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    proc = subprocess.run(
+        [shutil.which("chroot") or "/usr/sbin/chroot", rootfs, *argv],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def smoke(rootfs: str, spec: dict[str, object], env: dict[str, str] | None = None) -> dict:
+    out = chroot(
+        rootfs, f"{VENV}/bin/python", f"{CHECK_DIR}/wheel_smoke.py", json.dumps(spec), env=env
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def replaced(path: str, content: bytes | None) -> Iterator[None]:
+    """Put ``content`` at ``path`` (None: no file there) for the block, then restore it."""
+    backup = path + ".wheel-check-backup"
+    had = os.path.lexists(path)
+    if had:
+        os.replace(path, backup)
+    try:
+        if content is not None:
+            with open(path, "wb") as f:
+                f.write(content)
+        yield
+    finally:
+        if os.path.lexists(path):
+            os.remove(path)
+        if had:
+            os.replace(backup, path)
+
+
+def auditwheel_tag(wheel: str) -> str:
+    auditwheel = shutil.which("auditwheel") or os.path.join(
+        os.path.dirname(__file__), "..", "build", "wheel", "tools", "bin", "auditwheel"
+    )
+    out = subprocess.run(
+        [auditwheel, "show", wheel], capture_output=True, text=True, check=True
+    ).stdout
+    m = re.search(r'consistent with the following platform tag:\s*"([^"]+)"', out)
+    return m.group(1) if m else out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rootfs", required=True)
+    ap.add_argument("--wheel", required=True)
+    args = ap.parse_args()
+    rootfs, wheel = os.path.realpath(args.rootfs), os.path.realpath(args.wheel)
+    started = time.monotonic()
+    print(f"wheel-check: {os.path.basename(wheel)} ({os.path.getsize(wheel)} bytes)")
+
+    # The wheel itself: its manylinux tag and the licence texts of what it bundles.
+    tag = auditwheel_tag(wheel)
+    m = re.fullmatch(r"manylinux_2_(\d+)_x86_64", tag)
+    check("auditwheel show: manylinux_2_28 or older", bool(m and int(m.group(1)) <= 28), tag)
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    licences = [n for n in names if "/licenses/" in n]
+    check(
+        "bundled licence texts in .dist-info/licenses and named in METADATA",
+        all(any(n.endswith(f"licenses/bundled/{f}") for n in licences) for f in BUNDLED_LICENCES)
+        and all(f"License-File: licenses/bundled/{f}" in metadata for f in BUNDLED_LICENCES),
+        licences,
+    )
+    check("the wheel's own LICENSE too", any(n.endswith("licenses/LICENSE") for n in licences))
+
+    # The root file system: Python, no libcurl, no C compiler.
+    libcurls = glob.glob(f"{rootfs}/usr/lib/**/libcurl*", recursive=True) + glob.glob(
+        f"{rootfs}/lib/**/libcurl*", recursive=True
+    )
+    compilers = [c for c in ("gcc", "cc", "clang", "tcc") if glob.glob(f"{rootfs}/usr/bin/{c}*")]
+    check("root file system has no libcurl", not libcurls, libcurls)
+    check("root file system has no C compiler", not compilers, compilers)
+
+    # A fresh venv, the wheel installed offline (it has no dependencies).
+    check_dir = rootfs + CHECK_DIR
+    shutil.rmtree(check_dir, ignore_errors=True)
+    shutil.rmtree(rootfs + VENV, ignore_errors=True)
+    os.makedirs(check_dir)
+    shutil.copy(wheel, check_dir)
+    shutil.copy(os.path.join(os.path.dirname(__file__), "wheel_smoke.py"), check_dir)
+    chroot(rootfs, "python3", "-m", "venv", VENV)
+    chroot(
+        rootfs,
+        f"{VENV}/bin/pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        f"{CHECK_DIR}/{os.path.basename(wheel)}",
+    )
+    installed = glob.glob(f"{rootfs}{VENV}/lib/python3*/site-packages/graphsend-*.dist-info")
+    check(
+        "licence texts installed with the package",
+        bool(installed)
+        and all(os.path.isfile(f"{installed[0]}/licenses/bundled/{f}") for f in BUNDLED_LICENCES),
+        installed,
+    )
+
+    with FakeGraph(https=True, http2=True) as graph:
+        assert graph.ca_bundle is not None
+        with open(graph.ca_bundle, "rb") as f:
+            ca_pem = f.read()
+        with open(f"{check_dir}/ca.pem", "wb") as f:
+            f.write(ca_pem)
+        base = {"base_url": graph.base_url, "token": graph.token}
+
+        def sent(drafts: list[str]) -> list[str]:
+            ids = {m.id for m in graph.sent_items()}
+            return [d for d in drafts if d in ids]
+
+        # 1. SSL_CERT_FILE names FakeGraph's CA: every way to send works, over HTTP/2 and 1.1.
+        drafts = graph.create_drafts(6)
+        report = smoke(
+            rootfs,
+            {"mode": "all", **base, "drafts": drafts},
+            env={"SSL_CERT_FILE": f"{CHECK_DIR}/ca.pem"},
+        )
+        print(f"     in the root file system: {json.dumps({k: v for k, v in report.items() if k != 'results'})}")
+        check(
+            "imported from the fresh venv, abi3 build",
+            report["native_file"].startswith(VENV) and report["limited_api"] is True,
+            report,
+        )
+        check(
+            "bundled libcurl with OpenSSL and HTTP/2",
+            report["tls"].startswith("OpenSSL/") and report["http2"] is True,
+            report,
+        )
+        results = report["results"]
+        check(
+            "SSL_CERT_FILE: Client.send, send_many, http2=False, send_message, AsyncClient sent",
+            [r.get("status") for r in results] == [202] * 6 and sent(drafts) == drafts,
+            results,
+        )
+        versions = {r.http_version for r in graph.requests if "/send" in r.path}
+        check("over HTTP/2 and HTTP/1.1", versions == {"HTTP/2", "HTTP/1.1"}, versions)
+
+        # 2. No variable: the first well-known system bundle is used. Debian's (from the
+        # ca-certificates package) does not hold FakeGraph's CA: the bundled libcurl read it
+        # and refused the certificate (60), rather than finding no CA file at all (77).
+        draft = graph.create_draft()
+        report = smoke(rootfs, {"mode": "one", **base, "drafts": [draft]})
+        (r,) = report["results"]
+        check(
+            "no variable: Debian's bundle is used (FakeGraph's CA is not in it: curl error 60)",
+            report["ca_bundle"] == "/" + DEBIAN_BUNDLE
+            and r.get("curl_code") == 60
+            and r["may_have_sent"] is False
+            and not sent([draft]),
+            report,
+        )
+        # ... and with FakeGraph's CA at Debian's path, the send goes through.
+        with replaced(f"{rootfs}/{DEBIAN_BUNDLE}", ca_pem):
+            (r,) = smoke(rootfs, {"mode": "one", **base, "drafts": [draft]})["results"]
+        check(
+            "no variable: the CA at Debian's well-known path is trusted",
+            r.get("status") == 202 and sent([draft]) == [draft],
+            r,
+        )
+
+        # 3. No variable, no system bundle, no certifi: a clear error at the first send,
+        # naming the options; nothing reached the server.
+        draft = graph.create_draft()
+        before = len(graph.requests)
+        with replaced(f"{rootfs}/{DEBIAN_BUNDLE}", None):
+            (r,) = smoke(rootfs, {"mode": "one", **base, "drafts": [draft]})["results"]
+        message = r.get("message", "")
+        check(
+            "no CA anywhere: TransportError naming ca_bundle=, SSL_CERT_FILE, certifi",
+            r.get("type") == "TransportError"
+            and r["may_have_sent"] is False
+            and all(w in message for w in ("ca_bundle=", "SSL_CERT_FILE", "certifi"))
+            and len(graph.requests) == before,
+            r,
+        )
+
+    print(
+        f"wheel-check: {len(passed)} passed, {len(failed)} failed "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
