@@ -30,8 +30,8 @@ demo: build
 # tests/typed_usage.py is the public API as strict users write it (mypy --strict and pyright
 # strict; basedpyright bundles node, so it works offline, unlike the pyright wrapper).
 lint: build
-	$(VPY) -m ruff check graphsend tests bench
-	$(VPY) -m ruff format --check graphsend tests bench
+	$(VPY) -m ruff check graphsend tests bench packaging setup.py
+	$(VPY) -m ruff format --check graphsend tests bench packaging setup.py
 	$(VPY) -m mypy tests/typed_usage.py
 	$(VENV)/bin/basedpyright tests/typed_usage.py
 

@@ -62,7 +62,7 @@ class _BuildExt(build_ext):
         with tempfile.TemporaryDirectory() as tmp:
             probe = os.path.join(tmp, "probe.c")
             with open(probe, "w") as f:
-                f.write("#include <curl/curl.h>\nint main(void) { return CURL_HTTP_VERSION_2_0; }\n")
+                f.write("#include <curl/curl.h>\nint main(void) { return CURLE_OK; }\n")
             try:
                 self.compiler.compile([probe], output_dir=tmp, extra_postargs=cflags)
             except Exception as exc:  # CompileError, or no compiler at all (OSError)
@@ -114,5 +114,5 @@ setup(
             define_macros=macros,
             py_limited_api=abi3,
         )
-    ]
+    ],
 )

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from graphsend.testing import FakeGraph
 
@@ -165,7 +165,8 @@ def main() -> int:
             {"mode": "all", **base, "drafts": drafts},
             env={"SSL_CERT_FILE": f"{CHECK_DIR}/ca.pem"},
         )
-        print(f"     in the root file system: {json.dumps({k: v for k, v in report.items() if k != 'results'})}")
+        facts = {k: v for k, v in report.items() if k != "results"}
+        print(f"     in the root file system: {json.dumps(facts)}")
         check(
             "imported from the fresh venv, abi3 build",
             report["native_file"].startswith(VENV) and report["limited_api"] is True,

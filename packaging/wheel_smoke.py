@@ -60,9 +60,7 @@ def main() -> None:
         results += [outcome(r) for r in c.send_many(drafts[1:3])]
     with graphsend.Client(token, base_url=base, http2=False) as c:
         results.append(outcome(lambda: c.send(drafts[3])))
-    results.append(
-        outcome(lambda: graphsend.send_message(drafts[4], token=token, base_url=base))
-    )
+    results.append(outcome(lambda: graphsend.send_message(drafts[4], token=token, base_url=base)))
 
     async def use_async() -> graphsend.Receipt:
         async with graphsend.AsyncClient(token, base_url=base) as ac:
