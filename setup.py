@@ -12,15 +12,16 @@ import subprocess
 import sys
 import tempfile
 
-from setuptools import Extension, setup
-from setuptools.command.build_ext import build_ext
-
 if sys.platform == "win32":
     # csrc/ waits on POSIX sockets and uses pthreads; nobody has ported or tested it on Windows.
+    # Said before anything else runs, so pip shows this and not a later failure.
     raise SystemExit(
         "graphsend does not build on Windows yet: its C core (csrc/) needs a POSIX system "
         "(Linux, macOS, the BSDs). Use WSL, or a Linux container."
     )
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _libcurl_flags() -> tuple[list[str], list[str]]:
