@@ -42,8 +42,8 @@ def _libcurl_flags() -> tuple[list[str], list[str]]:
 _NO_HEADERS = (
     "graphsend needs libcurl's development files: {why}. "
     "On Debian/Ubuntu: apt-get install libcurl4-openssl-dev; on Fedora/RHEL: dnf install "
-    "libcurl-devel; on macOS: brew install curl (with pkg-config). Or install a binary wheel: "
-    "pip install --only-binary graphsend graphsend"
+    "libcurl-devel; on macOS: brew install curl pkg-config. On Linux x86_64 (glibc 2.28 or "
+    "later) a binary wheel needs neither: pip install --only-binary=graphsend graphsend"
 )
 
 

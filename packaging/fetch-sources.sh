@@ -14,6 +14,10 @@ if ls "$OUT"/src/openssl-*/Configure "$OUT"/src/nghttp2-*/configure.ac "$OUT"/sr
     exit 0 # already unpacked
 fi
 
+if ! command -v dpkg-source >/dev/null 2>&1; then # apt-get source unpacks with it
+    echo "fetch-sources: installing dpkg-dev with apt-get..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev >/dev/null
+fi
 cat >"$OUT/apt/sources.list" <<'EOF'
 deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
 deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main

@@ -34,5 +34,12 @@ if [ ! -e "$ROOTFS/.complete" ]; then
     touch "$ROOTFS.tmp/.complete"
     mv "$ROOTFS.tmp" "$ROOTFS"
 fi
+# setuptools for building the sdist offline (pip install --no-index), fetched once.
+if ! ls "$W"/wheels/setuptools-*.whl >/dev/null 2>&1; then
+    "$PYTHON" -m pip download -q --disable-pip-version-check --only-binary :all: \
+        -d "$W/wheels" "setuptools>=77"
+fi
 wheel=$(ls "$DIST"/graphsend-*-manylinux*.whl)
-"$PYTHON" "$ROOT/packaging/wheel_check.py" --rootfs "$ROOTFS" --wheel "$wheel"
+sdist=$(ls "$DIST"/graphsend-*.tar.gz)
+"$PYTHON" "$ROOT/packaging/wheel_check.py" --rootfs "$ROOTFS" --wheel "$wheel" --sdist "$sdist" \
+    --wheels "$W/wheels"

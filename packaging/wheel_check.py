@@ -87,12 +87,64 @@ def auditwheel_tag(wheel: str) -> str:
     return m.group(1) if m else out
 
 
+def check_sdist_here(sdist: str, wheels: str) -> None:
+    """Install the sdist into a fresh venv on this machine (system libcurl) and send over HTTPS."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "venv", f"{tmp}/venv"], check=True)
+        proc = subprocess.run(
+            [
+                f"{tmp}/venv/bin/pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--find-links",
+                wheels,
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                sdist,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            check("sdist builds from source against the system libcurl", False, proc.stderr[-2000:])
+            return
+        with FakeGraph(https=True) as graph:
+            draft = graph.create_draft()
+            code = (
+                "import sys, graphsend; from graphsend import _native; "
+                "c = graphsend.Client(sys.argv[1], base_url=sys.argv[2], ca_bundle=sys.argv[3]); "
+                "print(c.send(sys.argv[4]).status, _native.limited_api, _native.__file__)"
+            )
+            argv = [graph.token, graph.base_url, graph.ca_bundle or "", draft]
+            out = subprocess.run(
+                [f"{tmp}/venv/bin/python", "-c", code, *argv],
+                capture_output=True,
+                text=True,
+                cwd=tmp,
+                timeout=60,
+            )
+            check(
+                "sdist builds from source against the system libcurl and sends over HTTPS",
+                out.stdout.startswith("202 False ")
+                and out.stdout.split()[2].startswith(tmp)
+                and [m.id for m in graph.sent_items()] == [draft],
+                out.stdout + out.stderr,
+            )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rootfs", required=True)
     ap.add_argument("--wheel", required=True)
+    ap.add_argument("--sdist", required=True)
+    ap.add_argument("--wheels", required=True, help="a folder with a setuptools wheel")
     args = ap.parse_args()
     rootfs, wheel = os.path.realpath(args.rootfs), os.path.realpath(args.wheel)
+    sdist, wheels = os.path.realpath(args.sdist), os.path.realpath(args.wheels)
     started = time.monotonic()
     print(f"wheel-check: {os.path.basename(wheel)} ({os.path.getsize(wheel)} bytes)")
 
@@ -224,6 +276,38 @@ def main() -> int:
             and len(graph.requests) == before,
             r,
         )
+
+    # The sdist: where libcurl's headers and a compiler exist (here), it builds and sends; in
+    # the root file system (neither), pip stops with setup.py's message, not a compiler error.
+    shutil.copy(sdist, check_dir)
+    for f in glob.glob(f"{wheels}/*.whl"):
+        shutil.copy(f, check_dir)
+    proc = subprocess.run(
+        [
+            shutil.which("chroot") or "/usr/sbin/chroot",
+            rootfs,
+            f"{VENV}/bin/pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            CHECK_DIR,
+            "--no-cache-dir",
+            "--force-reinstall",
+            f"{CHECK_DIR}/{os.path.basename(sdist)}",
+        ],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    check(
+        "sdist without libcurl's headers: pip fails with setup.py's message",
+        proc.returncode != 0
+        and "graphsend needs libcurl's development files" in proc.stdout + proc.stderr
+        and "error: command" not in proc.stdout + proc.stderr,
+        (proc.returncode, (proc.stdout + proc.stderr)[-2000:]),
+    )
+    check_sdist_here(sdist, wheels)
 
     print(
         f"wheel-check: {len(passed)} passed, {len(failed)} failed "
