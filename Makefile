@@ -32,6 +32,7 @@ demo: build
 lint: build
 	$(VPY) -m ruff check graphsend tests bench packaging setup.py
 	$(VPY) -m ruff format --check graphsend tests bench packaging setup.py
+	./packaging/abi3-check.sh $(VPY)
 	$(VPY) -m mypy tests/typed_usage.py
 	$(VENV)/bin/basedpyright tests/typed_usage.py
 
