@@ -5,15 +5,29 @@
 # in and hides its symbols (no clash with the libssl that Python's own _ssl module loads).
 #   usage: packaging/build-libcurl.sh WORKDIR     (WORKDIR as given to fetch-sources.sh)
 # Each library is built once; a stamp file per library makes a second run instant.
+# GRAPHSEND_NATIVE_CC=1: the machine's own compiler ($CC, else cc) for the machine's own target,
+# where the machine already is the oldest target (cibuildwheel's manylinux images, macOS with
+# MACOSX_DEPLOYMENT_TARGET): packaging/cibuildwheel.toml.
 set -euo pipefail
-W=$(realpath -m "${1:?usage: build-libcurl.sh WORKDIR}")
+W=${1:?usage: build-libcurl.sh WORKDIR}
+mkdir -p "$W" && W=$(cd "$W" && pwd) # (macOS has no realpath -m)
 HERE=$(cd "$(dirname "$0")" && pwd)
 JOBS=${JOBS:-2}
 PREFIX=$W/prefix
 mkdir -p "$PREFIX" "$W/bin"
 "$HERE/fetch-sources.sh" "$W"
-# shellcheck source=packaging/zig-env.sh
-source "$HERE/zig-env.sh" "$W"
+if [ "${GRAPHSEND_NATIVE_CC:-0}" = 1 ]; then
+    export CC=${CC:-cc} CFLAGS="${CFLAGS:-} -O2 -fPIC"
+    OPENSSL_CONFIGURE=(./config) # detects the target (linux-aarch64, darwin64-arm64-cc, ...)
+    HOST=()
+    CMAKE=${CMAKE:-$(command -v cmake)}
+else
+    # shellcheck source=packaging/zig-env.sh
+    source "$HERE/zig-env.sh" "$W"
+    OPENSSL_CONFIGURE=(./Configure linux-x86_64)
+    HOST=(--host=x86_64-linux-gnu)
+    CMAKE=${CMAKE:-$W/tools/bin/cmake}
+fi
 
 src() { ls -d "$W"/src/"$1"-[0-9]*/ | head -1; }
 
@@ -21,7 +35,7 @@ if [ ! -e "$PREFIX/.openssl" ]; then
     cd "$(src openssl)"
     # Only what libcurl's TLS needs (3.0 has no no-docs/no-apps; build_libs skips both). OPENSSLDIR is a private path so that another distribution's
     # openssl.cnf is not read by accident (OPENSSL_CONF still names one when wanted).
-    ./Configure linux-x86_64 --prefix="$PREFIX" --libdir=lib --openssldir=/usr/local/ssl \
+    "${OPENSSL_CONFIGURE[@]}" --prefix="$PREFIX" --libdir=lib --openssldir=/usr/local/ssl \
         no-shared no-module no-tests no-engine no-legacy no-comp no-ssl3 \
         no-weak-ssl-ciphers no-dtls no-srtp no-sctp no-afalgeng no-capieng no-ui-console \
         -fPIC >"$W/openssl-configure.log" 2>&1 ||
@@ -34,16 +48,16 @@ fi
 if [ ! -e "$PREFIX/.nghttp2" ]; then
     # Debian's nghttp2 source has no generated configure; its CMake build needs no autotools.
     rm -rf "$W/nghttp2-build"
-    "$W/tools/bin/cmake" -S "$(src nghttp2)" -B "$W/nghttp2-build" -DCMAKE_BUILD_TYPE=Release \
+    "$CMAKE" -S "$(src nghttp2)" -B "$W/nghttp2-build" -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCMAKE_INSTALL_PREFIX="$PREFIX" \
-        -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_C_COMPILER="$CC" -DCMAKE_AR="$AR" \
-        -DCMAKE_RANLIB="$RANLIB" -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DENABLE_LIB_ONLY=ON \
+        -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_C_COMPILER="$CC" ${AR:+-DCMAKE_AR="$AR"} \
+        ${RANLIB:+-DCMAKE_RANLIB="$RANLIB"} -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DENABLE_LIB_ONLY=ON \
         -DENABLE_STATIC_LIB=ON -DENABLE_SHARED_LIB=OFF -DENABLE_DOC=OFF \
         -DENABLE_FAILMALLOC=OFF >"$W/nghttp2-configure.log" 2>&1 ||
         { tail -30 "$W/nghttp2-configure.log"; exit 1; }
-    "$W/tools/bin/cmake" --build "$W/nghttp2-build" -j"$JOBS" >"$W/nghttp2-build.log" 2>&1 ||
+    "$CMAKE" --build "$W/nghttp2-build" -j"$JOBS" >"$W/nghttp2-build.log" 2>&1 ||
         { tail -40 "$W/nghttp2-build.log"; exit 1; }
-    "$W/tools/bin/cmake" --install "$W/nghttp2-build" >>"$W/nghttp2-build.log" 2>&1 ||
+    "$CMAKE" --install "$W/nghttp2-build" >>"$W/nghttp2-build.log" 2>&1 ||
         { tail -40 "$W/nghttp2-build.log"; exit 1; }
     touch "$PREFIX/.nghttp2"
 fi
@@ -54,7 +68,7 @@ if [ ! -e "$PREFIX/.curl" ]; then
     # HTTP and HTTPS only. No CA path is compiled in: graphsend finds the CA bundle at run time
     # (graphsend/_rules/ca.py), since a path baked in on one distribution is wrong on the next.
     PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LIBS="-lpthread" \
-        ./configure --host=x86_64-linux-gnu --prefix="$PREFIX" --libdir="$PREFIX/lib" \
+        ./configure ${HOST[@]+"${HOST[@]}"} --prefix="$PREFIX" --libdir="$PREFIX/lib" \
         --disable-shared --enable-static --with-pic \
         --with-openssl="$PREFIX" --with-nghttp2="$PREFIX" \
         --without-ca-bundle --without-ca-path --without-ca-fallback \

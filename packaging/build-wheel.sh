@@ -29,21 +29,15 @@ source "$ROOT/packaging/zig-env.sh" "$W"
 PREFIX=$W/prefix
 
 # The sdist first; the wheel is built from it, so a file the sdist forgets breaks the wheel too.
-rm -rf "$W/sdist" "$W/raw" "$W/unpacked"
-mkdir -p "$W/sdist" "$W/raw" "$W/unpacked" "$DIST"
+rm -rf "$W/sdist" "$W/raw"
+mkdir -p "$W/sdist" "$W/raw" "$DIST"
 (cd "$ROOT" && python -m build --sdist --no-isolation -o "$W/sdist" >"$W/sdist.log" 2>&1) ||
     { tail -30 "$W/sdist.log"; exit 1; }
 sdist=$(ls "$W"/sdist/graphsend-*.tar.gz)
 tar -xzf "$sdist" -C "$W/sdist"
 srcdir=$(ls -d "$W"/sdist/graphsend-*/)
 
-# The marker that tells graphsend/_rules/ca.py its libcurl has no CA store of its own.
-cat >"$srcdir/graphsend/_wheel.py" <<MARKER
-"""Present in the binary wheel only (packaging/build-wheel.sh): _native links a static libcurl
-built without a CA path, so graphsend/_rules/ca.py looks for the system's CA bundle itself."""
-
-BUNDLED = "$(tr '\n' ';' <"$W/src/VERSIONS")"
-MARKER
+"$ROOT/packaging/mark-wheel.sh" "$srcdir" "$W"
 
 # Only our static libcurl is visible to pkg-config (and curl-config, should it fall back).
 # packaging/native.map keeps libcurl's and OpenSSL's symbols local to _native.
@@ -56,28 +50,8 @@ MARKER
 ) || { tail -40 "$W/wheel.log"; exit 1; }
 raw=$(ls "$W"/raw/graphsend-*.whl)
 
-# The licence texts of what the extension bundles go into the wheel's .dist-info/licenses/
-# (PEP 639), each named in METADATA as a License-File.
-python -m wheel unpack -d "$W/unpacked" "$raw" >/dev/null
-tree=$(ls -d "$W"/unpacked/graphsend-*/)
-distinfo=$(ls -d "$tree"/graphsend-*.dist-info)
-lic=$distinfo/licenses/bundled
-mkdir -p "$lic"
-src() { ls -d "$W"/src/"$1"-[0-9]*/ | head -1; }
-cp "$(src openssl)/LICENSE.txt" "$lic/openssl-LICENSE.txt"
-cp "$(src nghttp2)/COPYING" "$lic/nghttp2-COPYING"
-cp "$(src curl)/COPYING" "$lic/curl-COPYING"
-{
-    echo "graphsend._native links these libraries statically (Debian bookworm source packages):"
-    sed 's/^/  /' "$W/src/VERSIONS"
-    echo "libcurl: HTTP and HTTPS only, HTTP/2 via nghttp2, TLS via OpenSSL; no CA path compiled in."
-} >"$lic/README.txt"
-for f in "$lic"/*; do
-    echo "License-File: licenses/bundled/$(basename "$f")"
-done >>"$distinfo/METADATA"
-rm "$raw"
-python -m wheel pack -d "$W/raw" "$tree" >/dev/null
-raw=$(ls "$W"/raw/graphsend-*.whl)
+# The licence texts of what the extension bundles, into .dist-info/licenses/bundled/.
+PYTHON=python "$ROOT/packaging/add-licences.sh" "$raw" "$W"
 
 # auditwheel checks that nothing but the manylinux_2_28 libc/libpthread is needed and retags.
 auditwheel repair --plat "$PLAT" -w "$W/repaired" "$raw" >"$W/repair.log" 2>&1 ||

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from graphsend._rules import ca
 from graphsend.testing import FakeGraph
 
 pytest.importorskip("cryptography")
@@ -187,6 +188,7 @@ def test_plain_http_to_loopback_looks_for_no_ca(tmp_path: object) -> None:
         assert sent(plain, drafts) == drafts
 
 
+@pytest.mark.skipif(ca.bundled_libcurl(), reason="this is the binary wheel's libcurl")
 def test_a_system_build_leaves_the_default_to_its_libcurl(graph: FakeGraph) -> None:
     """No variable: the system libcurl's compiled-in store (the distribution's) is used, not a
     path list: FakeGraph's CA is not in it, so the send is refused as untrusted (60), not as

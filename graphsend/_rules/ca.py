@@ -36,10 +36,10 @@ SYSTEM_BUNDLES = (
 def bundled_libcurl() -> bool:
     """True in the binary wheel, whose libcurl has no CA store of its own."""
     try:
-        from graphsend import _wheel  # noqa: F401  (written by packaging/build-wheel.sh only)
+        from graphsend import _wheel  # written by packaging/mark-wheel.sh, in the wheel only
     except ImportError:
         return False
-    return True
+    return _wheel is not None
 
 
 def missing_message() -> str:
@@ -69,8 +69,8 @@ def discover() -> str | None:
         import certifi  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return None
-    path = certifi.where()
-    return path if isinstance(path, str) and os.path.isfile(path) else None
+    bundle: str = certifi.where()
+    return bundle if os.path.isfile(bundle) else None
 
 
 def resolve(
