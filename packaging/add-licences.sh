@@ -26,5 +26,6 @@ cp "$(src curl)/COPYING" "$lic/curl-COPYING"
 for f in "$lic"/*; do
     echo "License-File: licenses/bundled/$(basename "$f")"
 done >>"$distinfo/METADATA"
+mkdir -p "$tmp/packed"
 "$PYTHON" -m wheel pack -d "$tmp/packed" "$tree" >/dev/null
 mv "$tmp"/packed/*.whl "$WHEEL"
