@@ -136,6 +136,53 @@ def check_sdist_here(sdist: str, wheels: str) -> None:
             )
 
 
+def check_other_pythons(wheel: str) -> None:
+    """The one abi3 wheel on every CPython from 3.10 that pyenv has here (3.10 is the oldest its
+    cp310 tag claims): a fresh venv each, one send over HTTPS with its bundled libcurl."""
+    import tempfile
+
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found = {}
+    for python in sorted(glob.glob(f"{root}/versions/3.1[0-9]*/bin/python3")):
+        version = os.path.basename(os.path.dirname(os.path.dirname(python)))
+        found.setdefault(".".join(version.split(".")[:2]), python)
+    if not found:
+        print("     (no pyenv Pythons here: the wheel ran on the root file system's Python only)")
+        return
+    with FakeGraph(https=True) as graph:
+        for minor, python in sorted(found.items(), key=lambda kv: int(kv[0].split(".")[1])):
+            draft = graph.create_draft()
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run([python, "-m", "venv", f"{tmp}/venv"], check=True)
+                offline = ["--no-index", "--no-cache-dir", "--disable-pip-version-check"]
+                pip = subprocess.run(
+                    [f"{tmp}/venv/bin/pip", "install", "-q", *offline, wheel],
+                    capture_output=True,
+                    text=True,
+                )
+                code = (
+                    "import sys, graphsend; from graphsend import _native; "
+                    "t, u, ca, d = sys.argv[1:]; "
+                    "c = graphsend.Client(t, base_url=u, ca_bundle=ca); "
+                    "print(c.send(d).status, _native.ssl_version)"
+                )
+                argv = [graph.token, graph.base_url, graph.ca_bundle or "", draft]
+                out = subprocess.run(
+                    [f"{tmp}/venv/bin/python", "-c", code, *argv],
+                    capture_output=True,
+                    text=True,
+                    cwd=tmp,
+                    timeout=60,
+                )
+            check(
+                f"the wheel installs and sends on CPython {minor}",
+                pip.returncode == 0
+                and out.stdout.startswith("202 OpenSSL/")
+                and draft in {m.id for m in graph.sent_items()},
+                pip.stderr[-1000:] + out.stdout + out.stderr[-1000:],
+            )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rootfs", required=True)
@@ -308,6 +355,7 @@ def main() -> int:
         (proc.returncode, (proc.stdout + proc.stderr)[-2000:]),
     )
     check_sdist_here(sdist, wheels)
+    check_other_pythons(wheel)
 
     print(
         f"wheel-check: {len(passed)} passed, {len(failed)} failed "
