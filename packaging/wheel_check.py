@@ -76,12 +76,15 @@ def replaced(path: str, content: bytes | None) -> Iterator[None]:
             os.replace(backup, path)
 
 
+def tool(name: str) -> str:
+    """A tool of the venv that packaging/build-wheel.sh made (auditwheel, twine)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, "..", "build", "wheel", "tools", "bin", name)
+
+
 def auditwheel_tag(wheel: str) -> str:
-    auditwheel = shutil.which("auditwheel") or os.path.join(
-        os.path.dirname(__file__), "..", "build", "wheel", "tools", "bin", "auditwheel"
-    )
     out = subprocess.run(
-        [auditwheel, "show", wheel], capture_output=True, text=True, check=True
+        [tool("auditwheel"), "show", wheel], capture_output=True, text=True, check=True
     ).stdout
     m = re.search(r'consistent with the following platform tag:\s*"([^"]+)"', out)
     return m.group(1) if m else out
@@ -202,14 +205,27 @@ def main() -> int:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    headers = metadata.split("\n\n", 1)[0]  # the README follows the first blank line
     licences = [n for n in names if "/licenses/" in n]
     check(
         "bundled licence texts in .dist-info/licenses and named in METADATA",
         all(any(n.endswith(f"licenses/bundled/{f}") for n in licences) for f in BUNDLED_LICENCES)
-        and all(f"License-File: licenses/bundled/{f}" in metadata for f in BUNDLED_LICENCES),
+        and all(f"License-File: bundled/{f}" in headers for f in BUNDLED_LICENCES),
         licences,
     )
+    twine = subprocess.run(
+        [tool("twine"), "check", "--strict", wheel, sdist], capture_output=True, text=True
+    )
+    check("twine check --strict: the wheel and sdist", twine.returncode == 0, twine.stdout)
     check("the wheel's own LICENSE too", any(n.endswith("licenses/LICENSE") for n in licences))
+    # PyPI refuses a wheel whose License-File (a path under .dist-info/licenses/) is not in it.
+    named = re.findall(r"^License-File: (.+)$", headers, re.MULTILINE)
+    check(
+        "every License-File in METADATA is in .dist-info/licenses/",
+        bool(named)
+        and all(any(n.endswith(f".dist-info/licenses/{f}") for n in names) for f in named),
+        named,
+    )
 
     # The root file system: Python, no libcurl, no C compiler.
     libcurls = glob.glob(f"{rootfs}/usr/lib/**/libcurl*", recursive=True) + glob.glob(
