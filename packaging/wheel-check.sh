@@ -43,3 +43,21 @@ wheel=$(ls "$DIST"/graphsend-*-manylinux*.whl)
 sdist=$(ls "$DIST"/graphsend-*.tar.gz)
 "$PYTHON" "$ROOT/packaging/wheel_check.py" --rootfs "$ROOTFS" --wheel "$wheel" --sdist "$sdist" \
     --wheels "$W/wheels"
+
+# The whole suite against the installed wheel, not the in-place build: the wheel's compiler
+# (clang) and libcurl differ, and the suite is what tells. The venv and its test extra are kept;
+# the wheel is reinstalled on every run, and pytest runs from outside the checkout.
+SUITE_VENV=$W/suite-venv
+if [ ! -e "$SUITE_VENV/.complete" ]; then
+    rm -rf "$SUITE_VENV"
+    "$PYTHON" -m venv "$SUITE_VENV"
+    "$SUITE_VENV/bin/pip" install -q --disable-pip-version-check --find-links "$DIST" \
+        --only-binary graphsend "graphsend[test]" "setuptools>=77"
+    touch "$SUITE_VENV/.complete"
+fi
+"$SUITE_VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+cd "$W"
+"$SUITE_VENV/bin/python" -c 'import sys, graphsend, graphsend._native as n, graphsend._rules.ca as ca
+assert graphsend.__file__.startswith(sys.prefix) and n.limited_api and ca.bundled_libcurl()
+print("wheel-check: the suite against", n.__file__, n.libcurl_version, n.ssl_version)'
+"$SUITE_VENV/bin/python" -m pytest -q -p no:cacheprovider -rs "$ROOT/tests"
