@@ -5,7 +5,7 @@ VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
 .PHONY: demo test test-one check test-pythons test-scale test-portable lint typecomplete build deps \
-	venv memcheck asan mutants bench bench-quick conformance docs examples clean
+	venv memcheck asan mutants bench bench-quick conformance docs examples wheel wheel-check clean
 
 deps:
 	@./.ci/ensure-libcurl
@@ -32,8 +32,9 @@ demo: build
 # tests/typed_usage.py is the public API as strict users write it (mypy --strict and pyright
 # strict; basedpyright bundles node, so it works offline, unlike the pyright wrapper).
 lint: build typecomplete
-	$(VPY) -m ruff check graphsend tests bench examples
-	$(VPY) -m ruff format --check graphsend tests bench examples
+	$(VPY) -m ruff check graphsend tests bench examples packaging setup.py
+	$(VPY) -m ruff format --check graphsend tests bench examples packaging setup.py
+	./packaging/abi3-check.sh $(VPY)
 	$(VPY) -m mypy tests/typed_usage.py
 	$(VENV)/bin/basedpyright tests/typed_usage.py
 
@@ -107,5 +108,16 @@ docs: build $(DOCS_STAMP)
 examples: build
 	$(VPY) examples/run_all.py
 
+# `pip install graphsend` without a compiler: the sdist and a manylinux_2_28 x86_64 abi3 wheel
+# with its own static libcurl (OpenSSL, nghttp2; sources from Debian), in dist/. The first run
+# builds the libraries (a few minutes); later runs reuse them (build/wheel).
+wheel:
+	./packaging/build-wheel.sh
+
+# The wheel, in a fresh venv inside a minimal Debian root file system without libcurl or a
+# compiler (debootstrap, made once in build/wheel-check), sends over HTTPS to FakeGraph.
+wheel-check: build wheel
+	./packaging/wheel-check.sh $(VPY)
+
 clean:
-	rm -rf build site $(VENV) $(VENV)-3.* graphsend/*.so *.egg-info
+	rm -rf build dist site $(VENV) $(VENV)-3.* graphsend/*.so *.egg-info

@@ -263,8 +263,13 @@ int gs_body_from_py(PyObject *body, PyObject *file, gs_body *b)
                          (PyObject *)Py_TYPE(body));
             return -1;
         }
-        b->mem = PyBytes_AS_STRING(body);
-        b->len = (long long)PyBytes_GET_SIZE(body);
+        /* The checked call, not the macros: the abi3 wheel builds against the Limited API. */
+        char *mem;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(body, &mem, &len) < 0)
+            return -1;
+        b->mem = mem;
+        b->len = (long long)len;
     }
     else if (file != NULL && file != Py_None) {
         int fd;

@@ -323,7 +323,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
             break;
         value = colon + 1;
         end = data + len;
-        keep_header(t, i, value, trim_value(&value, end));
+        /* Trim first, in a statement of its own: C leaves the order of a call's arguments
+         * open, and clang (zig cc, macOS) read `value` before the trim moved it. */
+        size_t n = trim_value(&value, end);
+        keep_header(t, i, value, n);
         break;
     }
     return len;

@@ -242,7 +242,7 @@ class _Driver:
     ) -> None:
         _check_loop(loop)
         self.loop = loop
-        self.engine = _native.LoopEngine(share=_native.Share(), **client._options)
+        self.engine = _native.LoopEngine(share=_native.Share(), **client._native_options())
         self.scheduler = Scheduler(client, self.engine, max_per_mailbox)
         self.fds: dict[int, int] = {}  # fd -> the _POLL_* bits registered with the loop
         # Kept-alive connections libcurl does not wait on: still registered for reading, since

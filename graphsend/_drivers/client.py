@@ -9,8 +9,9 @@ import weakref
 
 from graphsend import _native
 from graphsend._drivers import fork as _fork
+from graphsend._rules import ca as _ca
 from graphsend._rules import log as _log
-from graphsend._rules.errors import SendError
+from graphsend._rules.errors import SendError, TransportError
 from graphsend._rules.outcome import outcome
 from graphsend._rules.receipt import Receipt
 from graphsend._rules.request import (
@@ -144,11 +145,13 @@ class Client:
         # this machine's loopback anyway.
         loopback = is_loopback(_host(self.base_url))
         proxy_option = _proxy(proxy)  # checked even when unused
+        # ca_bundle=, else SSL_CERT_FILE/CURL_CA_BUNDLE, else (wheel only) a system bundle.
+        ca_path, self._ca_missing = _ca.resolve(ca_bundle, https=not allow_http, check=_ca_bundle)
         self._options: dict[str, Any] = {
             "connect_timeout_ms": check_timeout(connect_timeout, "connect_timeout"),
             "timeout_ms": check_timeout(timeout, "timeout"),
             "allow_http": allow_http,
-            "ca_bundle": _ca_bundle(ca_bundle),
+            "ca_bundle": ca_path,
             "proxy": "" if loopback else proxy_option,
             "user_agent": USER_AGENT
             if user_agent is None
@@ -779,7 +782,7 @@ class Client:
                 _native.Handle(
                     share=self._share,
                     check_signals=threading.current_thread() is threading.main_thread(),
-                    **self._options,
+                    **self._native_options(),
                 )
             )
         return handle
@@ -791,9 +794,16 @@ class Client:
         engine = getattr(self._local, "engine", None)
         if engine is None:
             engine = self._local.engine = self._own(
-                _native.Engine(share=self._share, **self._options)
+                _native.Engine(share=self._share, **self._native_options())
             )
         return engine
+
+    def _native_options(self) -> dict[str, Any]:
+        """Options for a new Handle/Engine (made at a thread's first send): without CAs to
+        verify an https server with, that send fails here, before anything is sent."""
+        if self._ca_missing is not None:
+            raise TransportError(self._ca_missing, curl_code=77, may_have_sent=False)
+        return self._options
 
     def _own(self, obj: _Native) -> _Native:
         """Register a native object of this thread so close() can close it."""
