@@ -386,6 +386,9 @@ class _Driver:
         any queued (sends awaited one at a time), their idle state is dropped here instead,
         which spares each send a loop callback."""
         ready = scheduler.ready
+        if scheduler.sleeping:  # a reconciliation pause: start_ready() wakes it and its timer
+            self._kick_soon()
+            return
         for box in ready.values():
             if box.queue or box.paused_until:  # (a pause must outlive the box's last send)
                 self._kick_soon()
