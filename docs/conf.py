@@ -45,6 +45,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(TokenArg|AsyncTokenArg|TokenSource|ProgressArg|Item|Recipient|Source)"),
     (r"py:.*", r"(AccessTokenLike|CredentialLike|AsyncCredentialLike|TracebackType|Iterator)"),
     (r"py:.*", r"(Iterable|Mapping|Sequence|Callable|Awaitable|DraftKind|IdStyle|Outcome)"),
+    (r"py:.*", r"(Limiter|Verdict)"),
     (r"py:.*", r"(graphsend\.)?_\w+(\..*)?"),
 ]
 

@@ -620,6 +620,10 @@ class AsyncClient:
             immutable_ids: As for :class:`Client`.
             max_per_mailbox: Requests in flight per mailbox (Outlook allows 4 per app),
                 for ``send()`` calls as well as ``send_many``, whichever loop they come from.
+            limiter: As for :class:`Client`: a :class:`LocalLimiter` or
+                :class:`RedisLimiter` shared with other clients (and, for Redis, other
+                processes). A mailbox whose slots are taken pauses on the loop; the other
+                mailboxes go on.
 
         Raises:
             ValueError: As for :class:`Client`, or ``max_per_mailbox`` below 1.
@@ -832,8 +836,27 @@ class AsyncClient:
         wait: float = 60.0,
         stamp: str | None = None,
     ) -> Verdict:
-        """Like ``Client.reconcile``: ``"sent"``, ``"not_sent"`` or ``"unknown"``, the reads
-        made on this loop's connections (under the per-mailbox cap) and the pauses awaited."""
+        """Ask the mailbox whether a draft was sent; see :meth:`Client.reconcile`.
+
+        The reads are made on this loop's connections (under the per-mailbox cap) and the
+        pauses are awaited.
+
+        Args:
+            message_id: The draft's id.
+            user: The mailbox; ``None`` is ``/me``.
+            wait: Seconds the draft must go on reading unsent before the verdict is
+                ``"not_sent"``.
+            stamp: The draft's graphsend stamp, when this client did not create it.
+
+        Returns:
+            ``"sent"``, ``"not_sent"`` or ``"unknown"``, as :meth:`Client.reconcile`.
+
+        Raises:
+            TypeError: An argument of the wrong type.
+            ValueError: An empty or malformed id, user or stamp, a ``wait`` below 0 or not
+                finite, or the client is closed.
+            RuntimeError: The running loop cannot watch sockets (the Windows Proactor loop).
+        """
         from graphsend._drivers.reconciling import reconcile_async
         from graphsend._rules.request import send_path
 
@@ -844,8 +867,25 @@ class AsyncClient:
         return await reconcile_async(self, message_id, user, _reconcile.check_wait(wait), stamp)
 
     async def reconcile_many(self, items: Iterable[Item], *, wait: float = 60.0) -> list[Verdict]:
-        """Like ``Client.reconcile_many``: every item's reads side by side on this loop (under
-        the per-mailbox cap); the verdicts in input order."""
+        """:meth:`reconcile` for many drafts at once; see :meth:`Client.reconcile_many`.
+
+        Every item's reads run side by side on this loop, under the client's
+        ``max_per_mailbox``.
+
+        Args:
+            items: Draft ids (of ``/me``) or ``(user, message_id)`` pairs.
+            wait: As for :meth:`reconcile`, for every item.
+
+        Returns:
+            One verdict per item (``"sent"``, ``"not_sent"`` or ``"unknown"``), in input
+            order.
+
+        Raises:
+            TypeError: An argument of the wrong type.
+            ValueError: An item that is neither an id nor a ``(user, message_id)`` pair, a
+                malformed id or user, a ``wait`` below 0 or not finite, or the client is
+                closed.
+        """
         pairs = [item if isinstance(item, tuple) else (None, item) for item in items]
         for index, pair in enumerate(pairs):
             if len(pair) != 2 or not isinstance(pair[1], str):
@@ -1023,6 +1063,7 @@ class AsyncClient:
             ValueError: A bad id, user or limit, or a journal of another run (before anything
                 is sent).
             RuntimeError: The journal is in use by another process or call.
+            FileNotFoundError: The journal's directory does not exist.
             asyncio.CancelledError: The task was cancelled; carries ``.results``.
         """
         check_limits(max_concurrency, 1)

@@ -119,6 +119,13 @@ class Client:
             http2: Use HTTP/2 when the server offers it.
             immutable_ids: Send ``Prefer: IdType="ImmutableId"`` on requests that return
                 ids, so a draft keeps its id in Sent Items.
+            limiter: Per-mailbox limits shared beyond this call: a :class:`LocalLimiter`
+                (every Client, thread and loop given it), a :class:`RedisLimiter` (every
+                process and machine), or any object with their ``acquire`` and ``release``.
+                It is asked for a slot before each request to a mailbox. ``send()`` and the
+                other one-request methods wait in their thread for one, at most ``timeout``
+                seconds (then :class:`LimiterError`, nothing sent); ``send_many`` pauses only
+                that mailbox. ``None``: no limit but ``send_many``'s ``max_per_mailbox``.
 
         Raises:
             ValueError: An unknown cloud, a malformed ``base_url`` or proxy (the message
@@ -126,7 +133,8 @@ class Client:
                 that is not a readable PEM bundle.
             FileNotFoundError: ``ca_bundle`` does not exist.
             TypeError: An argument of the wrong type (``retry`` not a :class:`Retry`, a
-                flag not a bool, an unusable token).
+                flag not a bool, an unusable token, a ``limiter`` without ``acquire`` and
+                ``release``).
         """
         if cloud not in CLOUDS:
             raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}; got {cloud!r}")
@@ -226,6 +234,9 @@ class Client:
                 (:class:`NotFoundError` for a draft already sent, :class:`ThrottledError`
                 after the retries, ...). ``may_have_sent`` says whether the mail may be out.
             TransportError: No answer (DNS, connect, TLS, reset, timeout).
+            LimiterError: With a ``limiter``: no slot for the mailbox within ``timeout``
+                seconds, or its store (Redis) is unreachable and there is no fallback.
+                Nothing is sent.
             TypeError: An argument is not a str.
             ValueError: An empty or over-long id or user (2,048 characters at most), control
                 characters, or the client is closed. Nothing is sent.
@@ -655,14 +666,29 @@ class Client:
         """Ask ``user``'s mailbox whether the draft ``message_id`` was sent: after a send that
         ended ambiguously (``may_have_sent=True``), before deciding to send it again.
 
-        Returns ``"sent"`` as soon as the sent copy is found (the id, immutable, reads
-        ``isDraft`` false; or graphsend's stamp is in Sent Items); ``"not_sent"`` only when
-        the draft still reads unsent after ``wait`` seconds, the settling time Graph's send
-        pipeline is given to move it; ``"unknown"`` otherwise (403: no Mail.ReadBasic /
-        Mail.Read; 404 for an id whose stamp is not known; reads failing until ``wait``).
-        Polls with backoff (0.25 s doubling to 5 s). ``stamp``: the draft's graphsend stamp,
-        when this Client did not create it (the Client remembers the stamps of the last
-        16,384 drafts it made; with immutable ids, the default, none is needed).
+        Polls with backoff (0.25 s doubling to 5 s). Needs Mail.ReadBasic or Mail.Read.
+
+        Args:
+            message_id: The draft's id, as given to :meth:`send`.
+            user: The mailbox (userPrincipalName or id); ``None`` is ``/me``.
+            wait: Seconds the draft must go on reading unsent before the verdict is
+                ``"not_sent"``: the settling time Graph's send pipeline is given to move it.
+            stamp: The draft's graphsend stamp, when this Client did not create it (the
+                Client remembers the stamps of the last 16,384 drafts it made; with
+                immutable ids, the default, none is needed).
+
+        Returns:
+            ``"sent"`` as soon as the sent copy is found (the id, immutable, reads
+            ``isDraft`` false; or graphsend's stamp is in Sent Items); ``"not_sent"`` only
+            when the draft still reads unsent after ``wait`` seconds; ``"unknown"`` otherwise
+            (403: no Mail.ReadBasic / Mail.Read; 404 for an id whose stamp is not known;
+            reads failing until ``wait``).
+
+        Raises:
+            TypeError: An argument of the wrong type.
+            ValueError: An empty or malformed id, user or stamp, a ``wait`` below 0 or not
+                finite, or the client is closed. A read that fails does not raise: it
+                counts towards ``"unknown"``.
         """
         from graphsend._drivers import sync as _driver
         from graphsend._operations.reconcile import check_wait
@@ -681,10 +707,30 @@ class Client:
         max_concurrency: int = 64,
         max_per_mailbox: int = 4,
     ) -> list[Verdict]:
-        """``reconcile`` for many drafts at once (ids, or ``(user, message_id)`` pairs, as in
-        send_many); the verdicts in input order. The reads run side by side on one libcurl
-        multi, at most ``max_per_mailbox`` per mailbox: settling what a crashed bulk job left
-        in flight takes about ``wait`` seconds, not ``wait`` per item."""
+        """:meth:`reconcile` for many drafts at once.
+
+        The reads run side by side on one libcurl multi, at most ``max_per_mailbox`` per
+        mailbox: settling what a crashed bulk job left in flight takes about ``wait`` seconds,
+        not ``wait`` per item.
+
+        Args:
+            items: Draft ids (of ``/me``) or ``(user, message_id)`` pairs, as in
+                :meth:`send_many`.
+            wait: As for :meth:`reconcile`, for every item.
+            max_concurrency: Reads in flight in all.
+            max_per_mailbox: Reads in flight per mailbox (Outlook allows 4 per app).
+
+        Returns:
+            One verdict per item (``"sent"``, ``"not_sent"`` or ``"unknown"``, as
+            :meth:`reconcile`), in input order.
+
+        Raises:
+            TypeError: An item that is not an id or a pair, a limit not an int, a ``wait``
+                not a number (before any request).
+            ValueError: A pair not of two, a malformed id or user, a limit below 1, a
+                ``wait`` below 0 or not finite, or the client is closed (before any request).
+            KeyboardInterrupt: Ctrl-C; the reads in flight are aborted.
+        """
         from graphsend._drivers.reconciling import reconcile_many
         from graphsend._operations.reconcile import check_wait
 
@@ -755,6 +801,7 @@ class Client:
             ValueError: A bad id, user or limit, the client is closed, or the journal belongs
                 to another run (before anything is sent).
             RuntimeError: The journal is in use by another process or call.
+            FileNotFoundError: The journal's directory does not exist.
             KeyboardInterrupt: Ctrl-C; carries ``.results``.
         """
         from graphsend._drivers import bulk as _bulk  # only bulk users pay for importing it

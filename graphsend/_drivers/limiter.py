@@ -85,11 +85,19 @@ class _Slot:
 
 class LocalLimiter:
     """Per-mailbox caps held in this process, shared by every Client, thread and event loop
-    given the same instance (the Client's default without one is today's per-call cap).
+    given the same instance (without a limiter, a Client caps each ``send_many`` call on its
+    own).
 
-    ``per_mailbox``: requests in flight per mailbox (Graph's MailboxConcurrency is 4).
-    ``messages_per_minute``: sends per mailbox in any ``window`` seconds (Exchange Online's
-    30 a minute), counted from request to answer plus the window, so it is never exceeded.
+    Example:
+        ::
+
+            limiter = graphsend.LocalLimiter(messages_per_minute=30)
+            client = graphsend.Client(credential, limiter=limiter)
+
+    Attributes:
+        per_mailbox: Requests in flight per mailbox.
+        messages_per_minute: Sends per mailbox in any ``window`` seconds (None: not counted).
+        window: The seconds ``messages_per_minute`` counts over.
     """
 
     def __init__(
@@ -99,6 +107,22 @@ class LocalLimiter:
         messages_per_minute: int | None = None,
         window: float = 60.0,
     ) -> None:
+        """Check the caps; nothing is held until the first request.
+
+        Args:
+            per_mailbox: Requests in flight per mailbox (Graph's MailboxConcurrency is 4 per
+                app and mailbox).
+            messages_per_minute: Sends per mailbox in any ``window`` seconds (Exchange
+                Online's 30 a minute), counted from request to answer plus the window, so it
+                is never exceeded; None: not counted.
+            window: The seconds ``messages_per_minute`` counts over (below 86,400).
+
+        Raises:
+            TypeError: ``per_mailbox`` or ``messages_per_minute`` not an int (a bool is
+                not one), ``window`` not a number.
+            ValueError: ``per_mailbox`` or ``messages_per_minute`` below 1, ``window`` not
+                between 0 and 86,400 seconds.
+        """
         self.window: float = check_limits(per_mailbox, messages_per_minute, window)
         self.per_mailbox: int = per_mailbox
         self.messages_per_minute: int | None = messages_per_minute

@@ -85,6 +85,9 @@ class SendError(Exception, metaclass=_Rebuildable):
 
         @property
         def args(self) -> tuple[Any, ...]:
+            """``(text, fields)``: the message, and a JSON-safe dict of every field, so that
+            ``type(err)(*err.args)`` rebuilds the same error. Setting ``(text,)`` rewords the
+            message and keeps the fields."""
             text = _TEXT_ARGS.__get__(self)
             fields = {k: v for k, v in self.__dict__.items() if _plain(v, 3)}
             fields[_MARK] = 1

@@ -50,8 +50,8 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         date = property(itemgetter(3), doc="Graph's Date header")
         elapsed = property(itemgetter(4), doc="seconds the (last) transfer took")
         message_id = property(itemgetter(5), doc="the draft sent (None for sendMail)")
-        user = property(itemgetter(6), doc="the mailbox as given (None: /me)")
-        reconciled = property(itemgetter(7), doc="True: proved sent by reading the mailbox")
+        user = property(itemgetter(6), doc="the mailbox as given (None for /me)")
+        reconciled = property(itemgetter(7), doc="True when proved sent by reading the mailbox")
 
     def __new__(
         cls,
@@ -70,7 +70,15 @@ class Receipt(tuple):  # type: ignore[type-arg]  # a record, not a sequence of o
         )
 
     def for_item(self, message_id: str | None, user: str | None) -> Receipt:
-        """This Receipt naming the item it is for (the bulk engine builds it without them)."""
+        """This Receipt naming the item it is for (the bulk engine builds it without them).
+
+        Args:
+            message_id: The draft id it is for (None for sendMail).
+            user: The mailbox as given (None for ``/me``).
+
+        Returns:
+            A new Receipt with every other field (``reconciled`` included) unchanged.
+        """
         return tuple.__new__(Receipt, (*self[:5], message_id, user, self[7]))
 
     def __getnewargs__(self) -> tuple[Any, ...]:

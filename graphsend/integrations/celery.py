@@ -151,9 +151,31 @@ def send_task(
 
     Call it as ``send.delay(message_id, user=...)``, ``send.delay(message={...Message
     keyword arguments...}, user=...)`` or ``send.delay(items=[[user, message_id], ...])``.
-    ``client``: makes the task's Client, once per worker process. ``state_url``: the Redis
-    holding each run's lease and outcome (default: the broker's URL). ``lease``: seconds a
-    dead run keeps a redelivery waiting. ``reconcile_wait``: passed to ``Client.reconcile``.
+    The task is registered with ``acks_late=True`` and ``reject_on_worker_lost=True`` unless
+    ``options`` say otherwise.
+
+    Args:
+        app: The ``celery.Celery`` application.
+        client: Makes the task's :class:`graphsend.Client`, once per worker process (after
+            the fork).
+        name: The task's name.
+        state_url: The Redis (``redis://``, ``rediss://`` or ``unix://``) holding each run's
+            lease and outcome (default: the broker's URL).
+        lease: Seconds a dead run keeps a redelivery waiting (a live run renews its lease).
+        reconcile_wait: The ``wait`` passed to :meth:`graphsend.Client.reconcile`.
+        max_retries: How many times Celery retries a send that proved nothing was sent and
+            may pass later (429, 503, a refused connection, a LimiterError).
+        retry_backoff_max: The most seconds between such retries when Graph gave no
+            Retry-After.
+        **options: Other ``app.task`` options.
+
+    Returns:
+        The registered task.
+
+    Raises:
+        ValueError: ``options`` ask for ``autoretry_for`` (a blind retry can send twice), or
+            ``state_url`` (or the broker's URL) is not a Redis URL.
+        ImportError: redis-py is not installed.
     """
     state = _State(state_url or str(app.conf.broker_url), lease)
     clients = _PerProcess(client)

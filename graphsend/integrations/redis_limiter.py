@@ -123,16 +123,24 @@ class _Lease:
 class RedisLimiter:
     """Per-mailbox limits shared by every process that uses the same Redis and ``prefix``.
 
-    ``url``: a redis:// (or rediss://, unix://) URL, or pass ``client=`` a ``redis.Redis``.
-    ``per_mailbox``: requests in flight per mailbox across all processes (Graph's
-    MailboxConcurrency is 4 per app and mailbox). ``messages_per_minute``: sends per mailbox in
-    any ``window`` seconds (Exchange Online: 30 a minute); None: not counted.
-    ``lease``: seconds a slot outlives a process that died holding it (a live one renews its
-    slots). ``fallback``: when Redis cannot be reached, a ``LocalLimiter`` to use instead (with
-    caps you chose for one process, e.g. ``per_mailbox=1`` for 4 workers), with a WARNING;
-    without one, such sends fail with a LimiterError and nothing is sent. ``prefix``: keys are
-    ``<prefix>:{<mailbox>}:...``; use one prefix per Entra app (Graph counts per app).
-    ``socket_timeout``: seconds for one Redis call before it counts as unreachable.
+    Needs redis-py (``pip install 'graphsend[redis]'``). Each slot is a lease in Redis that
+    this process renews while it holds it, so a process that dies holding slots frees them
+    after ``lease`` seconds. :meth:`close` stops the renewing and closes the connections.
+
+    Example:
+        ::
+
+            limiter = graphsend.RedisLimiter("redis://localhost:6379/2", messages_per_minute=30)
+            client = graphsend.Client(credential, limiter=limiter)
+
+    Attributes:
+        per_mailbox: Requests in flight per mailbox, across all processes.
+        messages_per_minute: Sends per mailbox in any ``window`` seconds (None: not counted).
+        window: The seconds ``messages_per_minute`` counts over.
+        lease: Seconds a slot outlives a process that died holding it.
+        prefix: The start of every key this limiter uses.
+        fallback: The LocalLimiter used while Redis is unreachable, if any.
+        retry_interval: Seconds after a failed Redis call before Redis is tried again.
     """
 
     def __init__(
@@ -150,6 +158,40 @@ class RedisLimiter:
         poll: float = 0.005,
         client: Any = None,
     ) -> None:
+        """Check the settings and connect lazily: no Redis call is made until the first
+        request.
+
+        Args:
+            url: A ``redis://`` (or ``rediss://``, ``unix://``) URL; or pass ``client``
+                instead. It never appears in messages or the repr (it may hold a password).
+            per_mailbox: Requests in flight per mailbox across all processes (Graph's
+                MailboxConcurrency is 4 per app and mailbox).
+            messages_per_minute: Sends per mailbox in any ``window`` seconds (Exchange
+                Online: 30 a minute); None: not counted.
+            lease: Seconds a slot outlives a process that died holding it (a live one renews
+                its slots every ``lease / 3`` seconds); at least 0.1.
+            window: The seconds ``messages_per_minute`` counts over.
+            prefix: Keys are ``<prefix>:{<mailbox>}:...``; use one prefix per Entra app
+                (Graph counts per app).
+            fallback: When Redis cannot be reached, a :class:`LocalLimiter` to use instead
+                (with caps you chose for one process, e.g. ``per_mailbox=1`` for 4 workers),
+                with a WARNING. Without one, such requests fail with a
+                :class:`LimiterError` and nothing is sent.
+            socket_timeout: Seconds for one Redis call (and for connecting) before Redis
+                counts as unreachable (used with ``url``).
+            retry_interval: Seconds after a failed Redis call during which Redis is not
+                asked again (requests fail, or use the fallback, at once).
+            poll: Seconds before asking again when a mailbox's slots are all busy; doubled
+                per miss, up to about how long this process holds a slot.
+            client: A ``redis.Redis`` to use instead of ``url``.
+
+        Raises:
+            TypeError: A setting of the wrong type, ``fallback`` not a
+                :class:`LocalLimiter`, or neither or both of ``url`` and ``client``.
+            ValueError: A limit below 1, a number of seconds not between 0 and 86,400, or
+                ``lease`` below 0.1.
+            ImportError: redis-py is not installed.
+        """
         self.window: float = check_limits(per_mailbox, messages_per_minute, window)
         for name, value in (
             ("lease", lease),

@@ -455,9 +455,15 @@ class FakeGraph:
         return self._mailboxes.delivered(self._key_or_all(user))
 
     def send_count(self, draft_id: str) -> int:
-        """How many times the draft ``draft_id`` (the id it was created with) was actually
-        sent: 0, 1, or more for duplicates (a resend inside :attr:`sent_items_delay` or
-        :attr:`resend_window`)."""
+        """How many times the draft ``draft_id`` was actually sent.
+
+        Args:
+            draft_id: The id the draft was created with.
+
+        Returns:
+            0, 1, or more for duplicates (a resend inside :attr:`sent_items_delay` or
+            :attr:`resend_window`).
+        """
         return self._mailboxes.send_count(draft_id)
 
     def send_counts(self) -> dict[str, int]:
@@ -465,7 +471,14 @@ class FakeGraph:
         return self._mailboxes.send_counts()
 
     def processing(self, draft_id: str) -> bool:
-        """Whether a send of ``draft_id`` was accepted and has not reached Sent Items yet."""
+        """Whether a send of ``draft_id`` was accepted and has not reached Sent Items yet.
+
+        Args:
+            draft_id: The id the draft was created with.
+
+        Returns:
+            True while the send is in Graph's pipeline (:attr:`sent_items_delay`).
+        """
         return self._mailboxes.processing(draft_id)
 
     def inbox(self, user: str | None = None) -> list[Message]:
@@ -593,6 +606,7 @@ class FakeGraph:
             headers: Response headers to add, override, or (None) remove.
             count: How many requests get this answer.
             user: Only requests for this mailbox; None: any.
+            deliver: Send the draft first, then answer with this status (the mail is out).
 
         Raises:
             ValueError: A status outside 200-599.
@@ -847,14 +861,28 @@ class FakeGraph:
         return self._traffic.peak_in_flight(self._key_or_all(user))
 
     def send_times(self, user: str | None = None) -> dict[str, list[float]]:
-        """When each accepted send (202) arrived, per mailbox (``time.monotonic()``, sorted):
-        for ``user``'s mailbox alone, or every mailbox with None. Kept even when
-        ``record_requests`` is off; cleared by reset_stats()."""
+        """When each accepted send (202) arrived, per mailbox. Kept even when
+        ``record_requests`` is off; cleared by :meth:`reset_stats`.
+
+        Args:
+            user: The mailbox, or None for every mailbox.
+
+        Returns:
+            The arrival times (``time.monotonic()``, sorted) by mailbox.
+        """
         return self._traffic.send_times(self._key_or_all(user))
 
     def max_sends_in_window(self, seconds: float, user: str | None = None) -> int:
-        """The most accepted sends of one mailbox (``user``'s, or the busiest with None) that
-        arrived within any ``seconds`` long window: Exchange's messages-per-minute check."""
+        """The most accepted sends of one mailbox that arrived within any ``seconds`` long
+        window: Exchange's messages-per-minute check (see :meth:`send_times`).
+
+        Args:
+            seconds: The window's length.
+            user: The mailbox, or None for the busiest one.
+
+        Returns:
+            The largest number of sends found in one window (0 when none was sent).
+        """
         most = 0
         for times in self.send_times(user).values():
             start = 0
@@ -866,7 +894,14 @@ class FakeGraph:
 
     def throttled(self, user: str | None = None) -> int:
         """Sends answered 429 by ``mailbox_concurrency_limit`` ("Application is over its
-        MailboxConcurrency limit"), for ``user``'s mailbox or all; cleared by reset_stats()."""
+        MailboxConcurrency limit"); cleared by :meth:`reset_stats`.
+
+        Args:
+            user: The mailbox, or None for every mailbox.
+
+        Returns:
+            How many sends were so answered.
+        """
         return self._traffic.throttle_count(self._key_or_all(user))
 
     def reset_stats(self) -> None:
