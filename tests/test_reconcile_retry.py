@@ -332,3 +332,29 @@ def test_i12_chaos_over_http2_where_a_reset_fails_every_stream_of_the_connection
         drafts = [d for _, d in items]
         settle_pipeline(graph, drafts)
         assert [graph.send_count(d) for d in drafts] == [1] * len(drafts)
+
+
+class _ReadsRefused(graphsend.LocalLimiter):
+    """A limiter whose store went away after the send: every read's slot is refused (what a
+    RedisLimiter without a fallback does once Redis is unreachable)."""
+
+    def acquire(
+        self, mailbox: str, count: int = 1, *, sends: bool = True
+    ) -> tuple[list[object], float]:
+        if not sends:
+            raise graphsend.LimiterError("the mailbox limiter's store is unreachable")
+        return super().acquire(mailbox, count, sends=sends)
+
+
+def test_a_refused_read_slot_is_a_failed_read_not_nothing_sent(graph: FakeGraph) -> None:
+    """The send went out and its answer was lost; the reads that would tell cannot get a slot:
+    the verdict is "unknown", so the item may have been sent (never LimiterError's "nothing was
+    sent"), and nothing is resent."""
+    graph.sent_items_delay = DELAY
+    draft = graph.create_draft("adele@contoso.com", immutable_id=True)
+    graph.fail_next(504, "GatewayTimeout", deliver=True)
+    with client_for(graph, limiter=_ReadsRefused()) as client:
+        (result,) = client.send_many([("adele@contoso.com", draft)])
+    assert isinstance(result, graphsend.SendError)
+    assert result.may_have_sent is True, repr(result)
+    assert graph.send_count(draft) == 1

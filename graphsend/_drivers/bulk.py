@@ -524,6 +524,15 @@ class Scheduler:
             slots, wait = self.limiter.acquire(box.name, len(wanted), sends=sends)
         except LimiterError as exc:
             queue.popleft()
+            if head.probe is not None:
+                # A reconciliation read that cannot start is a failed read (the verdict can
+                # become "unknown"), never the item's result: LimiterError says nothing was
+                # sent, and the send being settled may have been.
+                from graphsend._drivers import reconciling as _reconciling
+
+                failed: Result = (0, {}, b"", 0.0, 0, f"the mailbox limiter: {exc}", False)
+                _reconciling.read_done(self, head, failed)
+                return None
             self._record(head, exc if head.op is None else settle(exc, head.op, False))
             return None
         for job, slot in zip(wanted, slots, strict=False):
