@@ -1091,10 +1091,22 @@ class AsyncClient:
 
     @staticmethod
     def _unsent(call: _Call, error: BaseException) -> list[Outcome]:
+        # What is known already stands (a journal's stored Receipt, a draft that failed); an
+        # item a journal says may have been sent cannot be reconciled without a token.
+        doubtful = {job.index for job in call.journal.doubtful} if call.journal else set()
         results: list[Outcome] = []
         for job in call.jobs:
+            known = call.known.get(job.index)
+            if known is not None:
+                results.append(known)
+                continue
             item_error = _provider_error(error)
             item_error.client_request_id = job.crid
+            if job.index in doubtful:
+                from graphsend._drivers.journal import DOUBTFUL
+
+                item_error.may_have_sent = True
+                item_error.args = (f"{item_error.args[0]}; {DOUBTFUL}, nor reconciled",)
             results.append(item_error)
         call.jobs = []
         return results
