@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
+
+import pytest
 
 import graphsend
 from graphsend import AsyncClient, Client
@@ -51,3 +54,29 @@ def test_async_journal_rerun_without_a_token_keeps_the_stored_receipts(tmp_path:
     assert again[1:] == first[1:], [type(r).__name__ for r in again]
     doubtful = again[0]
     assert isinstance(doubtful, graphsend.SendError) and doubtful.may_have_sent, repr(doubtful)
+
+
+def test_redis_window_outlives_a_slot_held_past_its_lease() -> None:
+    """A send held longer than lease + window (a slow answer, Retry-After sleeps or a
+    reconciliation inside one Client.send) still counts against messages_per_minute: the
+    window's key must not expire under it."""
+    from redis_server import RedisServer, have_redis
+
+    if not have_redis():
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server:
+        a = graphsend.RedisLimiter(server.url, messages_per_minute=1, lease=0.3, window=1.0)
+        b = graphsend.RedisLimiter(server.url, messages_per_minute=1, lease=0.3, window=1.0)
+        try:
+            held, _ = a.acquire("adele@contoso.com", 1)
+            assert len(held) == 1
+            time.sleep(3.0)  # in flight (renewed by a's keeper) well past lease + window + 1 s
+            got, wait = b.acquire("adele@contoso.com", 1)
+            assert got == [], "a second send was let into a window that already has one"
+            assert wait > 0
+            a.release(held, used=True)
+            got, _ = b.acquire("adele@contoso.com", 1)
+            assert got == [], "the send just answered counts for a whole window after it"
+        finally:
+            a.close()
+            b.close()
