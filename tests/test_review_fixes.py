@@ -80,3 +80,23 @@ def test_redis_window_outlives_a_slot_held_past_its_lease() -> None:
         finally:
             a.close()
             b.close()
+
+
+def test_client_send_under_a_limiter_can_reconcile_its_own_ambiguous_send() -> None:
+    """Client.send holds its mailbox slot for the whole call; the reads that settle an
+    ambiguous failure go under that slot, not wait for a second one (per_mailbox=1 here:
+    they would wait for the send's own slot until the timeout and tell nothing)."""
+    with FakeGraph() as graph:
+        draft = graph.create_draft("adele@contoso.com", immutable_id=True)
+        graph.fail_next(504, deliver=True)
+        retry = graphsend.Retry(reconcile_ambiguous=True, reconcile_wait=1.0)
+        limiter = graphsend.LocalLimiter(per_mailbox=1)
+        with Client(
+            graph.token, base_url=graph.base_url, retry=retry, limiter=limiter, timeout=3
+        ) as client:
+            started = time.monotonic()
+            got = client.send(draft, user="adele@contoso.com")
+            took = time.monotonic() - started
+        assert isinstance(got, graphsend.Receipt) and got.reconciled
+        assert graph.send_count(draft) == 1
+        assert took < 2.5, f"the reads waited for the send's own slot ({took:.1f} s)"
