@@ -100,3 +100,80 @@ def test_client_send_under_a_limiter_can_reconcile_its_own_ambiguous_send() -> N
         assert isinstance(got, graphsend.Receipt) and got.reconciled
         assert graph.send_count(draft) == 1
         assert took < 2.5, f"the reads waited for the send's own slot ({took:.1f} s)"
+
+
+_FULL_DISK_CHILD = r"""
+import asyncio, json, os, resource, signal, sys
+import graphsend
+
+token, base_url, path, listed, kind = sys.argv[1:6]
+items = [tuple(i) for i in json.load(open(listed))]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+limited = False
+
+def progress(done, total):
+    # Some sends are out: from now on the journal cannot grow (as on a full disk).
+    global limited
+    if done >= 5 and not limited:
+        limited = True
+        size = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+async def run_async():
+    async with graphsend.AsyncClient(token, base_url=base_url, max_per_mailbox=2) as client:
+        return await client.send_many(items, journal=path, progress=progress, max_concurrency=4)
+
+def run_sync():
+    with graphsend.Client(token, base_url=base_url) as client:
+        return client.send_many(
+            items, journal=path, progress=progress, max_concurrency=4, max_per_mailbox=2
+        )
+
+try:
+    results = asyncio.run(run_async()) if kind == "async" else run_sync()
+    error = None
+except Exception as exc:
+    results = graphsend.interrupted_results(exc)
+    error = type(exc).__name__
+out = None if results is None else [
+    ["receipt", r.message_id] if isinstance(r, graphsend.Receipt) else ["error", r.may_have_sent]
+    for r in results
+]
+print(json.dumps({"error": error, "results": out}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_journal_that_cannot_be_written_ends_the_call_with_every_outcome(
+    kind: str, tmp_path: Path
+) -> None:
+    """The journal fails mid-run (its disk is full): the call ends with every item's outcome
+    (no hang, no exception without .results), and a rerun with the journal once writable sends
+    every draft exactly once."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.db"
+    with FakeGraph(latency=0.02) as graph:
+        graph.resend_window = 3600.0
+        items = _drafts(graph, 60)
+        listed = tmp_path / "items.json"
+        listed.write_text(json.dumps(items))
+        argv = [sys.executable, "-c", _FULL_DISK_CHILD, graph.token, graph.base_url]
+        proc = subprocess.run(
+            [*argv, str(path), str(listed), kind], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = json.loads(proc.stdout)
+        assert got["error"] is not None, "the journal never failed: the test did not test that"
+        results = got["results"]
+        assert results is not None and len(results) == 60, got
+        # What FakeGraph sent has its Receipt, or is reported as may have been sent.
+        for (_, message_id), r in zip(items, results, strict=True):
+            if graph.send_count(message_id):
+                assert r == ["receipt", message_id] or r == ["error", True], r
+        with Client(graph.token, base_url=graph.base_url) as client:
+            again = client.send_many(items, journal=path)
+        assert all(isinstance(r, graphsend.Receipt) for r in again)
+        assert [graph.send_count(m) for _, m in items] == [1] * 60
