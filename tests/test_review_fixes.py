@@ -177,3 +177,51 @@ def test_a_journal_that_cannot_be_written_ends_the_call_with_every_outcome(
             again = client.send_many(items, journal=path)
         assert all(isinstance(r, graphsend.Receipt) for r in again)
         assert [graph.send_count(m) for _, m in items] == [1] * 60
+
+
+def test_a_reconciling_read_without_a_token_never_reports_the_send_as_not_sent() -> None:
+    """send_many(reconcile_ambiguous=True): the send's answer is lost (it did go out), and the
+    token provider fails when the mailbox is read. The item's outcome is the ambiguous error
+    (may_have_sent=True), not the read's token error (which says nothing was sent)."""
+    calls = 0
+
+    with FakeGraph() as graph:
+
+        def token() -> str:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise RuntimeError("the vault is down")
+            return graph.token
+
+        draft = graph.create_draft("adele@contoso.com", immutable_id=True)
+        graph.fail_next(504, deliver=True)
+        retry = graphsend.Retry(reconcile_ambiguous=True, reconcile_wait=0.5)
+        with Client(token, base_url=graph.base_url, retry=retry) as client:
+            [got] = client.send_many([("adele@contoso.com", draft)])
+        assert graph.send_count(draft) == 1
+    assert isinstance(got, graphsend.SendError), got
+    assert got.may_have_sent, repr(got)
+
+
+def test_a_reconciling_read_refused_a_slot_never_reports_the_send_as_not_sent() -> None:
+    """As above with the shared limiter's Redis gone while the send was in flight: the read
+    gets no slot (LimiterError, which says nothing was sent), the item stays may-have-sent."""
+    from redis_server import RedisServer, have_redis
+
+    if not have_redis():
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server, FakeGraph(latency=1.0) as graph:
+        draft = graph.create_draft("adele@contoso.com", immutable_id=True)
+        graph.fail_next(504, deliver=True)
+        retry = graphsend.Retry(reconcile_ambiguous=True, reconcile_wait=0.5)
+        limiter = graphsend.RedisLimiter(server.url, retry_interval=30.0)
+        with Client(graph.token, base_url=graph.base_url, retry=retry, limiter=limiter) as client:
+            import threading
+
+            threading.Timer(0.4, server.stop).start()  # while the send is in flight
+            [got] = client.send_many([("adele@contoso.com", draft)])
+        limiter.close()
+        assert graph.send_count(draft) == 1
+    assert isinstance(got, graphsend.SendError), got
+    assert got.may_have_sent, repr(got)
