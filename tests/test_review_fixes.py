@@ -225,3 +225,25 @@ def test_a_reconciling_read_refused_a_slot_never_reports_the_send_as_not_sent() 
         assert graph.send_count(draft) == 1
     assert isinstance(got, graphsend.SendError), got
     assert got.may_have_sent, repr(got)
+
+
+@pytest.mark.parametrize("how", ["send", "send_many"])
+def test_a_final_error_after_an_ambiguous_attempt_still_says_it_may_have_sent(how: str) -> None:
+    """Retry(retry_ambiguous=True): the first attempt's answer is lost (it went out), the
+    retry is refused with a 503 and the attempts run out. The mail is out: the final error
+    must say it may have been sent, whatever the last attempt's status proves about itself."""
+    with FakeGraph() as graph:
+        draft = graph.create_draft("adele@contoso.com", immutable_id=True)
+        graph.fail_next(504, deliver=True)
+        graph.fail_next(503)
+        retry = graphsend.Retry(retry_ambiguous=True, max_attempts=2, backoff_max=0.01)
+        with Client(graph.token, base_url=graph.base_url, retry=retry) as client:
+            if how == "send":
+                with pytest.raises(graphsend.SendError) as raised:
+                    client.send(draft, user="adele@contoso.com")
+                got: object = raised.value
+            else:
+                [got] = client.send_many([("adele@contoso.com", draft)])
+        assert graph.send_count(draft) == 1
+    assert isinstance(got, graphsend.SendError), got
+    assert got.may_have_sent, repr(got)
