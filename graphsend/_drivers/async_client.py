@@ -14,6 +14,7 @@ and its finalizer closes every driver's transfers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import os
@@ -79,7 +80,7 @@ if TYPE_CHECKING:
 class _Call(Batch):
     """A Batch awaited in an event loop; everything about it happens in that loop's thread."""
 
-    __slots__ = ("ended", "progress", "waiter")
+    __slots__ = ("ended", "failure", "progress", "waiter")
 
     waiter: asyncio.Future[None]
 
@@ -87,6 +88,7 @@ class _Call(Batch):
         super().__init__(limit, stop_on_error)
         self.progress = False  # wake the caller on every batch of results, not just at the end
         self.ended = False  # every item has its outcome (or the driver stopped)
+        self.failure: Exception | None = None  # its journal could not be written: raised
 
 
 class _AsyncToken(TokenSource):
@@ -311,7 +313,15 @@ class _Driver:
         running = len(scheduler.in_flight)
         next_wake = scheduler.start_ready(now, _START_SLICE)
         for journal in self.journals:  # what was submitted is recorded before it is written
-            journal.flush()
+            try:
+                journal.flush()
+            except Exception as exc:
+                # (a full disk): its calls stop before their unrecorded starts are written;
+                # the drive below collects them, and send_many raises this with the results.
+                for call in self.calls:
+                    if call.journal is journal and call.failure is None:
+                        call.failure = exc
+                        scheduler.cancel(call)
         if scheduler.ready and not scheduler.token_wanted:
             self._kick_soon()  # the slice was spent: the rest after the loop's other work
         if scheduler.token_wanted:
@@ -1080,9 +1090,19 @@ class AsyncClient:
         if journal is not None:
             call.journal = _journal.attach(client, call, path, keys, self.max_per_mailbox)
             try:
-                return await self._send_many(call, [], progress, max_concurrency)
-            finally:
+                results = await self._send_many(call, [], progress, max_concurrency)
+            except BaseException:
+                with contextlib.suppress(Exception):  # (the journal may be what failed)
+                    call.journal.close()
+                raise
+            try:
                 call.journal.close()
+                if call.failure is not None:
+                    raise call.failure
+            except BaseException as exc:  # every send is done: say how, with the exception
+                exc.results = results  # type: ignore[attr-defined]
+                raise
+            return results
         return await self._send_many(call, large, progress, max_concurrency)
 
     async def _send_many(
@@ -1135,10 +1155,22 @@ class AsyncClient:
 
     @staticmethod
     def _unsent(call: _Call, error: BaseException) -> list[Outcome]:
+        # What is known already stands (a journal's stored Receipt, a draft that failed); an
+        # item a journal says may have been sent cannot be reconciled without a token.
+        doubtful = {job.index for job in call.journal.doubtful} if call.journal else set()
         results: list[Outcome] = []
         for job in call.jobs:
+            known = call.known.get(job.index)
+            if known is not None:
+                results.append(known)
+                continue
             item_error = _provider_error(error)
             item_error.client_request_id = job.crid
+            if job.index in doubtful:
+                from graphsend._drivers.journal import DOUBTFUL
+
+                item_error.may_have_sent = True
+                item_error.args = (f"{item_error.args[0]}; {DOUBTFUL}, nor reconciled",)
             results.append(item_error)
         call.jobs = []
         return results

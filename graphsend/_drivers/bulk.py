@@ -377,6 +377,9 @@ class Scheduler:
         except Exception as exc:  # the provider failed: this item's outcome, the others go on
             if job.slot is not None:
                 self._unused(job)
+            if job.probe is not None:  # a read settling a send: it tells nothing, not "unsent"
+                self._read_failed(job)
+                return
             err = token_error(exc)
             self._record(job, err if op is None else settle(err, op, False))
             return
@@ -524,14 +527,8 @@ class Scheduler:
             slots, wait = self.limiter.acquire(box.name, len(wanted), sends=sends)
         except LimiterError as exc:
             queue.popleft()
-            if head.probe is not None:
-                # A reconciliation read that cannot start is a failed read (the verdict can
-                # become "unknown"), never the item's result: LimiterError says nothing was
-                # sent, and the send being settled may have been.
-                from graphsend._drivers import reconciling as _reconciling
-
-                failed: Result = (0, {}, b"", 0.0, 0, f"the mailbox limiter: {exc}", False)
-                _reconciling.read_done(self, head, failed)
+            if head.probe is not None:  # a read settling a send: it tells nothing, not "unsent"
+                self._read_failed(head)
                 return None
             self._record(head, exc if head.op is None else settle(exc, head.op, False))
             return None
@@ -540,6 +537,13 @@ class Scheduler:
         if len(slots) > len(wanted):  # a limiter that granted more than asked
             self.limiter.release(slots[len(wanted) :], used=False)
         return max(wait, 0.001)
+
+    def _read_failed(self, read: Job) -> None:
+        """A read of a reconciliation that could not be made (no token, no limiter slot): an
+        answer that tells nothing. Never the item's outcome: its send may have gone out."""
+        from graphsend._drivers import reconciling as _reconciling
+
+        _reconciling.read_done(self, read, None)
 
     def _unused(self, job: Job) -> None:
         """Give back the slot of a job that will not start (nothing was written)."""

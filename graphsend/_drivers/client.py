@@ -363,8 +363,9 @@ class Client:
 
         started = time.monotonic()
         try:
+            # (send() holds the mailbox's limiter slot, if any, while it settles: reads use it)
             verdict = _driver.reconcile(
-                self, message_id, user, state.policy.reconcile_wait, None, tokens
+                self, message_id, user, state.policy.reconcile_wait, None, tokens, held=True
             )
         except Exception:
             verdict = "unknown"

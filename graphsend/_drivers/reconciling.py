@@ -91,8 +91,9 @@ def wake(scheduler: Scheduler, now: float) -> float | None:
     return sleeping[0][0] if sleeping else None
 
 
-def read_done(scheduler: Scheduler, read: Job, result: Result) -> None:
-    """A read finished (the Scheduler did the mailbox and batch bookkeeping)."""
+def read_done(scheduler: Scheduler, read: Job, result: Result | None) -> None:
+    """A read finished (the Scheduler did the mailbox and batch bookkeeping), or could not be
+    made (None: no token or no limiter slot; the plan then only ever pauses or concludes)."""
     probe: Probe = read.probe
     if result.__class__ is Receipt:  # (reads carry no crid for the engine: never a Receipt)
         result = None  # type: ignore[assignment]

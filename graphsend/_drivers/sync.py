@@ -120,8 +120,11 @@ def reconcile(
     wait: float,
     stamp: str | None,
     tokens: TokenSource | None = None,
+    held: bool = False,
 ) -> Verdict:
-    """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict."""
+    """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict.
+    ``held``: the caller holds a limiter slot for this mailbox (a send settling its own
+    ambiguous failure): the reads go under it, never wait for another one."""
     from graphsend._operations import reconcile as _reconcile
 
     if stamp is None:
@@ -133,7 +136,8 @@ def reconcile(
             answer: Result | None = None
             if step[0] == "get":
                 try:
-                    answer = run(client, step[1], user, tokens)
+                    read = _run if held else run
+                    answer = read(client, step[1], user, tokens)
                 except SendError:
                     answer = None  # the token provider failed: this read tells nothing
             else:

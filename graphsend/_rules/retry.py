@@ -259,6 +259,19 @@ class RetryState:
             error, self.attempt, self.waited, idempotent=self.idempotent
         )
         if wait is None:
+            if (
+                self.ambiguous
+                and not error.may_have_sent
+                and self.policy.is_retryable(error, idempotent=self.idempotent)
+            ):
+                # The attempts ran out on a passing failure (429, 503, a refused connection):
+                # it proves nothing about an earlier attempt that may have delivered it. (A
+                # lasting one, such as a 404 ErrorInvalidUser, would have failed that one too.)
+                error.may_have_sent = True
+                error.args = (
+                    f"{error.args[0]}; an earlier attempt ended ambiguously and may have "
+                    "delivered it",
+                )
             return None
         self.ambiguous = self.ambiguous or (error.may_have_sent and not self.idempotent)
         self.waited += wait

@@ -86,7 +86,13 @@ for i = 1, #KEYS / 2 do
   local id, used = ARGV[2 * i], ARGV[2 * i + 1] == '1'
   redis.call('ZREM', KEYS[2 * i - 1], id)
   if used then
-    redis.call('ZADD', KEYS[2 * i], 'XX', now + window, id)
+    if redis.call('ZADD', KEYS[2 * i], 'XX', 'CH', now + window, id) == 1 then
+      -- it counts until now + window: the key must live that long (never shortened)
+      local ttl = redis.call('PTTL', KEYS[2 * i])
+      if ttl >= 0 and ttl < window + 1000 then
+        redis.call('PEXPIRE', KEYS[2 * i], window + 1000)
+      end
+    end
   else
     redis.call('ZREM', KEYS[2 * i], id)
   end
@@ -108,6 +114,10 @@ for i = 1, #KEYS / 2 do
   end
   redis.call('ZADD', KEYS[2 * i], 'XX', now + lease + window, id)
   redis.call('PEXPIRE', KEYS[2 * i - 1], lease + 1000)
+  -- (the window's key too: the TTL set at acquire would drop it under a long-held send)
+  if redis.call('EXISTS', KEYS[2 * i]) == 1 then
+    redis.call('PEXPIRE', KEYS[2 * i], lease + window + 1000)
+  end
 end
 return lost
 """
