@@ -447,7 +447,7 @@ class Scheduler:
             wait = job.retry.next_wait(got, tokens)
             if (
                 wait is None
-                and op is None
+                and (op is None or op.stamp is not None)  # a send, or a stamped sendMail
                 and self.client.retry.reconcile_ambiguous
                 and got.may_have_sent
                 and not batch.stopping
@@ -613,9 +613,11 @@ def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operati
     the JSON under Graph's 4 MB), else None: that one needs a draft and uploads."""
     from graphsend._operations.message import REQUEST_MAX
 
+    from graphsend._operations import reconcile as _reconcile
+
     if any(not a.small for a in message.attachments):
         return None
-    op = _operations.send_mail(message.json(message.attachments), save_to_sent_items)
+    op = _reconcile.send_mail(message.json(message.attachments), save_to_sent_items)
     if op.body is not None and len(op.body) > REQUEST_MAX:
         return None
     return op

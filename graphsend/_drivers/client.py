@@ -581,8 +581,8 @@ class Client:
             ValueError: An attachment over 3 MB, or the request over 4 MB.
             TypeError: ``message`` is not a :class:`Message`, a flag not a bool.
         """
-        from graphsend._drivers import sync as _driver
-        from graphsend._operations import catalog as _operations
+        from graphsend._drivers import sendmail as _driver
+        from graphsend._operations import reconcile as _operations
         from graphsend._operations.message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):

@@ -130,16 +130,17 @@ def _run(
 
 def reconcile(
     client: Client,
-    message_id: str,
+    message_id: str | None,
     user: str | None,
     wait: float,
     stamp: str | None,
     tokens: TokenSource | None = None,
 ) -> Verdict:
-    """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict."""
+    """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict.
+    ``message_id`` None: a sendMail, found by its ``stamp`` alone."""
     from graphsend._operations import reconcile as _reconcile
 
-    if stamp is None:
+    if stamp is None and message_id is not None:
         stamp = client._stamps.get(message_id)
     steps = _reconcile.plan(message_id, stamp, wait)
     try:
