@@ -235,7 +235,8 @@ def test_i12_sendmail_send_many_messages_under_random_faults_of_both_kinds(
     assert delivered > 5 and lost > 5
     # Each delivered-then-lost sendMail came back as a reconciled Receipt, and only those.
     assert check_outcomes(graph, results, len(items)) == delivered
-    assert all(r.user == u for r, (u, _) in zip(results, items) if isinstance(r, Receipt))
+    pairs = zip(results, items, strict=True)
+    assert all(r.user == u for r, (u, _) in pairs if isinstance(r, Receipt))
 
 
 def test_i12_sendmail_async_send_mail_and_send_many_reconcile(graph: FakeGraph) -> None:
@@ -277,7 +278,9 @@ def test_i12_sendmail_403_on_reads_in_bulk_and_async_resends_nothing(graph: Fake
     graph.fail_next(504, count=2, deliver=True)
     graph.fail_next(504, count=1)
     with client_for(graph) as client:
-        results = client.send_many([(f"u{i}@x.com", Message(f"m{i}", "b", to="a@b.com")) for i in range(3)])
+        results = client.send_many(
+            [(f"u{i}@x.com", Message(f"m{i}", "b", to="a@b.com")) for i in range(3)]
+        )
     assert all(isinstance(r, graphsend.ServerError) and r.may_have_sent for r in results)
 
     async def one() -> BaseException:

@@ -611,9 +611,8 @@ _KEEP_FRESH = _KeepFresh()
 def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operation[Receipt] | None:
     """The sendMail Operation for a message that fits in one request (every attachment small,
     the JSON under Graph's 4 MB), else None: that one needs a draft and uploads."""
-    from graphsend._operations.message import REQUEST_MAX
-
     from graphsend._operations import reconcile as _reconcile
+    from graphsend._operations.message import REQUEST_MAX
 
     if any(not a.small for a in message.attachments):
         return None
