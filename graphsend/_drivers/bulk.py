@@ -450,7 +450,7 @@ class Scheduler:
             wait = job.retry.next_wait(got, tokens)
             if (
                 wait is None
-                and op is None
+                and (op is None or op.stamp is not None)  # a send, or a stamped sendMail
                 and self.client.retry.reconcile_ambiguous
                 and got.may_have_sent
                 and not batch.stopping
@@ -624,11 +624,12 @@ _KEEP_FRESH = _KeepFresh()
 def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operation[Receipt] | None:
     """The sendMail Operation for a message that fits in one request (every attachment small,
     the JSON under Graph's 4 MB), else None: that one needs a draft and uploads."""
+    from graphsend._operations import reconcile as _reconcile
     from graphsend._operations.message import REQUEST_MAX
 
     if any(not a.small for a in message.attachments):
         return None
-    op = _operations.send_mail(message.json(message.attachments), save_to_sent_items)
+    op = _reconcile.send_mail(message.json(message.attachments), save_to_sent_items)
     if op.body is not None and len(op.body) > REQUEST_MAX:
         return None
     return op

@@ -582,7 +582,10 @@ class Client:
         Needs Mail.Send only. Graph caps the request at 4 MB, attachments included (base64):
         a larger message is a ValueError before any request; use :meth:`create_draft` +
         :meth:`send` for those. Retried like :meth:`send`: never once it may have reached
-        Graph.
+        Graph. The message carries graphsend's stamp (an extended property): with
+        ``Retry(reconcile_ambiguous=True)`` and ``save_to_sent_items``, a failure that may
+        have sent it is looked up in Sent Items (Mail.Read): found, a Receipt with
+        ``reconciled=True``; not found within ``reconcile_wait``, the error (never resent).
 
         Args:
             message: What to send.
@@ -597,8 +600,8 @@ class Client:
             ValueError: An attachment over 3 MB, or the request over 4 MB.
             TypeError: ``message`` is not a :class:`Message`, a flag not a bool.
         """
-        from graphsend._drivers import sync as _driver
-        from graphsend._operations import catalog as _operations
+        from graphsend._drivers import sendmail as _driver
+        from graphsend._operations import reconcile as _reconcile
         from graphsend._operations.message import REQUEST_MAX, Message
 
         if not isinstance(message, Message):
@@ -609,7 +612,7 @@ class Client:
                 "an attachment is over 3 MB: sendMail cannot carry it (Graph's 4 MB request "
                 "cap); use client.send(client.create_draft(message)), which uploads it"
             )
-        op = _operations.send_mail(message.json(message.attachments), save_to_sent_items)
+        op = _reconcile.send_mail(message.json(message.attachments), save_to_sent_items)
         if op.body is not None and len(op.body) > REQUEST_MAX:
             raise ValueError(
                 f"the sendMail request would be {len(op.body)} bytes, over Graph's 4 MB cap; "

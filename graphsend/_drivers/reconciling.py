@@ -74,10 +74,12 @@ class Probe:
 
 
 def start(scheduler: Scheduler, job: Job, error: SendError) -> None:
-    """Settle ``job``'s ambiguous failure by reading its mailbox."""
-    assert job.message_id is not None
+    """Settle ``job``'s ambiguous failure by reading its mailbox (a sendMail: by its stamp)."""
     job.batch.results[job.index] = error  # provisional: what a stop reports (not counted done)
-    stamp = scheduler.client._stamps.get(job.message_id)
+    if job.message_id is None:
+        stamp = job.op.stamp
+    else:
+        stamp = scheduler.client._stamps.get(job.message_id)
     steps = _reconcile.plan(job.message_id, stamp, scheduler.client.retry.reconcile_wait)
     _advance(scheduler, Probe(job, error, steps), None, first=True)
 

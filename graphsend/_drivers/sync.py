@@ -115,7 +115,7 @@ def _run(
 
 def reconcile(
     client: Client,
-    message_id: str,
+    message_id: str | None,
     user: str | None,
     wait: float,
     stamp: str | None,
@@ -124,10 +124,11 @@ def reconcile(
 ) -> Verdict:
     """Run ``_operations/reconcile.plan``'s reads and pauses in this thread; its verdict.
     ``held``: the caller holds a limiter slot for this mailbox (a send settling its own
-    ambiguous failure): the reads go under it, never wait for another one."""
+    ambiguous failure): the reads go under it, never wait for another one. ``message_id``
+    None: a sendMail, found by its ``stamp`` alone."""
     from graphsend._operations import reconcile as _reconcile
 
-    if stamp is None:
+    if stamp is None and message_id is not None:
         stamp = client._stamps.get(message_id)
     steps = _reconcile.plan(message_id, stamp, wait)
     try:

@@ -50,6 +50,9 @@ class Operation(Generic[T]):
     content_type: str | None = JSON
     success: frozenset[int] = frozenset({201})
     sends_mail: bool = False
+    # graphsend's stamp on the message a sendMail sends, when its sent copy can be looked up in
+    # Sent Items after an ambiguous failure (reconcile.py); None: nothing to look up.
+    stamp: str | None = None
 
     def path(self, user: str | None) -> str:
         """The mailbox, then the message (if any), then the suffix."""
@@ -166,11 +169,21 @@ def create_upload_session(message_id: str, item: dict[str, Any]) -> Operation[di
     )
 
 
-def send_mail(message: dict[str, Any], save_to_sent_items: bool) -> Operation[Receipt]:
-    """POST /sendMail with the message JSON: sends without a draft (Mail.Send only)."""
+def send_mail(
+    message: dict[str, Any], save_to_sent_items: bool, stamp: str | None = None
+) -> Operation[Receipt]:
+    """POST /sendMail with the message JSON: sends without a draft (Mail.Send only).
+    ``stamp``: the one ``message`` carries (reconcile.stamped), kept when the copy is saved."""
     body = dumps({"message": message, "saveToSentItems": save_to_sent_items})
     return Operation(
-        "sendMail", "POST", "/sendMail", _receipt, body=body, success=_ACCEPTED, sends_mail=True
+        "sendMail",
+        "POST",
+        "/sendMail",
+        _receipt,
+        body=body,
+        success=_ACCEPTED,
+        sends_mail=True,
+        stamp=stamp if save_to_sent_items else None,
     )
 
 

@@ -19,6 +19,15 @@ How the mailbox tells (Graph's documented behaviour):
   the id no longer resolves (404) and the stamp is known: the Client remembers the stamps of
   the drafts it made (the last :data:`STAMPS_KEPT`), or the caller passes ``stamp=``.
 * A 403, a 404 without a known stamp, or reads that keep failing say nothing: "unknown".
+
+A JSON sendMail has no draft to read, so every one graphsend sends carries a stamp too (in
+the sendMail body's message: :func:`send_mail`); with ``saveToSentItems`` its ambiguous
+failure is settled by the stamp search alone (``plan(None, stamp, wait)``). Its sent copy
+found is proof it was sent. Not finding it is never proof it was not: unlike a draft that still
+reads unsent, an absence is also what a copy still in the pipeline, or moved or deleted from
+Sent Items, shows; so after ``wait`` it is "unknown" (the original error), never a resend.
+A MIME sendMail cannot carry an extended property (an X- header becomes a named property
+only on transport delivery to a mailbox, not on the sender's copy): it is not reconciled.
 """
 
 from __future__ import annotations
@@ -79,6 +88,15 @@ def stamped(message: dict[str, Any]) -> tuple[dict[str, Any], str]:
     stamp = new_stamp()
     message["singleValueExtendedProperties"] = stamp_property(stamp)
     return message, stamp
+
+
+def send_mail(message: dict[str, Any], save_to_sent_items: bool) -> Operation[Receipt]:
+    """The sendMail Operation for a message JSON, the message stamped (its ``stamp`` set when
+    the sent copy is saved, so it can be looked up)."""
+    from graphsend._operations.catalog import send_mail as _send_mail
+
+    doc, stamp = stamped(message)
+    return _send_mail(doc, save_to_sent_items, stamp)
 
 
 class Stamps:
@@ -208,7 +226,7 @@ def backoff(polls: int) -> float:
 
 
 def plan(
-    message_id: str,
+    message_id: str | None,
     stamp: str | None,
     wait: float,
     clock: Callable[[], float] = time.monotonic,
@@ -218,17 +236,20 @@ def plan(
 
     Reads at once, then backs off (0.25 s doubling to 5 s) until ``wait`` seconds have passed,
     with one last read issued at or after that moment (tried again up to LATE_RETRIES times
-    if it fails).
+    if it fails). ``message_id`` None (a sendMail): the stamp search alone, which can say
+    "sent" or "unknown", never "not_sent".
     """
     deadline = clock() + wait
-    gone = False  # the id named nothing: from now on only the stamp can tell
+    if message_id is None and stamp is None:
+        return "unknown"
+    gone = message_id is None  # the id named nothing: from now on only the stamp can tell
     polls = 0
     late_errors = 0
     while True:
         started = clock()
         reading: Reading = "error"
         if not gone:
-            answer = yield ("get", read_message(message_id))
+            answer = yield ("get", read_message(message_id))  # type: ignore[arg-type]
             reading = read_reading(answer) if answer is not None else "error"
             if reading == "gone":
                 if stamp is None:
@@ -253,10 +274,16 @@ def plan(
 # --- what a verdict does to the send (Retry(reconcile_ambiguous=True)) ---------------------
 
 
-def may_reconcile(policy: Retry, error: SendError, message_id: str | None) -> bool:
+def may_reconcile(
+    policy: Retry, error: SendError, message_id: str | None, stamp: str | None = None
+) -> bool:
     """Whether a final failure is settled by asking the mailbox: the policy asks for it, the
-    send may have gone out, and there is a draft to read (a sendMail has none)."""
-    return policy.reconcile_ambiguous and error.may_have_sent and message_id is not None
+    send may have gone out, and there is a draft to read or (a sendMail) a stamp to look up."""
+    return (
+        policy.reconcile_ambiguous
+        and error.may_have_sent
+        and (message_id is not None or stamp is not None)
+    )
 
 
 def after(

@@ -107,7 +107,10 @@ class FakeGraph:
     documented ``$filter=singleValueExtendedProperties/Any(ep: ep/id eq '...' and ep/value eq
     '...')`` (any other ``$filter``: 400); :attr:`deny_reads` answers reads with 403
     ``ErrorAccessDenied``; ``fail_next``/``reset_next``/``stall_next(deliver=True)`` send the
-    draft and then lose the answer; :meth:`random_faults` draws faults of both kinds.
+    draft and then lose the answer; :meth:`random_faults` draws faults of both kinds. A
+    sendMail is alike: its copy reaches Sent Items (and :meth:`delivered`) after
+    :attr:`sent_items_delay`, with the message's extended properties, and the faults that
+    deliver first send it.
     """
 
     #: Seconds to wait before answering each send request (applies from the next request on).

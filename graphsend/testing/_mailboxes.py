@@ -216,9 +216,16 @@ class Mailboxes:
         return "sent"
 
     def send_mail(
-        self, user: str, fields: Mapping[str, Any], *, save: bool, immutable_id: bool
+        self,
+        user: str,
+        fields: Mapping[str, Any],
+        *,
+        save: bool,
+        immutable_id: bool,
+        delay: float = 0.0,
     ) -> Message | None:
-        """sendMail: a message that is sent without a draft (None when there is no mailbox)."""
+        """sendMail: a message that is sent without a draft (None when there is no mailbox).
+        With ``delay``, its copy reaches Sent Items (and ``delivered``) that much later."""
         now = datetime.now(timezone.utc)
         with self._lock:
             box = self._boxes.get(user)
@@ -226,6 +233,9 @@ class Mailboxes:
                 return None
             message = self._new(user, "", "new", None, fields, immutable_id)
             check_sendable(message)
+            if delay > 0:
+                self.pipeline.hold(delay, box, message, now, save=save)
+                return message
             return self._deliver(box, message, now, save=save)
 
     def send_count(self, draft_id: str) -> int:
@@ -245,7 +255,7 @@ class Mailboxes:
         """Move the sends whose pipeline delay is over to Sent Items (lock held)."""
         for pending in self.pipeline.due():
             pending.box.drafts.pop(pending.draft.id, None)
-            self._deliver(pending.box, pending.draft, pending.accepted_at, save=True)
+            self._deliver(pending.box, pending.draft, pending.accepted_at, save=pending.save)
 
     def _deliver(self, box: _Mailbox, message: Message, now: datetime, *, save: bool) -> Message:
         """Record ``message`` as sent (lock held); Sent Items too when ``save``."""

@@ -154,7 +154,11 @@ def _send_mail(graph: FakeGraph, request: Request, user: str, replies: Replies) 
             raise Refusal(400, "RequestBodyRead", "saveToSentItems must be true or false.")
         fields = parse_message(data["message"])
     sent = graph._mailboxes.send_mail(
-        user, fields, save=save, immutable_id=wants_immutable_ids(request)
+        user,
+        fields,
+        save=save,
+        immutable_id=wants_immutable_ids(request),
+        delay=graph.sent_items_delay,
     )
     if sent is None:
         return replies.invalid_user(user)

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from ._compose import MAX_REQUEST
-from ._faults import fault_reply
+from ._faults import Fault, fault_reply
 from ._http import Reply, Request
 from ._operations import serve_operation
 from ._reads import list_folder, read_denied
@@ -182,6 +182,8 @@ async def _send(
             reply = replies.refusal(refusal)
         if fault is not None and reply.status == 202:
             reply = fault_reply(fault, replies, success=reply)
+        if lose is not None and reply.status == 202:
+            return await _lose(exchange, lose, replies)  # sent; the answer is lost
         return await exchange.answer(reply)
     try:
         result = graph._mailboxes.send(
@@ -195,17 +197,22 @@ async def _send(
         return await exchange.answer(replies.error(404))
     graph._traffic.accepted_send(user, exchange.record.received_at)
     if lose is not None:  # sent; the answer is lost on the way back
-        if lose.kind == "stall":
-            await exchange.stall()
-            return False
-        if lose.kind == "reset":
-            exchange.reset(lose.stream_only)
-            return False
-        return await exchange.answer(fault_reply(lose, replies))
+        return await _lose(exchange, lose, replies)
     reply = replies.accepted()
     if fault is not None:  # a 2xx fault: the send went through, the answer is the fault's
         reply = fault_reply(fault, replies, success=reply)
     return await exchange.answer(reply)
+
+
+async def _lose(exchange: _Exchange, lose: Fault, replies: Replies) -> bool:
+    """Lose the answer of a send that went through: stall, reset, or the fault's status."""
+    if lose.kind == "stall":
+        await exchange.stall()
+        return False
+    if lose.kind == "reset":
+        exchange.reset(lose.stream_only)
+        return False
+    return await exchange.answer(fault_reply(lose, replies))
 
 
 def _other(graph: FakeGraph, request: Request, route: Route, replies: Replies) -> Reply:

@@ -25,6 +25,7 @@ class _Pending:
     box: Any  # the sender's _Mailbox
     draft: Message
     accepted_at: datetime
+    save: bool = True  # (a sendMail with saveToSentItems false is only delivered)
 
 
 class SendPipeline:
@@ -38,9 +39,12 @@ class SendPipeline:
         """Count one real send of ``draft`` (a duplicate counts again)."""
         self._counts[draft.id] += 1
 
-    def hold(self, delay: float, box: Any, draft: Message, accepted_at: datetime) -> None:
-        """Keep ``draft`` in Drafts (unsent to any reader) for ``delay`` seconds."""
-        self._pending.append(_Pending(time.monotonic() + delay, box, draft, accepted_at))
+    def hold(
+        self, delay: float, box: Any, draft: Message, accepted_at: datetime, save: bool = True
+    ) -> None:
+        """Keep ``draft`` in Drafts (unsent to any reader) for ``delay`` seconds (a sendMail's
+        message: out of Sent Items)."""
+        self._pending.append(_Pending(time.monotonic() + delay, box, draft, accepted_at, save))
 
     def due(self) -> list[_Pending]:
         """The sends whose delay is over, in the order they were accepted (removed)."""
