@@ -74,6 +74,22 @@ def recipient(graph: FakeGraph, tmp: Path) -> list[str]:
     return [RECIPIENT]
 
 
+def faulty_id_file(graph: FakeGraph, tmp: Path) -> list[str]:
+    """Ten drafts; the answer to one send is lost after Graph sent it (a gateway's 504), and
+    the send pipeline takes 0.3 s to move a sent draft to Sent Items."""
+    lines = []
+    for n in range(2):
+        user = f"user{n}@contoso.com"
+        graph.add_mailbox(user)
+        # Immutable ids, as graphsend's create_draft asks for: the id still names it once sent.
+        lines += [f"{user} {graph.create_draft(user, immutable_id=True)}" for _ in range(5)]
+    graph.sent_items_delay = 0.3
+    graph.fail_next(504, "GatewayTimeout", deliver=True)
+    path = tmp / "ids.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [str(path), str(tmp / "run.db"), str(2.0 * SCALE)]
+
+
 def nothing(graph: FakeGraph, tmp: Path) -> list[str]:
     return []
 
@@ -122,6 +138,12 @@ def sent_composed(graph: FakeGraph, done: subprocess.CompletedProcess[str]) -> N
     assert uploads and all(r.authorization is None for r in uploads)
 
 
+def sent_exactly_once(graph: FakeGraph, done: subprocess.CompletedProcess[str]) -> None:
+    counts = graph.send_counts()
+    assert len(counts) == 10 and set(counts.values()) == {1}, counts  # no duplicate, none lost
+    assert "10 sent (1 reconciled" in done.stdout, done.stdout
+
+
 def passed_pytest(graph: FakeGraph, done: subprocess.CompletedProcess[str]) -> None:
     assert "2 passed" in done.stdout and "failed" not in done.stdout, done.stdout
 
@@ -139,6 +161,7 @@ EXAMPLES = [
     Example("async_send.py", recipient, sent_async),
     Example("compose.py", attachments, sent_composed),
     Example("multiprocessing_send.py", plain_id_file, sent_all_of(12)),
+    Example("exactly_once.py", faulty_id_file, sent_exactly_once),
     Example("test_with_fakegraph.py", nothing, passed_pytest),
     Example("notebook.ipynb", nothing, ran_notebook),
 ]
