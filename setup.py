@@ -5,20 +5,22 @@ pip's metadata step) needs no libcurl. packaging/build-wheel.sh points pkg-confi
 libcurl of its own for the manylinux wheel.
 """
 
-import glob
-import os
-import shlex
-import subprocess
 import sys
-import tempfile
 
 if sys.platform == "win32":
     # csrc/ waits on POSIX sockets and uses pthreads; nobody has ported or tested it on Windows.
-    # Said before anything else runs, so pip shows this and not a later failure.
+    # Said before anything else is imported or runs (tempfile imports shutil, which on Windows
+    # needs _winapi), so pip shows this and not a later failure.
     raise SystemExit(
         "graphsend does not build on Windows yet: its C core (csrc/) needs a POSIX system "
         "(Linux, macOS, the BSDs). Use WSL, or a Linux container."
     )
+
+import glob
+import os
+import shlex
+import subprocess
+import tempfile
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
