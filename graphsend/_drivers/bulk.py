@@ -356,8 +356,10 @@ class Scheduler:
                         self._submit(job, box)  # TokenPending leaves the job at the head
                         queue.popleft()
                         left -= 1
-                if not queue and not box.in_flight:
+                if not queue and not box.in_flight and self.mailboxes.get(name) is box:
                     # Idle: forget it, so a long-lived AsyncClient keeps no state per mailbox.
+                    # (A read that could not start may have settled its item and forgotten
+                    # the mailbox already, inside _take_slots.)
                     del self.mailboxes[name]
                     self.blocked.pop(name, None)
         except TokenPending:
