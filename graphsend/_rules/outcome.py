@@ -21,27 +21,12 @@ def outcome(
     """Never raises: a response nothing can be read from still becomes a SendError whose
     ``may_have_sent`` follows from its status (callers rely on this to settle every send).
     ``message_id`` and ``user``: the item, carried by a Receipt."""
-    status, headers, body, elapsed, curl_code, error, request_sent = result
-    try:
-        if status == 202:
-            return Receipt(
-                202,
-                headers.get("request-id"),
-                client_request_id,
-                headers.get("date"),
-                elapsed,
-                message_id,
-                user,
-            )
-        if status == 0:
-            return transport_error(curl_code, error, request_sent, client_request_id)
-        return graph_error(status, headers, body, client_request_id)
-    except Exception as exc:
-        if status == 0:
-            return transport_error(curl_code, "", request_sent, client_request_id)
-        err = unreadable_response(status, client_request_id)
-        err.args = (f"{err.args[0]}; the response could not be read: {type(exc).__name__}",)
-        return err
+    if result[0] == 202:
+        headers = result[1]
+        date, elapsed = headers.get("date"), result[3]
+        request_id = headers.get("request-id")
+        return Receipt(202, request_id, client_request_id, date, elapsed, message_id, user)
+    return failure(result, client_request_id)
 
 
 def failure(result: Result, client_request_id: str) -> SendError:
