@@ -182,6 +182,47 @@ def test_async_client_shares_the_redis_limiter(limited_graph: FakeGraph, redis_u
     assert max(limited_graph.peak_in_flight(u) for u, _ in items) <= 4
 
 
+@pytest.mark.parametrize("kind", ["local", "redis"])
+@pytest.mark.parametrize("how", ["send", "send_many", "cancelled"])
+def test_an_async_call_gives_its_slots_back_when_it_ends(
+    kind: str, how: str, request: pytest.FixtureRequest
+) -> None:
+    """The defect (a CI hang): a finished AsyncClient call kept the slots of its last answers
+    (or, cancelled, of its queued items) until its client's next call, so other clients of the
+    mailbox waited for them forever. Once a call returns, every slot is free again."""
+    if kind == "local":
+        limiter: object = graphsend.LocalLimiter(per_mailbox=2)
+    else:
+        if not have_redis():
+            pytest.skip("redis-server is not installed")
+        url = request.getfixturevalue("redis_url")
+        limiter = graphsend.RedisLimiter(url, per_mailbox=2, prefix=f"t-back-{how}")
+    latency = 5.0 if how == "cancelled" else 0.0
+    with FakeGraph(latency=latency) as graph:
+        drafts = graph.create_drafts(6)
+
+        async def main() -> None:
+            async with graphsend.AsyncClient(
+                graph.token, base_url=graph.base_url, limiter=limiter  # type: ignore[arg-type]
+            ) as client:
+                if how == "send":
+                    await client.send(drafts[0])
+                elif how == "send_many":
+                    await client.send_many(drafts)
+                else:
+                    task = asyncio.ensure_future(client.send_many(drafts))
+                    await asyncio.sleep(0.3)  # two in flight, four queued holding no slot
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                # the client is still open: nothing of it may hold the mailbox now
+                slots, _ = limiter.acquire("me", 2)  # type: ignore[attr-defined]
+                assert len(slots) == 2, "a finished call still holds the mailbox's slots"
+                limiter.release(slots, used=False)  # type: ignore[attr-defined]
+
+        asyncio.run(main())
+
+
 # ------------------------------------------------------------------ messages per minute
 
 

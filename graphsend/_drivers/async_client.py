@@ -297,6 +297,21 @@ class _Driver:
             self.scheduler.cancel(call)
             self._drive(-1)
 
+    def let_go(self, call: _Call) -> None:
+        """Client(limiter=...): the call has ended; the slots of its last answers (and of its
+        queued items, if it was stopped) go back now, not at this client's next call: until
+        then, other clients and processes could not have them."""
+        scheduler = self.scheduler
+        if scheduler.limiter is None or self.closed:
+            return
+        try:
+            if call.stopping:
+                scheduler.release_slots(call)
+            elif scheduler.returned and not self.kick_pending:  # (else the kick gives them)
+                scheduler.release_slots(None, queued=False)
+        except Exception:
+            pass  # a shared store's leases expire by themselves
+
     # ---- libcurl and the Scheduler
 
     def _kick_soon(self) -> None:
@@ -1205,6 +1220,7 @@ class AsyncClient:
             driver.calls.pop(call, None)
             if call.journal is not None:
                 driver.journals.pop(call.journal, None)
+            driver.let_go(call)
 
     def _driver(self, loop: asyncio.AbstractEventLoop) -> _Driver:
         driver = self._drivers.get(loop)  # the common case, without the lock

@@ -553,14 +553,14 @@ class Scheduler:
         slot, job.slot = job.slot, None
         self.limiter.release([slot], used=False)
 
-    def release_slots(self, batch: Batch | None = None) -> None:
-        """Give back every slot still held (queued jobs of ``batch``, or all) and the finished
-        ones: when a call ends, however it ends."""
+    def release_slots(self, batch: Batch | None = None, *, queued: bool = True) -> None:
+        """Give back every slot still held (queued jobs of ``batch``, or all; none when not
+        ``queued``) and the finished ones: when a call ends, however it ends."""
         limiter = self.limiter
         if limiter is None:
             return
         unused = []
-        for box in self.mailboxes.values():
+        for box in self.mailboxes.values() if queued else ():
             for job in box.queue:
                 if job.slot is not None and (batch is None or job.batch is batch):
                     unused.append(job.slot)
