@@ -203,7 +203,9 @@ def test_an_async_call_gives_its_slots_back_when_it_ends(
 
         async def main() -> None:
             async with graphsend.AsyncClient(
-                graph.token, base_url=graph.base_url, limiter=limiter  # type: ignore[arg-type]
+                graph.token,
+                base_url=graph.base_url,
+                limiter=limiter,  # type: ignore[arg-type]
             ) as client:
                 if how == "send":
                     await client.send(drafts[0])
