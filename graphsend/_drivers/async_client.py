@@ -30,8 +30,6 @@ from graphsend._drivers.bulk import (
     Scheduler,
     TokenPending,
     check_limits,
-    mime_op,
-    sendmail_op,
     token_error,
 )
 from graphsend._drivers.client import DEFAULT_RETRY, Client
@@ -39,6 +37,7 @@ from graphsend._drivers.drafting import draft_many_async
 from graphsend._drivers.progress import reporter
 from graphsend._drivers.sync import PREFER_IMMUTABLE, settle
 from graphsend._operations import catalog as _operations
+from graphsend._operations import compose as _compose
 from graphsend._operations import reconcile as _reconcile
 from graphsend._operations import upload as _upload
 from graphsend._operations.catalog import Operation
@@ -760,14 +759,8 @@ class AsyncClient:
             FileNotFoundError: An attachment file is missing (before any request).
             ValueError: An attachment file is unusable.
         """
-        from graphsend._operations.message import REQUEST_MAX, Message
-
-        if not isinstance(message, Message):
-            raise TypeError("message must be a graphsend.Message")
-        _upload.check_files(message)  # cheap, and no draft is left behind for a missing file
-        inline, later = message.split_attachments(REQUEST_MAX)
-        doc, stamp = _reconcile.stamped(message.json(inline))
-        draft_id: str = await self._run_op(_operations.create_draft(doc), user)
+        op, stamp, later = _compose.draft(message)
+        draft_id: str = await self._run_op(op, user)
         self._client._stamps.remember(draft_id, stamp)
         for index, att in enumerate(later):
             try:
@@ -801,15 +794,7 @@ class AsyncClient:
             TypeError: An argument of the wrong type.
             ValueError: An empty id, control characters in ``comment``.
         """
-        from graphsend._drivers.client import _flag
-        from graphsend._operations.message import _no_controls
-
-        _no_controls(comment, "comment", multiline=True)
-        check_text(message_id, "message_id")
-        stamp = _reconcile.new_stamp()
-        op = _operations.create_reply(
-            message_id, comment, _flag(reply_all, "reply_all"), _reconcile.stamp_property(stamp)
-        )
+        op, stamp = _compose.reply(message_id, comment, reply_all)
         result: str = await self._run_op(op, user)
         self._client._stamps.remember(result, stamp)
         return result
@@ -838,17 +823,7 @@ class AsyncClient:
             ValueError: No recipient, more than 500, a malformed address, an empty id.
             TypeError: An argument of the wrong type.
         """
-        from graphsend._operations.message import RECIPIENTS_MAX, _no_controls, recipients
-
-        _no_controls(comment, "comment", multiline=True)
-        check_text(message_id, "message_id")
-        rcpt = recipients(to, "to")
-        if not rcpt:
-            raise ValueError("create_forward needs at least one recipient in to=")
-        if len(rcpt) > RECIPIENTS_MAX:
-            raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
-        stamp = _reconcile.new_stamp()
-        op = _operations.create_forward(message_id, rcpt, comment, _reconcile.stamp_property(stamp))
+        op, stamp = _compose.forward(message_id, to, comment)
         result: str = await self._run_op(op, user)
         self._client._stamps.remember(result, stamp)
         return result
@@ -993,7 +968,7 @@ class AsyncClient:
             ValueError: An attachment over 3 MB, or the request over 4 MB.
             TypeError: ``message`` is not a :class:`Message`.
         """
-        result: Receipt = await self._run_op(sendmail_op(message, save_to_sent_items), user)
+        result: Receipt = await self._run_op(_compose.send_mail(message, save_to_sent_items), user)
         return result
 
     async def send_mime(
@@ -1018,7 +993,7 @@ class AsyncClient:
             ValueError: ``save_to_sent_items=False``, or over 4 MB once base64-encoded.
             TypeError: ``mime`` is neither bytes nor an email message.
         """
-        result: Receipt = await self._run_op(mime_op(mime, save_to_sent_items), user)
+        result: Receipt = await self._run_op(_compose.send_mime(mime, save_to_sent_items), user)
         return result
 
     async def _run_op(

@@ -17,7 +17,6 @@ from graphsend import _native
 from graphsend._drivers.drafting import draft_many
 from graphsend._drivers.progress import reporter
 from graphsend._drivers.sync import PREFER_IMMUTABLE, failure, settle
-from graphsend._operations import catalog as _operations
 from graphsend._rules import log as _log
 from graphsend._rules.errors import GraphError, LimiterError, SendError
 from graphsend._rules.outcome import Outcome, outcome
@@ -169,6 +168,7 @@ class Batch:
         """Append every item; a Message that fits one request becomes a sendMail Operation.
         Returns the Messages too large for that (job, user, message): the caller composes each
         as a draft and then calls ``to_draft`` (or ``preset`` with the error)."""
+        from graphsend._operations import compose as _compose
         from graphsend._operations.message import Message
 
         large: list[tuple[Job, str | None, Message]] = []
@@ -182,7 +182,7 @@ class Batch:
             else:
                 user, what = None, item
             if isinstance(what, Message):
-                op = small_sendmail(what)
+                op = _compose.small_send_mail(what)
                 if op is not None:
                     self.add_op(prefix, user, op, prefer)
                     continue
@@ -621,60 +621,6 @@ class _KeepFresh:
 
 
 _KEEP_FRESH = _KeepFresh()
-
-
-def small_sendmail(message: Message, save_to_sent_items: bool = True) -> Operation[Receipt] | None:
-    """The sendMail Operation for a message that fits in one request (every attachment small,
-    the JSON under Graph's 4 MB), else None: that one needs a draft and uploads."""
-    from graphsend._operations import reconcile as _reconcile
-    from graphsend._operations.message import REQUEST_MAX
-
-    if any(not a.small for a in message.attachments):
-        return None
-    op = _reconcile.send_mail(message.json(message.attachments), save_to_sent_items)
-    if op.body is not None and len(op.body) > REQUEST_MAX:
-        return None
-    return op
-
-
-def sendmail_op(message: Message, save_to_sent_items: bool) -> Operation[Receipt]:
-    """Client.send_mail's checks and Operation (the AsyncClient's uses it too)."""
-    from graphsend._drivers.client import _flag
-    from graphsend._operations.message import Message
-
-    if not isinstance(message, Message):
-        raise TypeError("message must be a graphsend.Message")
-    _flag(save_to_sent_items, "save_to_sent_items")
-    if any(not a.small for a in message.attachments):
-        raise ValueError(
-            "an attachment is over 3 MB: sendMail cannot carry it (Graph's 4 MB request "
-            "cap); use client.send(client.create_draft(message)), which uploads it"
-        )
-    op = small_sendmail(message, save_to_sent_items)
-    if op is None:
-        raise ValueError(
-            "the sendMail request would be over Graph's 4 MB cap; "
-            "use client.send(client.create_draft(message)), which uploads attachments"
-        )
-    return op
-
-
-def mime_op(mime: object, save_to_sent_items: bool) -> Operation[Receipt]:
-    """Client.send_mime's checks and Operation."""
-    import base64
-
-    from graphsend._drivers.client import _flag
-    from graphsend._operations.message import REQUEST_MAX, mime_bytes
-
-    if not _flag(save_to_sent_items, "save_to_sent_items"):
-        raise ValueError("Graph's MIME sendMail always saves to Sent Items")
-    encoded = base64.b64encode(mime_bytes(mime))
-    if len(encoded) > REQUEST_MAX:
-        raise ValueError(
-            f"the MIME message is {len(encoded)} bytes in base64, over Graph's 4 MB cap; "
-            "use create_draft() + attach() + send() for large messages"
-        )
-    return _operations.send_mime(encoded)
 
 
 def check_limits(max_concurrency: int, max_per_mailbox: int) -> None:

@@ -19,6 +19,7 @@ from graphsend._rules.request import (
     USER_AGENT,
     check_api_version,
     check_base_url,
+    check_flag,
     check_proxy,
     check_text,
     check_timeout,
@@ -164,11 +165,11 @@ class Client:
             "user_agent": USER_AGENT
             if user_agent is None
             else check_text(user_agent, "user_agent"),
-            "http2": _flag(http2, "http2"),
+            "http2": check_flag(http2, "http2"),
         }
         # Every request that returns ids asks for immutable ones, so a draft keeps its id in Sent
         # Items. Not the send itself: it returns no id, and the header costs 4 % of its work.
-        self.immutable_ids = _flag(immutable_ids, "immutable_ids")
+        self.immutable_ids = check_flag(immutable_ids, "immutable_ids")
         self._closed = False
         self._lock = threading.Lock()
         self._stamp_memory: Stamps | None = None  # made on first use (reconcile.py)
@@ -404,18 +405,11 @@ class Client:
             ValueError: An attachment file is unusable (a directory, over 150 MB).
         """
         from graphsend._drivers import sync as _driver
-        from graphsend._operations import catalog as _operations
+        from graphsend._operations import compose as _compose
         from graphsend._operations import upload as _upload
-        from graphsend._operations.message import REQUEST_MAX, Message
 
-        if not isinstance(message, Message):
-            raise TypeError("message must be a graphsend.Message")
-        _upload.check_files(message)  # cheap, and no draft is left behind for a missing file
-        from graphsend._operations import reconcile as _reconcile
-
-        inline, later = message.split_attachments(REQUEST_MAX)
-        doc, stamp = _reconcile.stamped(message.json(inline))
-        draft_id = _driver.run(self, _operations.create_draft(doc), user)
+        op, stamp, later = _compose.draft(message)
+        draft_id = _driver.run(self, op, user)
         self._stamps.remember(draft_id, stamp)
         for index, att in enumerate(later):
             try:
@@ -450,16 +444,9 @@ class Client:
             ValueError: An empty id, control characters in ``comment``.
         """
         from graphsend._drivers import sync as _driver
-        from graphsend._operations import catalog as _operations
-        from graphsend._operations import reconcile as _reconcile
-        from graphsend._operations.message import _no_controls
+        from graphsend._operations import compose as _compose
 
-        _no_controls(comment, "comment", multiline=True)
-        check_text(message_id, "message_id")
-        stamp = _reconcile.new_stamp()
-        op = _operations.create_reply(
-            message_id, comment, _flag(reply_all, "reply_all"), _reconcile.stamp_property(stamp)
-        )
+        op, stamp = _compose.reply(message_id, comment, reply_all)
         draft_id = _driver.run(self, op, user)
         self._stamps.remember(draft_id, stamp)
         return draft_id
@@ -490,20 +477,9 @@ class Client:
             TypeError: An argument of the wrong type.
         """
         from graphsend._drivers import sync as _driver
-        from graphsend._operations import catalog as _operations
-        from graphsend._operations.message import RECIPIENTS_MAX, _no_controls, recipients
+        from graphsend._operations import compose as _compose
 
-        _no_controls(comment, "comment", multiline=True)
-        check_text(message_id, "message_id")
-        rcpt = recipients(to, "to")
-        if not rcpt:
-            raise ValueError("create_forward needs at least one recipient in to=")
-        if len(rcpt) > RECIPIENTS_MAX:
-            raise ValueError(f"{len(rcpt)} recipients; at most {RECIPIENTS_MAX} per message")
-        from graphsend._operations import reconcile as _reconcile
-
-        stamp = _reconcile.new_stamp()
-        op = _operations.create_forward(message_id, rcpt, comment, _reconcile.stamp_property(stamp))
+        op, stamp = _compose.forward(message_id, to, comment)
         draft_id = _driver.run(self, op, user)
         self._stamps.remember(draft_id, stamp)
         return draft_id
@@ -601,24 +577,9 @@ class Client:
             TypeError: ``message`` is not a :class:`Message`, a flag not a bool.
         """
         from graphsend._drivers import sendmail as _driver
-        from graphsend._operations import reconcile as _reconcile
-        from graphsend._operations.message import REQUEST_MAX, Message
+        from graphsend._operations import compose as _compose
 
-        if not isinstance(message, Message):
-            raise TypeError("message must be a graphsend.Message")
-        _flag(save_to_sent_items, "save_to_sent_items")
-        if any(not a.small for a in message.attachments):
-            raise ValueError(
-                "an attachment is over 3 MB: sendMail cannot carry it (Graph's 4 MB request "
-                "cap); use client.send(client.create_draft(message)), which uploads it"
-            )
-        op = _reconcile.send_mail(message.json(message.attachments), save_to_sent_items)
-        if op.body is not None and len(op.body) > REQUEST_MAX:
-            raise ValueError(
-                f"the sendMail request would be {len(op.body)} bytes, over Graph's 4 MB cap; "
-                "use client.send(client.create_draft(message)), which uploads attachments"
-            )
-        return _driver.run(self, op, user)
+        return _driver.run(self, _compose.send_mail(message, save_to_sent_items), user)
 
     def send_mime(
         self,
@@ -643,21 +604,10 @@ class Client:
             ValueError: ``save_to_sent_items=False``, or over 4 MB once base64-encoded.
             TypeError: ``mime`` is neither bytes nor an email message.
         """
-        import base64
-
         from graphsend._drivers import sync as _driver
-        from graphsend._operations import catalog as _operations
-        from graphsend._operations.message import REQUEST_MAX, mime_bytes
+        from graphsend._operations import compose as _compose
 
-        if not _flag(save_to_sent_items, "save_to_sent_items"):
-            raise ValueError("Graph's MIME sendMail always saves to Sent Items")
-        encoded = base64.b64encode(mime_bytes(mime))
-        if len(encoded) > REQUEST_MAX:
-            raise ValueError(
-                f"the MIME message is {len(encoded)} bytes in base64, over Graph's 4 MB cap; "
-                "use create_draft() + attach() + send() for large messages"
-            )
-        return _driver.run(self, _operations.send_mime(encoded), user)
+        return _driver.run(self, _compose.send_mime(mime, save_to_sent_items), user)
 
     def reconcile(
         self,
@@ -958,12 +908,6 @@ def _host(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).hostname or ""
-
-
-def _flag(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{what} must be a bool")
-    return value
 
 
 def interrupted_results(exc: BaseException) -> list[Receipt | SendError] | None:

@@ -24,6 +24,14 @@ CLOUDS = {
     "china": "https://microsoftgraph.chinacloudapi.cn",
 }
 
+
+def check_flag(value: object, what: str) -> bool:
+    """A bool argument, checked: a truthy string or number is a mistake, not a yes."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool")
+    return value
+
+
 _LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 
 USER_AGENT = (
