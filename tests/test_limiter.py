@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers import interrupt_subprocess
 from redis_server import RedisServer, have_redis
 
 import graphsend
@@ -395,3 +396,34 @@ def test_a_forked_child_starts_with_its_own_local_slots() -> None:
     assert limiter.acquire("a@contoso.com", 1)[0] == []  # the parent's own state is untouched
     limiter.release(held)
     assert len(limiter.acquire("a@contoso.com", 2)[0]) == 2
+
+
+CTRL_C_LIMITED_SEND = textwrap.dedent(
+    """
+    import graphsend
+    from graphsend.testing import FakeGraph
+    with FakeGraph() as graph:
+        draft = graph.create_draft()
+        graph.stall_next()  # written, never answered
+        limiter = graphsend.LocalLimiter(messages_per_minute=1)
+        client = graphsend.Client(graph.token, base_url=graph.base_url, limiter=limiter)
+        print("ready", flush=True)
+        try:
+            client.send(draft)
+        except BaseException as exc:
+            print(type(exc).__name__, len(graph.requests), flush=True)
+        slots, _ = limiter.acquire("me", 1)
+        print("granted", len(slots), flush=True)
+    """
+)
+
+
+def test_an_interrupted_send_still_counts_against_messages_per_minute() -> None:
+    """The defect: Ctrl-C during a limited Client.send refunded its messages_per_minute use,
+    though the request had been written (Graph may have sent it): one more send could follow
+    within the window."""
+    returncode, output, _ = interrupt_subprocess(CTRL_C_LIMITED_SEND, after=0.5)
+    assert returncode == 0, output
+    lines = output.split("\n")
+    assert lines[0] == "KeyboardInterrupt 1", output  # the request reached the server
+    assert lines[1] == "granted 0", output  # and it still counts: no second send this minute

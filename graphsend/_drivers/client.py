@@ -282,10 +282,11 @@ class Client:
         slots = acquire_blocking(limiter, mailbox_of(user), True, self._slot_wait)
         used = False
         try:
-            got = self._handle().send_draft(
-                self._prefix, user, message_id, tokens.header(), client_request_id
-            )
+            auth = tokens.header()
+            # From here the request may be written (an interrupt mid-transfer raises): it
+            # counts against messages_per_minute, which must never be exceeded.
             used = True
+            got = self._handle().send_draft(self._prefix, user, message_id, auth, client_request_id)
             if got.__class__ is Receipt:
                 if _log.debug_enabled():
                     path = send_path(user, message_id)
