@@ -2,7 +2,8 @@
 
     GRAPH_TOKEN=... python exactly_once.py ids.txt run.db [RECONCILE_WAIT_SECONDS]
 
-Each line of the file is a draft id, or ``USER ID``. Two things make the job exactly-once:
+Each line of the file is a draft id, or ``USER ID`` (as for send_list.py). Two things make
+the job exactly-once:
 
 - ``Retry(reconcile_ambiguous=True)``: when a send fails in a way that may have delivered it (a
   504, a timeout after the request went out), graphsend reads the mailbox instead of guessing.
@@ -21,19 +22,9 @@ from __future__ import annotations
 import os
 import sys
 
+from send_list import read_items  # the same file format: ID or USER ID per line
+
 import graphsend
-
-
-def read_items(path: str) -> list[str | tuple[str | None, str]]:
-    items: list[str | tuple[str | None, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) == 1:
-                items.append(fields[0])
-            elif len(fields) == 2:
-                items.append((fields[0], fields[1]))
-    return items
 
 
 def main() -> int:
