@@ -278,6 +278,23 @@ def test_an_untrusted_https_proxy_fails_before_anything_is_sent(
     setup.check_proxy_saw_no_token()
 
 
+def test_cli_proxy_ca_bundle(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graphsend.__main__ import main
+
+    monkeypatch.setenv("GRAPH_TOKEN", TOKEN)
+    args = ["send", "AAMk", "--base-url", setup.base_url, "--proxy", setup.proxy.url, "--json"]
+    args += ["--ca-bundle", setup.origin_ca]
+    assert main(args) == 1  # the proxy's CA is not trusted: not sent
+    result = json.loads(capsys.readouterr().out)
+    assert result["may_have_sent"] is False and "proxy_ca_bundle=" in result["error"]
+    assert main([*args, "--proxy-ca-bundle", setup.proxy_ca]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == 202
+    assert setup.tokens_at_origin() == [[f"Bearer {TOKEN}"]]
+    setup.check_proxy_saw_no_token()
+
+
 # ------------------------------------------------------------------ checked like ca_bundle=
 
 
