@@ -398,10 +398,9 @@ def transport_error(
     """
     # "what happened: what to fix"; libcurl's text goes after what happened.
     reason, _, advice = _REASONS.get(curl_code, "transport failure").partition(": ")
-    if detail.startswith(_PROXY_TLS_PREFIX):
+    if curl_code == 60 and detail.startswith(_PROXY_TLS_PREFIX):
         detail = detail[len(_PROXY_TLS_PREFIX) :]
-        if curl_code == 60:
-            reason, _, advice = _PROXY_UNTRUSTED.partition(": ")
+        reason, _, advice = _PROXY_UNTRUSTED.partition(": ")
     if detail:
         if detail[: len(reason)].lower() == reason.lower():
             # libcurl often says the same ("Could not resolve host: h"): say it once.
