@@ -34,13 +34,15 @@ static int copy_str(char **dst, const char *src)
 int gs_options_from_py(gs_state *st, PyObject *args, PyObject *kwds, int *check_signals,
                        gs_options *o, PyObject **share)
 {
-    static char *handle_kw[] = {"check_signals", "connect_timeout_ms", "timeout_ms", "allow_http",
-                                "ca_bundle",     "proxy",              "user_agent", "http2",
-                                "share",         NULL};
+    static char *handle_kw[] = {"check_signals",   "connect_timeout_ms", "timeout_ms",
+                                "allow_http",      "ca_bundle",          "proxy",
+                                "proxy_ca_bundle", "user_agent",         "http2",
+                                "share",           NULL};
     char **engine_kw = handle_kw + 1;
     long long connect_timeout_ms = 10000, timeout_ms = 60000;
     int allow_http = 0, http2 = 0, signals = 0;
-    const char *ca_bundle = NULL, *proxy = NULL, *user_agent = "graphsend";
+    const char *ca_bundle = NULL, *proxy = NULL, *proxy_ca_bundle = NULL;
+    const char *user_agent = "graphsend";
     PyObject *share_obj = Py_None, *user_agent_obj = NULL;
     Py_ssize_t ignored;
     int ok;
@@ -48,15 +50,15 @@ int gs_options_from_py(gs_state *st, PyObject *args, PyObject *kwds, int *check_
     memset(o, 0, sizeof(*o));
     *share = NULL;
     if (check_signals != NULL)
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$pLLpzzOpO:Handle", handle_kw, &signals,
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$pLLpzzzOpO:Handle", handle_kw, &signals,
                                          &connect_timeout_ms, &timeout_ms, &allow_http,
-                                         &ca_bundle, &proxy, &user_agent_obj, &http2,
-                                         &share_obj);
+                                         &ca_bundle, &proxy, &proxy_ca_bundle, &user_agent_obj,
+                                         &http2, &share_obj);
     else
-        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$LLpzzOpO:Engine", engine_kw,
+        ok = PyArg_ParseTupleAndKeywords(args, kwds, "|$LLpzzzOpO:Engine", engine_kw,
                                          &connect_timeout_ms, &timeout_ms, &allow_http,
-                                         &ca_bundle, &proxy, &user_agent_obj, &http2,
-                                         &share_obj);
+                                         &ca_bundle, &proxy, &proxy_ca_bundle, &user_agent_obj,
+                                         &http2, &share_obj);
     if (!ok)
         return -1;
     /* The User-Agent is a header line like any other: the same CR/LF/NUL check. */
@@ -87,6 +89,7 @@ int gs_options_from_py(gs_state *st, PyObject *args, PyObject *kwds, int *check_
     o->allow_http = allow_http;
     o->http2 = http2;
     if (copy_str(&o->ca_bundle, ca_bundle) < 0 || copy_str(&o->proxy, proxy) < 0 ||
+        copy_str(&o->proxy_ca_bundle, proxy_ca_bundle) < 0 ||
         copy_str(&o->user_agent, user_agent) < 0) {
         gs_options_clear(o);
         Py_CLEAR(*share);

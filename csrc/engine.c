@@ -945,7 +945,8 @@ static PyMemberDef Engine_members[] = {
 
 PyDoc_STRVAR(Engine_doc,
              "Engine(*, connect_timeout_ms=10000, timeout_ms=60000, allow_http=False, "
-             "ca_bundle=None, proxy=None, user_agent='graphsend', http2=False, share=None)\n"
+             "ca_bundle=None, proxy=None, proxy_ca_bundle=None, user_agent='graphsend', "
+             "http2=False, share=None)\n"
              "--\n\n"
              "A libcurl multi handle running many sends; submit/cancel/wakeup from any thread.");
 
@@ -989,7 +990,8 @@ static PyMethodDef LoopEngine_methods[] = {
 
 PyDoc_STRVAR(LoopEngine_doc,
              "LoopEngine(*, connect_timeout_ms=10000, timeout_ms=60000, allow_http=False, "
-             "ca_bundle=None, proxy=None, user_agent='graphsend', http2=False, share=None)\n"
+             "ca_bundle=None, proxy=None, proxy_ca_bundle=None, user_agent='graphsend', "
+             "http2=False, share=None)\n"
              "--\n\n"
              "A libcurl multi handle that an event loop drives: one thread, no waiting.");
 

@@ -448,8 +448,8 @@ static PyMemberDef Handle_members[] = {
 
 PyDoc_STRVAR(Handle_doc,
              "Handle(*, check_signals=False, connect_timeout_ms=10000, timeout_ms=60000, "
-             "allow_http=False, ca_bundle=None, proxy=None, user_agent='graphsend', "
-             "http2=False, share=None)\n--\n\n"
+             "allow_http=False, ca_bundle=None, proxy=None, proxy_ca_bundle=None, "
+             "user_agent='graphsend', http2=False, share=None)\n--\n\n"
              "One libcurl easy handle that keeps its connection between sends.");
 
 static PyType_Slot Handle_slots[] = {

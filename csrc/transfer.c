@@ -37,6 +37,7 @@ void gs_options_clear(gs_options *o)
 {
     free(o->ca_bundle);
     free(o->proxy);
+    free(o->proxy_ca_bundle);
     free(o->user_agent);
     memset(o, 0, sizeof(*o));
 }
@@ -440,6 +441,15 @@ CURLcode gs_transfer_setup(gs_transfer *t, const gs_options *o, const char **wha
         SETOPT(CURLOPT_CAINFO, o->ca_bundle);
     if (o->proxy != NULL)
         SETOPT(CURLOPT_PROXY, o->proxy);
+    /* An https:// proxy's own certificate is verified against CURLOPT_PROXY_CAINFO, not
+     * CURLOPT_CAINFO; the wheel's libcurl has no default for it. Set whenever a proxy may be
+     * used (explicit or from the environment): "" turns proxies off. */
+    if (o->proxy == NULL || o->proxy[0] != '\0') {
+        SETOPT(CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
+        SETOPT(CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
+        if (o->proxy_ca_bundle != NULL)
+            SETOPT(CURLOPT_PROXY_CAINFO, o->proxy_ca_bundle);
+    }
     /* Through an HTTP proxy, plain http is tunnelled too: a proxy only ever sees a CONNECT,
      * never a forwarded request carrying our headers (the bearer token) in clear text. */
     SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
@@ -573,6 +583,35 @@ CURLcode gs_transfer_plain(gs_transfer *t)
     return CURLE_OK;
 }
 
+/*
+ * libcurl's text for an untrusted certificate does not say whose it was, and the fix differs
+ * (proxy_ca_bundle=), so a failure of the HTTPS proxy's certificate gets GS_PROXY_TLS_PREFIX.
+ * It is the proxy's when its verification result is set and no CONNECT was answered: the result
+ * lives in the handle's settings and may be an earlier transfer's, the CONNECT code is reset by
+ * each transfer.
+ */
+static void mark_proxy_certificate(gs_transfer *t, CURLcode code)
+{
+    static const char prefix[] = GS_PROXY_TLS_PREFIX;
+    long verify = 0, connect_code = 0;
+    size_t len;
+
+    if (code != CURLE_PEER_FAILED_VERIFICATION)
+        return;
+    if (curl_easy_getinfo(t->easy, CURLINFO_PROXY_SSL_VERIFYRESULT, &verify) != CURLE_OK ||
+        verify == 0)
+        return;
+    if (curl_easy_getinfo(t->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code) != CURLE_OK ||
+        connect_code != 0)
+        return;
+    len = strlen(t->errbuf);
+    if (len > sizeof(t->errbuf) - sizeof(prefix))
+        len = sizeof(t->errbuf) - sizeof(prefix); /* keep the text's start, drop its end */
+    memmove(t->errbuf + sizeof(prefix) - 1, t->errbuf, len);
+    memcpy(t->errbuf, prefix, sizeof(prefix) - 1);
+    t->errbuf[sizeof(prefix) - 1 + len] = '\0';
+}
+
 void gs_transfer_finish(gs_transfer *t, CURLcode code)
 {
     long status = 0;
@@ -598,6 +637,7 @@ void gs_transfer_finish(gs_transfer *t, CURLcode code)
         t->errbuf[0] = '\0'; /* text from a failure libcurl recovered from is no error */
     else if (t->errbuf[0] == '\0')
         snprintf(t->errbuf, sizeof(t->errbuf), "%s", curl_easy_strerror(code));
+    mark_proxy_certificate(t, code);
 }
 
 void gs_transfer_fail(gs_transfer *t, CURLcode code, const char *what, const char *reason)

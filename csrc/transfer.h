@@ -48,6 +48,7 @@ typedef struct gs_options {
     int pipewait; /* set by the Engine so concurrent HTTP/2 transfers share one connection */
     char *ca_bundle;  /* malloc'd; NULL: libcurl's default CA store */
     char *proxy;      /* malloc'd; NULL: libcurl reads the proxy environment variables */
+    char *proxy_ca_bundle; /* malloc'd; NULL: libcurl's default CA store for an HTTPS proxy */
     char *user_agent; /* malloc'd; "" sends none */
     CURLSH *share;    /* borrowed from a Share object the owner keeps alive */
 } gs_options;
@@ -158,6 +159,10 @@ double gs_now(void); /* monotonic seconds */
  * any scheme-less "user:password@host", replaced by three asterisks: libcurl's error texts may
  * quote a proxy URL, password included. */
 void gs_redact(const char *text, char *out, size_t size);
+
+/* Starts the error text of a transfer whose HTTPS proxy's certificate was not trusted
+ * (CURLE_PEER_FAILED_VERIFICATION); graphsend/_rules/errors.py looks for it. */
+#define GS_PROXY_TLS_PREFIX "HTTPS proxy: "
 
 gs_transfer *gs_transfer_new(void);
 /* Creates the easy handle and sets every per-handle option. On failure *what names the step. */

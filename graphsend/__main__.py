@@ -211,6 +211,11 @@ def _connection_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--base-url", default=None, help="another Graph host (overrides --cloud)")
     sub.add_argument("--api-version", default="v1.0")
     sub.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
+    sub.add_argument(
+        "--proxy-ca-bundle",
+        metavar="PEM",
+        help="PEM file of CAs that verify an https:// proxy (default: as --ca-bundle)",
+    )
     proxy = sub.add_mutually_exclusive_group()
     proxy.add_argument(
         "--proxy",
@@ -271,6 +276,7 @@ def _client(args: argparse.Namespace) -> Client:
         base_url=args.base_url,
         api_version=args.api_version,
         ca_bundle=args.ca_bundle,
+        proxy_ca_bundle=args.proxy_ca_bundle,
         timeout=args.timeout,
         proxy=proxy,
     )

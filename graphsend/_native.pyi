@@ -13,7 +13,8 @@ from graphsend._rules.receipt import Receipt
 #:                 the rest was read and discarded
 #:   elapsed       seconds, from the start of the send to its end
 #:   curl_code     CURLcode, 0 when the transfer completed; 42 for a cancelled/aborted one
-#:   error         libcurl's error text, "" when curl_code is 0
+#:   error         libcurl's error text, "" when curl_code is 0; starts with "HTTPS proxy: "
+#:                 when the proxy's certificate was not trusted (curl_code 60)
 #:   request_sent  request bytes had been written to the connection (a partial write counts,
 #:                 so False proves the server never saw the request)
 Result: TypeAlias = tuple[int, dict[str, str], bytes, float, int, str, bool]
@@ -61,6 +62,8 @@ class Handle:
         allow_http: bool = False,
         ca_bundle: str | None = None,
         proxy: str | None = None,  # None: the environment's; "": none
+        # An https:// proxy's CAs (CURLOPT_PROXY_CAINFO); None: libcurl's default
+        proxy_ca_bundle: str | None = None,
         user_agent: str = "graphsend",  # "": no User-Agent header; CR/LF/NUL: ValueError
         http2: bool = False,
         share: Share | None = None,
@@ -111,6 +114,7 @@ class Engine:
         allow_http: bool = False,
         ca_bundle: str | None = None,
         proxy: str | None = None,
+        proxy_ca_bundle: str | None = None,
         user_agent: str = "graphsend",
         http2: bool = False,
         share: Share | None = None,
@@ -162,6 +166,7 @@ class LoopEngine:
         allow_http: bool = False,
         ca_bundle: str | None = None,
         proxy: str | None = None,
+        proxy_ca_bundle: str | None = None,
         user_agent: str = "graphsend",
         http2: bool = False,
         share: Share | None = None,

@@ -145,6 +145,7 @@ def with_providers(tenant: str, client_id: str, secret: str) -> list[Client]:
         Client(ManagedIdentityCredential(), proxy=False),
         Client(msal_token, retry=Retry(max_attempts=1)),
         Client(plain_token, proxy="http://proxy.example:3128", http2=False),
+        Client(plain_token, proxy="https://proxy.corp:443", proxy_ca_bundle=Path("corp-ca.pem")),
         Client("a-token", user_agent="my-app/1.0", ca_bundle=Path("ca.pem")),
         Client(plain_token, immutable_ids=False),
     ]

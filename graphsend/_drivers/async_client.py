@@ -619,6 +619,7 @@ class AsyncClient:
         retry: Retry = DEFAULT_RETRY,
         proxy: str | bool | None = None,
         ca_bundle: str | os.PathLike[str] | None = None,
+        proxy_ca_bundle: str | os.PathLike[str] | None = None,
         user_agent: str | None = None,
         http2: bool = True,
         immutable_ids: bool = True,
@@ -639,6 +640,7 @@ class AsyncClient:
             retry: As for :class:`Client`.
             proxy: As for :class:`Client`.
             ca_bundle: As for :class:`Client`.
+            proxy_ca_bundle: As for :class:`Client`.
             user_agent: As for :class:`Client`.
             http2: As for :class:`Client`.
             immutable_ids: As for :class:`Client`.
@@ -652,7 +654,7 @@ class AsyncClient:
         Raises:
             ValueError: As for :class:`Client`, or ``max_per_mailbox`` below 1.
             TypeError: As for :class:`Client`.
-            FileNotFoundError: ``ca_bundle`` does not exist.
+            FileNotFoundError: ``ca_bundle`` or ``proxy_ca_bundle`` does not exist.
         """
         check_limits(1, max_per_mailbox)
         self._async_token = _async_token(token, CLOUDS.get(cloud, "") + "/.default")
@@ -667,6 +669,7 @@ class AsyncClient:
             retry=retry,
             proxy=proxy,
             ca_bundle=ca_bundle,
+            proxy_ca_bundle=proxy_ca_bundle,
             user_agent=user_agent,
             http2=http2,
             immutable_ids=immutable_ids,

@@ -88,6 +88,7 @@ class Client:
         retry: Retry = DEFAULT_RETRY,
         proxy: str | bool | None = None,
         ca_bundle: str | os.PathLike[str] | None = None,
+        proxy_ca_bundle: str | os.PathLike[str] | None = None,
         user_agent: str | None = None,
         http2: bool = True,
         immutable_ids: bool = True,
@@ -115,7 +116,12 @@ class Client:
                 ``socks4``, ``socks4a``, ``socks5``, ``socks5h``) sets the proxy; ``False``
                 disables proxies. Requests are always tunnelled (CONNECT); a loopback
                 ``base_url`` never uses a proxy.
-            ca_bundle: A PEM file of CA certificates to trust instead of the system's.
+            ca_bundle: A PEM file of CA certificates to trust instead of the system's. It
+                verifies an ``https://`` proxy too, unless ``proxy_ca_bundle`` is given.
+            proxy_ca_bundle: A PEM file of the CA certificates that verify an ``https://``
+                proxy (a corporate proxy with its own CA), when they are not those that
+                verify Graph. ``None``: the proxy is verified like Graph (``ca_bundle``,
+                else ``SSL_CERT_FILE``/``CURL_CA_BUNDLE``, else the system's).
             user_agent: The User-Agent header (default ``graphsend/<version> libcurl/...``).
             http2: Use HTTP/2 when the server offers it.
             immutable_ids: Send ``Prefer: IdType="ImmutableId"`` on requests that return
@@ -131,8 +137,8 @@ class Client:
         Raises:
             ValueError: An unknown cloud, a malformed ``base_url`` or proxy (the message
                 never quotes a proxy password), a timeout out of range, a ``ca_bundle``
-                that is not a readable PEM bundle.
-            FileNotFoundError: ``ca_bundle`` does not exist.
+                or ``proxy_ca_bundle`` that is not a readable PEM bundle.
+            FileNotFoundError: ``ca_bundle`` or ``proxy_ca_bundle`` does not exist.
             TypeError: An argument of the wrong type (``retry`` not a :class:`Retry`, a
                 flag not a bool, an unusable token, a ``limiter`` without ``acquire`` and
                 ``release``).
@@ -156,12 +162,18 @@ class Client:
         proxy_option = _proxy(proxy)  # checked even when unused
         # ca_bundle=, else SSL_CERT_FILE/CURL_CA_BUNDLE, else (wheel only) a system bundle.
         ca_path, self._ca_missing = _ca.resolve(ca_bundle, https=not allow_http, check=_ca_bundle)
+        # An https:// proxy is verified with the same CAs unless told otherwise: libcurl keeps
+        # a separate setting for it, with no default in the wheel's libcurl.
+        proxy_ca_path = (
+            ca_path if proxy_ca_bundle is None else _ca_bundle(proxy_ca_bundle, "proxy_ca_bundle")
+        )
         self._options: dict[str, Any] = {
             "connect_timeout_ms": check_timeout(connect_timeout, "connect_timeout"),
             "timeout_ms": check_timeout(timeout, "timeout"),
             "allow_http": allow_http,
             "ca_bundle": ca_path,
             "proxy": "" if loopback else proxy_option,
+            "proxy_ca_bundle": proxy_ca_path,
             "user_agent": USER_AGENT
             if user_agent is None
             else check_text(user_agent, "user_agent"),
@@ -871,26 +883,28 @@ def _limiter(limiter: object) -> Limiter | None:
     return limiter  # type: ignore[return-value]
 
 
-def _ca_bundle(value: str | os.PathLike[str] | None) -> str | None:
+def _ca_bundle(value: str | os.PathLike[str] | None, what: str = "ca_bundle") -> str | None:
     """A PEM file of CA certificates: missing is FileNotFoundError, anything else wrong with it
     a ValueError that says what."""
     if value is None:
         return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a str path")
     path = os.fspath(value)
     if not isinstance(path, str):
-        raise TypeError("ca_bundle must be a str path")
-    check_text(path, "ca_bundle")
+        raise TypeError(f"{what} must be a str path")
+    check_text(path, what)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"ca_bundle not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     if not os.path.isfile(path):
-        raise ValueError(f"ca_bundle is not a regular file: {path}")
+        raise ValueError(f"{what} is not a regular file: {path}")
     try:
         with open(path, "rb") as f:
             pem = f.read(4 << 20)
     except OSError as exc:
-        raise ValueError(f"ca_bundle cannot be read: {path}: {exc.strerror}") from None
+        raise ValueError(f"{what} cannot be read: {path}: {exc.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise ValueError(f"ca_bundle is not a PEM bundle of CA certificates: {path}")
+        raise ValueError(f"{what} is not a PEM bundle of CA certificates: {path}")
     return path
 
 

@@ -374,6 +374,15 @@ _REASONS = {
     91: "the server's certificate status is invalid",
 }
 
+#: What the native layer puts before libcurl's text when the certificate it did not trust was
+#: an https:// proxy's (csrc/transfer.h, GS_PROXY_TLS_PREFIX): the fix is not the server's CAs.
+_PROXY_TLS_PREFIX = "HTTPS proxy: "
+_PROXY_UNTRUSTED = (
+    "the proxy's certificate is not trusted: pass proxy_ca_bundle= a PEM file of the proxy's "
+    "CAs (without it the proxy is verified like the server: ca_bundle=, SSL_CERT_FILE, the "
+    "system's CAs)"
+)
+
 #: CURLcodes that no retry can cure: the same request fails the same way until the caller
 #: changes something (CA bundle, URL, proxy, libcurl build, request size).
 PERMANENT_CURL_CODES = frozenset({1, 2, 3, 4, 27, 43, 48, 53, 58, 59, 60, 66, 77, 83, 90, 91})
@@ -389,6 +398,9 @@ def transport_error(
     """
     # "what happened: what to fix"; libcurl's text goes after what happened.
     reason, _, advice = _REASONS.get(curl_code, "transport failure").partition(": ")
+    if curl_code == 60 and detail.startswith(_PROXY_TLS_PREFIX):
+        detail = detail[len(_PROXY_TLS_PREFIX) :]
+        reason, _, advice = _PROXY_UNTRUSTED.partition(": ")
     if detail:
         if detail[: len(reason)].lower() == reason.lower():
             # libcurl often says the same ("Could not resolve host: h"): say it once.
