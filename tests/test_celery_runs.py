@@ -74,6 +74,23 @@ def test_a_stalled_run_neither_renews_nor_deletes_the_lease_a_redelivery_took(
         cluster.close()
 
 
+def test_a_live_run_takes_back_a_lease_that_lapsed_with_no_one_taking_it() -> None:
+    """Redis lost the lease (out of reach past it, say) and no redelivery took it: the live run's
+    keeper sets it again, so a redelivery arriving later waits instead of running beside it."""
+    lease = 0.6 * SCALE
+    with RedisServer() as server:
+        run = _State(server.url, lease).begin("lapsed")
+        try:
+            r = redis.Redis.from_url(server.url)
+            r.delete("graphsend:celery:lapsed:run")
+            time.sleep(lease)  # at least two keeper ticks
+            assert r.get("graphsend:celery:lapsed:run") == run.owner.encode()
+            assert _State(server.url, lease).begin("lapsed").busy
+        finally:
+            run.stop()
+        assert r.get("graphsend:celery:lapsed:run") is None  # its own end deletes it
+
+
 def test_a_redelivered_batch_reconciles_its_items_side_by_side(graph: FakeGraph) -> None:
     """A batch task delivered again after its first run died (its state says it started, no
     run holds its lease): every item is read at once (reconcile_many), not a few at a time,

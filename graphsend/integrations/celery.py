@@ -355,9 +355,13 @@ class _PerProcess:
 
 # A run's lease is renewed and given up only by its owner: after a stall longer than the lease
 # (a frozen process, Redis out of reach), a redelivered run may hold it, and the first run must
-# neither extend nor delete that run's lease. KEYS: the lease. ARGV: the owner's token, lease ms.
+# neither extend nor delete that run's lease. One that lapsed with no one taking it is taken
+# back (the run is alive: a redelivery must wait). KEYS: the lease. ARGV: the owner, lease ms.
+# Returns 0 once another run holds it.
 _RENEW_RUN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0
 """
 _STOP_RUN = """
@@ -432,7 +436,7 @@ class _Run:
                 try:
                     self.state.conn()
                     if not self.state.renew_run(keys=[self.key + ":run"], args=[self.owner, ms]):
-                        return  # lapsed (and maybe taken by a redelivery): no longer ours
+                        return  # a redelivered run holds it now: no longer ours
                 except Exception:
                     pass  # Redis away: the lease may lapse; a redelivery then reconciles
 
