@@ -418,6 +418,8 @@ class _Run:
         self.state, self.key, self.done = state, key, done
         self.busy, self.resumed, self.owner = busy, resumed, owner
         self.stopped = threading.Event()
+        # A renewal is never under way once stop() returns (it would take the lease back).
+        self.renewing = threading.Lock()
 
     def get(self, field: str) -> str | None:
         value = self.state.conn().hget(self.key + ":state", field)
@@ -433,12 +435,17 @@ class _Run:
         def renew() -> None:
             ms = int(self.state.lease * 1000)
             while not self.stopped.wait(self.state.lease / 3):
-                try:
-                    self.state.conn()
-                    if not self.state.renew_run(keys=[self.key + ":run"], args=[self.owner, ms]):
-                        return  # a redelivered run holds it now: no longer ours
-                except Exception:
-                    pass  # Redis away: the lease may lapse; a redelivery then reconciles
+                with self.renewing:
+                    if self.stopped.is_set():
+                        return
+                    try:
+                        self.state.conn()
+                        if not self.state.renew_run(
+                            keys=[self.key + ":run"], args=[self.owner, ms]
+                        ):
+                            return  # a redelivered run holds it now: no longer ours
+                    except Exception:
+                        pass  # Redis away: the lease may lapse; a redelivery then reconciles
 
         threading.Thread(target=renew, daemon=True, name="graphsend-celery-lease").start()
 
@@ -452,7 +459,8 @@ class _Run:
         self.stop()
 
     def stop(self) -> None:
-        self.stopped.set()
+        with self.renewing:
+            self.stopped.set()
         try:
             self.state.conn()
             self.state.stop_run(keys=[self.key + ":run"], args=[self.owner])
