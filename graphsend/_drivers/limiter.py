@@ -88,6 +88,14 @@ class LocalLimiter:
     given the same instance (without a limiter, a Client caps each ``send_many`` call on its
     own).
 
+    Use one form per mailbox: caps are kept per mailbox *as written* (lower-cased), so
+    ``user=None`` (``/me``, the key ``"me"``), the address and the object id of one mailbox
+    are three separate caps, and sending to it in two forms lets up to twice Graph's limit
+    through. graphsend cannot tell whom ``/me`` stands for without asking Graph (``GET /me``),
+    which it does not do. With a delegated token, pass either always ``user=None`` or always
+    the address; Clients of several signed-in users sharing a limiter should pass addresses
+    (their ``/me`` are different mailboxes but one key).
+
     Example:
         ::
 

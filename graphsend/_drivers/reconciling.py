@@ -9,7 +9,7 @@ import itertools
 import time
 
 from graphsend import _native
-from graphsend._drivers.bulk import Batch, Job, Scheduler, _Mailbox, check_limits
+from graphsend._drivers.bulk import Batch, Job, Scheduler, _Mailbox, _release_quietly, check_limits
 from graphsend._drivers.sync import PREFER_IMMUTABLE
 from graphsend._operations import reconcile as _reconcile
 from graphsend._rules.errors import SendError
@@ -205,7 +205,11 @@ def reconcile_many(
     except BaseException:
         scheduler.cancel(batch)
         engine.perform(0.0)
+        _release_quietly(scheduler)
         raise
+    # The last reads' limiter slots are given back here (as send_many does), not held (and
+    # renewed, by a RedisLimiter) for ever.
+    _release_quietly(scheduler)
     verdicts = list(batch.results)
     batch.jobs = []
     return verdicts  # type: ignore[return-value]

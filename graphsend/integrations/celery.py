@@ -292,17 +292,11 @@ def _one(
 
 def _batch(client: Client, items: list[Any], run: _Run, reconcile_wait: float) -> list[Any]:
     """A batch: send_many; on a redelivery, what the earlier run may have sent is reconciled
-    item by item (in threads: each may wait up to reconcile_wait) and only the rest is sent."""
+    first (all items at once with ``reconcile_many``: about ``reconcile_wait`` in all, under
+    the per-mailbox cap) and only what proved unsent is sent."""
     if not run.resumed:
         return client.send_many(items)
-    from concurrent.futures import ThreadPoolExecutor
-
-    def verdict(item: Any) -> str:
-        user, message_id = item if isinstance(item, tuple) else (None, item)
-        return client.reconcile(message_id, user=user, wait=reconcile_wait)
-
-    with ThreadPoolExecutor(16) as pool:
-        verdicts = list(pool.map(verdict, items))
+    verdicts = client.reconcile_many(items, wait=reconcile_wait)
     results: list[Any] = [None] * len(items)
     resend = [i for i, v in enumerate(verdicts) if v == "not_sent"]
     for i, v in enumerate(verdicts):
@@ -359,6 +353,23 @@ class _PerProcess:
 # ------------------------------------------------------------------ each run's lease and state
 
 
+# A run's lease is renewed and given up only by its owner: after a stall longer than the lease
+# (a frozen process, Redis out of reach), a redelivered run may hold it, and the first run must
+# neither extend nor delete that run's lease. One that lapsed with no one taking it is taken
+# back (the run is alive: a redelivery must wait). KEYS: the lease. ARGV: the owner, lease ms.
+# Returns 0 once another run holds it.
+_RENEW_RUN = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+_STOP_RUN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class _State:
     """Per task id in Redis: ``run`` (the live run's lease, renewed while it works) and
     ``state`` (a hash: started, draft, crid, ambiguous, done)."""
@@ -372,10 +383,14 @@ class _State:
         self.url, self.lease = url, lease
         self.pid = -1
         self.redis: Any = None
+        self.renew_run: Any = None
+        self.stop_run: Any = None
 
     def conn(self) -> Any:
         if self.redis is None or self.pid != os.getpid():
             self.redis = redis.Redis.from_url(self.url, socket_timeout=5)
+            self.renew_run = self.redis.register_script(_RENEW_RUN)
+            self.stop_run = self.redis.register_script(_STOP_RUN)
             self.pid = os.getpid()
         return self.redis
 
@@ -403,6 +418,8 @@ class _Run:
         self.state, self.key, self.done = state, key, done
         self.busy, self.resumed, self.owner = busy, resumed, owner
         self.stopped = threading.Event()
+        # A renewal is never under way once stop() returns (it would take the lease back).
+        self.renewing = threading.Lock()
 
     def get(self, field: str) -> str | None:
         value = self.state.conn().hget(self.key + ":state", field)
@@ -412,15 +429,23 @@ class _Run:
         self.state.conn().hset(self.key + ":state", field, value)
 
     def keep(self) -> None:
-        """Renew this run's lease while it works (a thread: a send holds no GIL)."""
+        """Renew this run's lease while it works (a thread: a send holds no GIL), as long as
+        it is still this run's."""
 
         def renew() -> None:
             ms = int(self.state.lease * 1000)
             while not self.stopped.wait(self.state.lease / 3):
-                try:
-                    self.state.conn().set(self.key + ":run", self.owner, xx=True, px=ms)
-                except Exception:
-                    pass  # Redis away: the lease may lapse; a redelivery then reconciles
+                with self.renewing:
+                    if self.stopped.is_set():
+                        return
+                    try:
+                        self.state.conn()
+                        if not self.state.renew_run(
+                            keys=[self.key + ":run"], args=[self.owner, ms]
+                        ):
+                            return  # a redelivered run holds it now: no longer ours
+                    except Exception:
+                        pass  # Redis away: the lease may lapse; a redelivery then reconciles
 
         threading.Thread(target=renew, daemon=True, name="graphsend-celery-lease").start()
 
@@ -434,11 +459,13 @@ class _Run:
         self.stop()
 
     def stop(self) -> None:
-        self.stopped.set()
+        with self.renewing:
+            self.stopped.set()
         try:
-            self.state.conn().delete(self.key + ":run")
+            self.state.conn()
+            self.state.stop_run(keys=[self.key + ":run"], args=[self.owner])
         except Exception:
-            pass
+            pass  # the lease lapses by itself
 
 
 def results(value: Any) -> Any:

@@ -137,6 +137,14 @@ class RedisLimiter:
     this process renews while it holds it, so a process that dies holding slots frees them
     after ``lease`` seconds. :meth:`close` stops the renewing and closes the connections.
 
+    Use one form per mailbox: keys are per mailbox *as written* (lower-cased), so
+    ``user=None`` (``/me``, the key ``"me"``), the address and the object id of one mailbox
+    are three separate caps, and sending to it in two forms lets up to twice Graph's limit
+    through. graphsend cannot tell whom ``/me`` stands for without asking Graph (``GET /me``),
+    which it does not do. With a delegated token, pass either always ``user=None`` or always
+    the address, in every process; workers of several signed-in users sharing one Redis
+    should pass addresses (their ``/me`` are different mailboxes but one key).
+
     Example:
         ::
 
