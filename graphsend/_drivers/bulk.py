@@ -659,14 +659,17 @@ def send_many(
         # Too large for one sendMail: drafts with their uploads first (several at once, see
         # drafting.py), then their sends go out with the others.
         draft_many(client, large, batch, max_per_mailbox, max_concurrency)
-    except BaseException as exc:  # Ctrl-C while composing: nothing of the batch was sent
+        engine = client._engine()
+        report = reporter(progress, len(batch.jobs))
+    except BaseException as exc:  # Ctrl-C while composing, a bad progress: nothing was sent
         exc.results = batch.abandon()  # type: ignore[attr-defined]
+        if batch.journal is not None:  # (else its lock outlives the call: the next run is refused)
+            with contextlib.suppress(Exception):
+                batch.journal.close()
         raise
-    engine = client._engine()
     scheduler = Scheduler(client, engine, max_per_mailbox)
     scheduler.add(batch)
     total = len(batch.jobs)
-    report = reporter(progress, total)
     note = getattr(report, "note", None)
     check_signals = threading.current_thread() is threading.main_thread()
     shown = 0  # items the progress report has been told about
