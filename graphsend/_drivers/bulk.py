@@ -225,11 +225,10 @@ class Batch:
         for job in self.jobs:
             if results[job.index] is None:
                 sent = in_flight.get(job.tag) is job
-                results[job.index] = SendError(
-                    interrupted if sent else "not sent: the batch stopped before this item",
-                    may_have_sent=sent,
-                    client_request_id=job.crid,
-                )
+                text = interrupted if sent else "not sent: the batch stopped before this item"
+                if not sent and _was_ambiguous(job):  # it waited to be sent again
+                    sent, text = True, f"not retried: the batch stopped; {_EARLIER}"
+                results[job.index] = SendError(text, may_have_sent=sent, client_request_id=job.crid)
         if not keep_jobs:  # (kept while another thread may still cancel them)
             self.jobs = []  # each Job points back here: break the cycle, so no gc pass is needed
         return results  # type: ignore[return-value]
@@ -382,7 +381,7 @@ class Scheduler:
             if job.probe is not None:  # a read settling a send: it tells nothing, not "unsent"
                 self._read_failed(job)
                 return
-            err = token_error(exc)
+            err = _after_ambiguous(job, token_error(exc))
             self._record(job, err if op is None else settle(err, op, False))
             return
         if job.retry is None:
@@ -461,7 +460,9 @@ class Scheduler:
 
                 _reconciling.start(self, job, got)  # ask the mailbox; the others go on
                 return None
-            if wait is not None and not batch.stopping:
+            if wait is not None and batch.stopping:
+                _after_ambiguous(job, got)  # its retry was due: the error must still say so
+            elif wait is not None:
                 self.client._log_retry(
                     job.url[self.prefix_len :],
                     got,
@@ -532,6 +533,7 @@ class Scheduler:
             if head.probe is not None:  # a read settling a send: it tells nothing, not "unsent"
                 self._read_failed(head)
                 return None
+            _after_ambiguous(head, exc)
             self._record(head, exc if head.op is None else settle(exc, head.op, False))
             return None
         for job, slot in zip(wanted, slots, strict=False):
@@ -608,6 +610,25 @@ class Scheduler:
         for tag, job in list(self.in_flight.items()):
             if job.batch is batch:  # its sends, and the reads reconciling them
                 self.engine.cancel(tag)
+
+
+_EARLIER = "an earlier attempt ended ambiguously and may have delivered it"
+
+
+def _was_ambiguous(job: Job) -> bool:
+    """An attempt of this send (or mail-sending Operation) may have delivered it."""
+    retry = job.retry
+    return retry is not None and retry.ambiguous and (job.op is None or job.op.sends_mail)
+
+
+def _after_ambiguous(job: Job, error: SendError) -> SendError:
+    """``error`` ends ``job`` before its next attempt (the batch stopped, no token, no limiter
+    slot): if an earlier attempt may have delivered it, say so, as Client.send does; else a
+    caller (or a journal's rerun) would send it again."""
+    if not error.may_have_sent and _was_ambiguous(job):
+        error.may_have_sent = True
+        error.args = (f"{error.args[0]}; {_EARLIER}",)
+    return error
 
 
 class _KeepFresh:
