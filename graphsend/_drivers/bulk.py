@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from graphsend._rules.request import Item
 
 
+_TAGS = itertools.count()  # Engine tags (see Scheduler._tags)
+
+
 class Job:
     """One item: its request, its place in its batch, and its retry state once it failed.
 
@@ -266,7 +269,9 @@ class Scheduler:
         self.blocked: dict[str, _Mailbox] = {}  # the next item's batch is at its max_concurrency
         self.touched: dict[Batch, None] = {}  # batches with news since the driver last looked
         self.token_wanted = False  # an async token source has no valid token (AsyncClient)
-        self._tags = itertools.count()
+        # Unique across Schedulers: send_many's Engine is the thread's, so a transfer an
+        # interrupted call left behind must never answer for the next call's job.
+        self._tags = _TAGS
         # Reconciliations pausing between reads: a heap of (when, n, probe) (reconciling.py).
         self.sleeping: list[tuple[float, int, Any]] = []
         # Client(limiter=...): a slot per request, taken before it starts; finished ones are
@@ -392,17 +397,25 @@ class Scheduler:
         tag = job.tag = next(self._tags)
         if job.batch.journal is not None and job.probe is None:  # (a read sends nothing)
             job.batch.journal.started(job, self.mailboxes)  # durable before the Engine runs
-        if op is not None:
-            # Any other request: its own header lines, the whole 2xx body back as a Result.
-            self.engine.submit(
-                tag, job.url, (*headers, *job.fixed), None, op.method, op.body, job.file
-            )
-        else:
-            # The engine writes the client-request-id line, and returns a 202 as the Receipt.
-            self.engine.submit(tag, job.url, headers, job.crid)
+        # Noted before it is handed over: a Ctrl-C landing right after submit() returns must
+        # find it in flight (cancelled, its answer collected), not "not sent" and left running.
         self.in_flight[tag] = job
         box.in_flight += 1
         job.batch.running += 1
+        try:
+            if op is not None:
+                # Any other request: its own header lines, the whole 2xx body back as a Result.
+                self.engine.submit(
+                    tag, job.url, (*headers, *job.fixed), None, op.method, op.body, job.file
+                )
+            else:
+                # The engine writes the client-request-id line, and returns a 202 as the Receipt.
+                self.engine.submit(tag, job.url, headers, job.crid)
+        except Exception:  # submit() refused it: nothing was handed over
+            del self.in_flight[tag]
+            box.in_flight -= 1
+            job.batch.running -= 1
+            raise
 
     def finish(self, tag: int, result: Receipt | Result, log: bool = False) -> Job | None:
         """Record a finished transfer; returns its job when that outcome is final.
@@ -725,6 +738,10 @@ def send_many(
         for tag, result in engine.perform(0.0):
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
+        for job in scheduler.in_flight.values():  # (no answer came back: none will be read)
+            if job.slot is not None:
+                scheduler.returned.append(job.slot)
+                job.slot = None
         _release_quietly(scheduler)
         if batch.journal is not None:
             with contextlib.suppress(Exception):  # (the journal may be what failed)
