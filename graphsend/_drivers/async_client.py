@@ -422,6 +422,13 @@ class _Driver:
             if not box.in_flight and mailboxes.get(name) is box:
                 del mailboxes[name]  # as start_ready() forgets an idle mailbox
         ready.clear()
+        if scheduler.returned and not self.kick_pending:
+            # Client(limiter=...): no kick gives these answers' slots back, and the call may
+            # go on for long elsewhere (other mailboxes in flight): other clients want them.
+            try:
+                scheduler.release_slots(None, queued=False)
+            except Exception:
+                pass  # a shared store's leases expire by themselves
 
     def _watch(self, changes: list[tuple[int, int]]) -> None:
         """Keep the loop's registrations in step with what libcurl waits for; in order, so
@@ -544,6 +551,11 @@ class _Driver:
         self.fds.clear()
         self.idle.clear()
         self.engine.close()
+        scheduler = self.scheduler
+        for job in scheduler.in_flight.values():  # never collected (the loop is gone): their
+            if job.slot is not None:  # answers will not come, their slots must still go back
+                scheduler.returned.append(job.slot)
+                job.slot = None
         try:
             self.scheduler.release_slots()  # Client(limiter=...): give back what is held
         except Exception:

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from graphsend._rules.request import Item
 
 
+_TAGS = itertools.count()  # Engine tags (see Scheduler._tags)
+
+
 class Job:
     """One item: its request, its place in its batch, and its retry state once it failed.
 
@@ -225,11 +228,10 @@ class Batch:
         for job in self.jobs:
             if results[job.index] is None:
                 sent = in_flight.get(job.tag) is job
-                results[job.index] = SendError(
-                    interrupted if sent else "not sent: the batch stopped before this item",
-                    may_have_sent=sent,
-                    client_request_id=job.crid,
-                )
+                text = interrupted if sent else "not sent: the batch stopped before this item"
+                if not sent and _was_ambiguous(job):  # it waited to be sent again
+                    sent, text = True, f"not retried: the batch stopped; {_EARLIER}"
+                results[job.index] = SendError(text, may_have_sent=sent, client_request_id=job.crid)
         if not keep_jobs:  # (kept while another thread may still cancel them)
             self.jobs = []  # each Job points back here: break the cycle, so no gc pass is needed
         return results  # type: ignore[return-value]
@@ -267,7 +269,9 @@ class Scheduler:
         self.blocked: dict[str, _Mailbox] = {}  # the next item's batch is at its max_concurrency
         self.touched: dict[Batch, None] = {}  # batches with news since the driver last looked
         self.token_wanted = False  # an async token source has no valid token (AsyncClient)
-        self._tags = itertools.count()
+        # Unique across Schedulers: send_many's Engine is the thread's, so a transfer an
+        # interrupted call left behind must never answer for the next call's job.
+        self._tags = _TAGS
         # Reconciliations pausing between reads: a heap of (when, n, probe) (reconciling.py).
         self.sleeping: list[tuple[float, int, Any]] = []
         # Client(limiter=...): a slot per request, taken before it starts; finished ones are
@@ -382,7 +386,7 @@ class Scheduler:
             if job.probe is not None:  # a read settling a send: it tells nothing, not "unsent"
                 self._read_failed(job)
                 return
-            err = token_error(exc)
+            err = _after_ambiguous(job, token_error(exc))
             self._record(job, err if op is None else settle(err, op, False))
             return
         if job.retry is None:
@@ -393,17 +397,25 @@ class Scheduler:
         tag = job.tag = next(self._tags)
         if job.batch.journal is not None and job.probe is None:  # (a read sends nothing)
             job.batch.journal.started(job, self.mailboxes)  # durable before the Engine runs
-        if op is not None:
-            # Any other request: its own header lines, the whole 2xx body back as a Result.
-            self.engine.submit(
-                tag, job.url, (*headers, *job.fixed), None, op.method, op.body, job.file
-            )
-        else:
-            # The engine writes the client-request-id line, and returns a 202 as the Receipt.
-            self.engine.submit(tag, job.url, headers, job.crid)
+        # Noted before it is handed over: a Ctrl-C landing right after submit() returns must
+        # find it in flight (cancelled, its answer collected), not "not sent" and left running.
         self.in_flight[tag] = job
         box.in_flight += 1
         job.batch.running += 1
+        try:
+            if op is not None:
+                # Any other request: its own header lines, the whole 2xx body back as a Result.
+                self.engine.submit(
+                    tag, job.url, (*headers, *job.fixed), None, op.method, op.body, job.file
+                )
+            else:
+                # The engine writes the client-request-id line, and returns a 202 as the Receipt.
+                self.engine.submit(tag, job.url, headers, job.crid)
+        except Exception:  # submit() refused it: nothing was handed over
+            del self.in_flight[tag]
+            box.in_flight -= 1
+            job.batch.running -= 1
+            raise
 
     def finish(self, tag: int, result: Receipt | Result, log: bool = False) -> Job | None:
         """Record a finished transfer; returns its job when that outcome is final.
@@ -461,7 +473,9 @@ class Scheduler:
 
                 _reconciling.start(self, job, got)  # ask the mailbox; the others go on
                 return None
-            if wait is not None and not batch.stopping:
+            if wait is not None and batch.stopping:
+                _after_ambiguous(job, got)  # its retry was due: the error must still say so
+            elif wait is not None:
                 self.client._log_retry(
                     job.url[self.prefix_len :],
                     got,
@@ -532,6 +546,7 @@ class Scheduler:
             if head.probe is not None:  # a read settling a send: it tells nothing, not "unsent"
                 self._read_failed(head)
                 return None
+            _after_ambiguous(head, exc)
             self._record(head, exc if head.op is None else settle(exc, head.op, False))
             return None
         for job, slot in zip(wanted, slots, strict=False):
@@ -610,6 +625,25 @@ class Scheduler:
                 self.engine.cancel(tag)
 
 
+_EARLIER = "an earlier attempt ended ambiguously and may have delivered it"
+
+
+def _was_ambiguous(job: Job) -> bool:
+    """An attempt of this send (or mail-sending Operation) may have delivered it."""
+    retry = job.retry
+    return retry is not None and retry.ambiguous and (job.op is None or job.op.sends_mail)
+
+
+def _after_ambiguous(job: Job, error: SendError) -> SendError:
+    """``error`` ends ``job`` before its next attempt (the batch stopped, no token, no limiter
+    slot): if an earlier attempt may have delivered it, say so, as Client.send does; else a
+    caller (or a journal's rerun) would send it again."""
+    if not error.may_have_sent and _was_ambiguous(job):
+        error.may_have_sent = True
+        error.args = (f"{error.args[0]}; {_EARLIER}",)
+    return error
+
+
 class _KeepFresh:
     """What RetryState.next_wait sees for a 401 whose request carried a token that an async
     source has already replaced: it retries (with the new token) without dropping it."""
@@ -659,14 +693,17 @@ def send_many(
         # Too large for one sendMail: drafts with their uploads first (several at once, see
         # drafting.py), then their sends go out with the others.
         draft_many(client, large, batch, max_per_mailbox, max_concurrency)
-    except BaseException as exc:  # Ctrl-C while composing: nothing of the batch was sent
+        engine = client._engine()
+        report = reporter(progress, len(batch.jobs))
+    except BaseException as exc:  # Ctrl-C while composing, a bad progress: nothing was sent
         exc.results = batch.abandon()  # type: ignore[attr-defined]
+        if batch.journal is not None:  # (else its lock outlives the call: the next run is refused)
+            with contextlib.suppress(Exception):
+                batch.journal.close()
         raise
-    engine = client._engine()
     scheduler = Scheduler(client, engine, max_per_mailbox)
     scheduler.add(batch)
     total = len(batch.jobs)
-    report = reporter(progress, total)
     note = getattr(report, "note", None)
     check_signals = threading.current_thread() is threading.main_thread()
     shown = 0  # items the progress report has been told about
@@ -701,6 +738,10 @@ def send_many(
         for tag, result in engine.perform(0.0):
             scheduler.finish(tag, result)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
+        for job in scheduler.in_flight.values():  # (no answer came back: none will be read)
+            if job.slot is not None:
+                scheduler.returned.append(job.slot)
+                job.slot = None
         _release_quietly(scheduler)
         if batch.journal is not None:
             with contextlib.suppress(Exception):  # (the journal may be what failed)

@@ -204,12 +204,13 @@ def reconcile_many(
                 scheduler.finish(tag, result)
     except BaseException:
         scheduler.cancel(batch)
-        engine.perform(0.0)
-        _release_quietly(scheduler)
+        for tag, result in engine.perform(0.0):
+            scheduler.finish(tag, result)  # (their limiter slots come back with them)
         raise
-    # The last reads' limiter slots are given back here (as send_many does), not held (and
-    # renewed, by a RedisLimiter) for ever.
-    _release_quietly(scheduler)
+    finally:
+        # Client(limiter=...): the slots of the last answers (or of the aborted reads) go
+        # back now; kept, they would hold the mailbox from every other client for good.
+        _release_quietly(scheduler)
     verdicts = list(batch.results)
     batch.jobs = []
     return verdicts  # type: ignore[return-value]
