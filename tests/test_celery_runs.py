@@ -91,6 +91,22 @@ def test_a_live_run_takes_back_a_lease_that_lapsed_with_no_one_taking_it() -> No
         assert r.get("graphsend:celery:lapsed:run") is None  # its own end deletes it
 
 
+def test_a_run_whose_result_could_not_be_stored_still_lets_go_of_its_lease() -> None:
+    """The defect: when storing the result failed (a Redis error), the run never stopped its
+    keeper, which renewed (and took back) the lease for as long as the worker lived: every
+    redelivery of the task waited for ever."""
+    lease = 0.6 * SCALE
+    with RedisServer() as server:
+        r = redis.Redis.from_url(server.url)
+        run = _State(server.url, lease).begin("blip")
+        r.delete("graphsend:celery:blip:state")
+        r.set("graphsend:celery:blip:state", "not a hash")  # the result's HSET fails (WRONGTYPE)
+        with pytest.raises(redis.ResponseError):
+            run.finish({"sent": True})
+        time.sleep(lease)  # at least two keeper ticks
+        assert r.get("graphsend:celery:blip:run") is None  # a redelivery may run
+
+
 def test_a_redelivered_batch_reconciles_its_items_side_by_side(graph: FakeGraph) -> None:
     """A batch task delivered again after its first run died (its state says it started, no
     run holds its lease): every item is read at once (reconcile_many), not a few at a time,

@@ -612,7 +612,7 @@ class AsyncClient:
     Attributes:
         base_url: The Graph host requests go to.
         immutable_ids: Whether requests that return ids ask for immutable ones.
-        max_per_mailbox: Requests in flight per mailbox, across every call and loop.
+        max_per_mailbox: Requests in flight per mailbox, across every call on one event loop.
     """
 
     base_url: str
@@ -657,7 +657,10 @@ class AsyncClient:
             http2: As for :class:`Client`.
             immutable_ids: As for :class:`Client`.
             max_per_mailbox: Requests in flight per mailbox (Outlook allows 4 per app),
-                for ``send()`` calls as well as ``send_many``, whichever loop they come from.
+                for ``send()`` calls as well as ``send_many``, across every call on one event
+                loop. Each loop has its own connections and its own cap: for one cap across
+                several loops running at once (threads), pass
+                ``limiter=graphsend.LocalLimiter()``.
             limiter: As for :class:`Client`: a :class:`LocalLimiter` or
                 :class:`RedisLimiter` shared with other clients (and, for Redis, other
                 processes). A mailbox whose slots are taken pauses on the loop; the other

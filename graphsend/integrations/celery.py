@@ -454,9 +454,10 @@ class _Run:
         self.state.conn().hdel(self.key + ":state", "started", "ambiguous")
 
     def finish(self, value: Any) -> None:
-        r = self.state.conn()
-        r.hset(self.key + ":state", "done", json.dumps(value))
-        self.stop()
+        try:
+            self.state.conn().hset(self.key + ":state", "done", json.dumps(value))
+        finally:
+            self.stop()  # even when Redis failed: the keeper must not renew this lease for ever
 
     def stop(self) -> None:
         with self.renewing:
