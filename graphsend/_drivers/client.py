@@ -291,9 +291,10 @@ class Client:
         limiter = self._limiter
         assert limiter is not None
         check_text(message_id, "message_id")  # bad input fails before a slot is taken
-        slots = acquire_blocking(limiter, mailbox_of(user), True, self._slot_wait)
+        slots: list[object] = []
         used = False
-        try:
+        try:  # (the slot is taken inside: a Ctrl-C right after it still gives it back)
+            slots = acquire_blocking(limiter, mailbox_of(user), True, self._slot_wait)
             auth = tokens.header()
             # From here the request may be written (an interrupt mid-transfer raises): it
             # counts against messages_per_minute, which must never be exceeded.

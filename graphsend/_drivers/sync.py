@@ -38,8 +38,9 @@ def run(client: Client, op: Operation[T], user: str | None, tokens: TokenSource 
     from graphsend._drivers.limiter import acquire_blocking, mailbox_of
 
     path = op.path(user)  # bad input fails before a slot is taken
-    slots = acquire_blocking(limiter, mailbox_of(user), op.sends_mail, client._slot_wait)
-    try:
+    slots: list[object] = []
+    try:  # (the slot is taken inside: a Ctrl-C right after it still gives it back)
+        slots = acquire_blocking(limiter, mailbox_of(user), op.sends_mail, client._slot_wait)
         return _run(client, op, user, tokens, path)
     finally:
         limiter.release(slots)
