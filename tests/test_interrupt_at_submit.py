@@ -65,9 +65,11 @@ def test_an_interrupt_right_after_submit_reports_the_item_and_leaves_nothing_beh
 
 def test_a_second_interrupt_during_the_cleanup_leaves_the_next_call_its_own_answers() -> None:
     """Ctrl-C twice: the second lands as the cleanup begins, before the first call's transfer
-    was cancelled and collected, so the thread's Engine keeps it. Before the fix (tags
-    restarted at 0 with each call) its answer, a 202, could be taken for the next call's item
-    of the same tag: an id that does not exist reported sent."""
+    was cancelled and collected. Before the fixes, the thread's Engine kept it: the next
+    send_many performing that Engine sent the interrupted call's draft after all (a mail out
+    after the call had stopped), and (tags restarted at 0 with each call) its 202 could be
+    taken for the next call's item of the same tag: an id that does not exist reported sent.
+    Now that Engine is closed with the request unwritten, and the next call makes a new one."""
     with FakeGraph() as graph:
         drafts = graph.create_drafts(3)
         with graphsend.Client(graph.token, base_url=graph.base_url) as client:
@@ -90,3 +92,6 @@ def test_a_second_interrupt_during_the_cleanup_leaves_the_next_call_its_own_answ
                 graph.clear_requests()
                 again = client.send_many(["does-not-exist"])
                 assert isinstance(again[0], graphsend.NotFoundError), again
+                # and the interrupted call's request, submitted but never written, never is
+                assert [r.message_id for r in graph.requests] == ["does-not-exist"]
+            assert [graph.send_count(d) for d in drafts] == [0, 0, 0]

@@ -734,9 +734,13 @@ def send_many(
         # Ctrl-C, a progress callback that raised, any failure: start nothing more, abort what
         # is in flight (the engine already has, after a signal), collect those results (each
         # says whether its request had been written) and keep the whole record.
-        scheduler.cancel(batch)
-        for tag, result in engine.perform(0.0):
-            scheduler.finish(tag, result)
+
+        def cleanup() -> None:
+            scheduler.cancel(batch)
+            for tag, result in engine.perform(0.0):
+                scheduler.finish(tag, result)
+
+        client._engine_cleanup(engine, cleanup)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
         for job in scheduler.in_flight.values():  # (no answer came back: none will be read)
             if job.slot is not None:

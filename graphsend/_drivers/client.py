@@ -32,7 +32,7 @@ from graphsend._rules.tokens import TokenSource, token_source
 TYPE_CHECKING = False  # typing costs milliseconds to import; annotations are strings here
 if TYPE_CHECKING:
     import email.message
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any, TypeVar
 
     from graphsend._drivers.limiter import Limiter
@@ -812,6 +812,26 @@ class Client:
                 _native.Engine(share=self._share, **self._native_options())
             )
         return engine
+
+    def _engine_cleanup(self, engine: _native.Engine, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup`` (a failed call cancels and collects its transfers). Meanwhile the
+        thread's Engine is not handed out: should a second exception (Ctrl-C twice) end the
+        cleanup, the Engine keeps requests of the failed call that were submitted but never
+        written, and a later call performing it would send them. It is closed instead
+        (aborting them unwritten), and the thread's next call makes a new one."""
+        local = self._local
+        if getattr(local, "engine", None) is engine:
+            local.engine = None
+        try:
+            cleanup()
+        except BaseException:
+            try:
+                engine.close()
+            except Exception:
+                pass
+            raise
+        if getattr(local, "engine", None) is None:
+            local.engine = engine
 
     def _native_options(self) -> dict[str, Any]:
         """Options for a new Handle/Engine (made at a thread's first send): without CAs to
