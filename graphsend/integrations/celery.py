@@ -49,6 +49,7 @@ import uuid
 
 import graphsend
 from graphsend._drivers import bulk as _bulk  # noqa: F401  (imported once, before the fork)
+from graphsend._rules import log as _log
 from graphsend._rules.errors import (
     LimiterError,
     SendError,
@@ -273,7 +274,10 @@ def _one(
         if exc.may_have_sent:
             if client.retry.reconcile_ambiguous:
                 raise  # the Client has asked the mailbox already: "unknown"
-            run.put("ambiguous", "1")
+            try:
+                run.put("ambiguous", "1")
+            except Exception:
+                pass  # (best effort: the state's "started" makes any later run reconcile too)
             verdict = client.reconcile(message_id, user=user, wait=reconcile_wait)
             if verdict == "sent":
                 return _reconciled(crid, message_id, user)
@@ -454,10 +458,21 @@ class _Run:
         self.state.conn().hdel(self.key + ":state", "started", "ambiguous")
 
     def finish(self, value: Any) -> None:
+        """Store the result for a redelivery, best effort: the sends are done, and a Redis
+        failure here must not turn them into a task failure (a caller would send again). A
+        redelivery that finds no result reconciles instead. Never raises."""
         try:
             self.state.conn().hset(self.key + ":state", "done", json.dumps(value))
-        finally:
-            self.stop()  # even when Redis failed: the keeper must not renew this lease for ever
+        except Exception as exc:
+            log = _log.get(create=True)
+            assert log is not None
+            log.warning(
+                "graphsend celery task %s: its result could not be stored in Redis (%s); a "
+                "redelivery will reconcile instead of returning it",
+                self.key.rsplit(":", 1)[-1],
+                type(exc).__name__,
+            )
+        self.stop()  # the keeper must not renew this lease for ever
 
     def stop(self) -> None:
         with self.renewing:
