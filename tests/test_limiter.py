@@ -427,3 +427,26 @@ def test_an_interrupted_send_still_counts_against_messages_per_minute() -> None:
     lines = output.split("\n")
     assert lines[0] == "KeyboardInterrupt 1", output  # the request reached the server
     assert lines[1] == "granted 0", output  # and it still counts: no second send this minute
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"client_request_id": "bad\nid"}, ValueError),
+        ({"user": 5}, TypeError),
+        ({"user": "a\nb@contoso.com"}, ValueError),
+    ],
+)
+def test_bad_input_to_a_limited_send_takes_no_slot(
+    kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    """Bad input raises, as without a limiter, before a slot is taken: it used up the mailbox's
+    messages_per_minute (and a bad user gave an AttributeError)."""
+    limiter = graphsend.LocalLimiter(messages_per_minute=1)
+    with FakeGraph() as graph:
+        draft = graph.create_draft()
+        with graphsend.Client(graph.token, base_url=graph.base_url, limiter=limiter) as client:
+            with pytest.raises(error):
+                client.send(draft, **kwargs)  # type: ignore[arg-type]
+            assert graph.requests == []
+            assert isinstance(client.send(draft), graphsend.Receipt)  # the minute's one send

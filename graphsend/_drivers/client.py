@@ -290,7 +290,10 @@ class Client:
 
         limiter = self._limiter
         assert limiter is not None
-        check_text(message_id, "message_id")  # bad input fails before a slot is taken
+        # Bad input fails before a slot is taken (and so never uses up messages_per_minute).
+        send_path(user, message_id)
+        if client_request_id is not None:
+            check_text(client_request_id, "client_request_id")
         slots: list[object] = []
         used = False
         try:  # (the slot is taken inside: a Ctrl-C right after it still gives it back)
