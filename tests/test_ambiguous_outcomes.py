@@ -43,6 +43,25 @@ def test_stop_on_error_while_a_delivered_item_waits_for_its_retry() -> None:
     assert isinstance(results[1], graphsend.BadRequestError)
 
 
+def test_the_batch_stops_while_a_delivered_items_retry_is_in_flight() -> None:
+    """A's first attempt delivered it (504); its retry is in flight when B's 400 stops the batch;
+    the retry's answer (a 503, retryable) is then final: it must still say A may be out."""
+    with FakeGraph() as graph:
+        graph.set_latency(A, 0.5)
+        graph.set_latency(B, 0.7)  # B's 400 arrives while A's retry is in flight
+        a = graph.create_drafts(1, user=A)[0]
+        b = graph.create_drafts(1, user=B)[0]
+        graph.fail_next(504, deliver=True, retry_after=0, user=A)
+        graph.fail_next(503, user=A)
+        graph.fail_next(400, user=B)
+        with graphsend.Client(graph.token, base_url=graph.base_url, retry=_retry()) as client:
+            results = client.send_many([(A, a), (B, b)], stop_on_error=True)
+        assert len(graph.sent_items(A)) == 1
+        assert len([r for r in graph.requests if r.message_id == a]) == 2  # the retry went out
+    assert isinstance(results[0], graphsend.ServiceUnavailableError)
+    _check_maybe_sent(results[0])
+
+
 def test_a_progress_that_raises_while_a_delivered_item_waits_for_its_retry() -> None:
     with FakeGraph() as graph:
         graph.set_latency(B, 0.5)
