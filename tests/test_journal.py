@@ -382,7 +382,6 @@ def test_in_flight_drafts_the_mailbox_cannot_tell_about_are_reported_not_resent(
         assert [r[0] for r in results] == ["receipt"] * 200
         assert sorted(sends(graph)[len(before) :]) == sorted(unsent)
         assert [graph.send_count(m) for _, m in items] == [1] * 200
-        assert [graph.send_count(m) for _, m in items] == [1] * 200
 
 
 def test_after_a_reboot_reserved_drafts_are_reconciled_too(tmp_path: Path) -> None:

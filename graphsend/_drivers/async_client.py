@@ -303,13 +303,10 @@ class _Driver:
         scheduler = self.scheduler
         if scheduler.limiter is None or self.closed:
             return
-        try:
-            if call.stopping:
-                scheduler.release_slots(call)
-            elif scheduler.returned and not self.kick_pending:  # (else the kick gives them)
-                scheduler.release_slots(None, queued=False)
-        except Exception:
-            pass  # a shared store's leases expire by themselves
+        if call.stopping:
+            scheduler.release_quietly(call)
+        elif scheduler.returned and not self.kick_pending:  # (else the kick gives them)
+            scheduler.release_quietly(queued=False)
 
     # ---- libcurl and the Scheduler
 
@@ -425,10 +422,7 @@ class _Driver:
         if scheduler.returned and not self.kick_pending:
             # Client(limiter=...): no kick gives these answers' slots back, and the call may
             # go on for long elsewhere (other mailboxes in flight): other clients want them.
-            try:
-                scheduler.release_slots(None, queued=False)
-            except Exception:
-                pass  # a shared store's leases expire by themselves
+            scheduler.release_quietly(queued=False)
 
     def _watch(self, changes: list[tuple[int, int]]) -> None:
         """Keep the loop's registrations in step with what libcurl waits for; in order, so
@@ -551,15 +545,8 @@ class _Driver:
         self.fds.clear()
         self.idle.clear()
         self.engine.close()
-        scheduler = self.scheduler
-        for job in scheduler.in_flight.values():  # never collected (the loop is gone): their
-            if job.slot is not None:  # answers will not come, their slots must still go back
-                scheduler.returned.append(job.slot)
-                job.slot = None
-        try:
-            self.scheduler.release_slots()  # Client(limiter=...): give back what is held
-        except Exception:
-            pass  # a shared store's leases expire by themselves
+        self.scheduler.abandon_in_flight()  # never collected (the loop is gone)
+        self.scheduler.release_quietly()  # Client(limiter=...): give back what is held
         for call in calls:
             if not call.ended:
                 call.settle(self.scheduler.in_flight, f"{why}; it may have been sent", True)

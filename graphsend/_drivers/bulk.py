@@ -22,7 +22,7 @@ from graphsend._rules.errors import GraphError, LimiterError, SendError
 from graphsend._rules.outcome import Outcome, outcome
 from graphsend._rules.receipt import Receipt
 from graphsend._rules.request import send_path
-from graphsend._rules.retry import RetryState
+from graphsend._rules.retry import EARLIER_AMBIGUOUS, RetryState, mark_maybe_delivered
 from graphsend._rules.tokens import provider_failed
 
 TYPE_CHECKING = False
@@ -230,7 +230,7 @@ class Batch:
                 sent = in_flight.get(job.tag) is job
                 text = interrupted if sent else "not sent: the batch stopped before this item"
                 if not sent and _was_ambiguous(job):  # it waited to be sent again
-                    sent, text = True, f"not retried: the batch stopped; {_EARLIER}"
+                    sent, text = True, f"not retried: the batch stopped; {EARLIER_AMBIGUOUS}"
                 results[job.index] = SendError(text, may_have_sent=sent, client_request_id=job.crid)
         if not keep_jobs:  # (kept while another thread may still cancel them)
             self.jobs = []  # each Job points back here: break the cycle, so no gc pass is needed
@@ -568,6 +568,14 @@ class Scheduler:
         slot, job.slot = job.slot, None
         self.limiter.release([slot], used=False)
 
+    def abandon_in_flight(self) -> None:
+        """The answers of the transfers still in flight will never be read (the call ended, or
+        the event loop is gone): their slots go back with the finished ones."""
+        for job in self.in_flight.values():
+            if job.slot is not None:
+                self.returned.append(job.slot)
+                job.slot = None
+
     def release_slots(self, batch: Batch | None = None, *, queued: bool = True) -> None:
         """Give back every slot still held (queued jobs of ``batch``, or all; none when not
         ``queued``) and the finished ones: when a call ends, however it ends."""
@@ -585,6 +593,14 @@ class Scheduler:
         if self.returned:
             returned, self.returned = self.returned, []
             limiter.release(returned)
+
+    def release_quietly(self, batch: Batch | None = None, *, queued: bool = True) -> None:
+        """release_slots() that never raises: a failed release must not hide a call's results
+        or the exception that ended it (a shared store's leases expire by themselves)."""
+        try:
+            self.release_slots(batch, queued=queued)
+        except Exception:
+            pass
 
     def _record(self, job: Job, got: Outcome) -> None:
         batch = job.batch
@@ -625,9 +641,6 @@ class Scheduler:
                 self.engine.cancel(tag)
 
 
-_EARLIER = "an earlier attempt ended ambiguously and may have delivered it"
-
-
 def _was_ambiguous(job: Job) -> bool:
     """An attempt of this send (or mail-sending Operation) may have delivered it."""
     retry = job.retry
@@ -639,8 +652,7 @@ def _after_ambiguous(job: Job, error: SendError) -> SendError:
     slot): if an earlier attempt may have delivered it, say so, as Client.send does; else a
     caller (or a journal's rerun) would send it again."""
     if not error.may_have_sent and _was_ambiguous(job):
-        error.may_have_sent = True
-        error.args = (f"{error.args[0]}; {_EARLIER}",)
+        mark_maybe_delivered(error)
     return error
 
 
@@ -742,17 +754,14 @@ def send_many(
 
         client._engine_cleanup(engine, cleanup)
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
-        for job in scheduler.in_flight.values():  # (no answer came back: none will be read)
-            if job.slot is not None:
-                scheduler.returned.append(job.slot)
-                job.slot = None
-        _release_quietly(scheduler)
+        scheduler.abandon_in_flight()  # (no answer came back: none will be read)
+        scheduler.release_quietly()
         if batch.journal is not None:
             with contextlib.suppress(Exception):  # (the journal may be what failed)
                 batch.journal.close()  # the aborted ones' outcomes too (in flight: doubtful)
         raise
     results = batch.settle(scheduler.in_flight)
-    _release_quietly(scheduler)  # every send is done: a failed release must not hide results
+    scheduler.release_quietly()  # every send is done: a failed release must not hide results
     if batch.journal is not None:
         try:
             batch.journal.close()
@@ -760,10 +769,3 @@ def send_many(
             exc.results = results  # type: ignore[attr-defined]
             raise
     return results
-
-
-def _release_quietly(scheduler: Scheduler) -> None:
-    try:
-        scheduler.release_slots()
-    except Exception:  # never hide the exception that ended the call (leases expire anyway)
-        pass

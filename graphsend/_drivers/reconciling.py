@@ -9,7 +9,7 @@ import itertools
 import time
 
 from graphsend import _native
-from graphsend._drivers.bulk import Batch, Job, Scheduler, _Mailbox, _release_quietly, check_limits
+from graphsend._drivers.bulk import Batch, Job, Scheduler, _Mailbox, check_limits
 from graphsend._drivers.sync import PREFER_IMMUTABLE
 from graphsend._operations import reconcile as _reconcile
 from graphsend._rules.errors import SendError
@@ -214,7 +214,7 @@ def reconcile_many(
     finally:
         # Client(limiter=...): the slots of the last answers (or of the aborted reads) go
         # back now; kept, they would hold the mailbox from every other client for good.
-        _release_quietly(scheduler)
+        scheduler.release_quietly()
     verdicts = list(batch.results)
     batch.jobs = []
     return verdicts  # type: ignore[return-value]

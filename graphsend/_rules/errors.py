@@ -378,7 +378,8 @@ _REASONS = {
 #: an https:// proxy's (csrc/transfer.h, GS_PROXY_TLS_PREFIX): the fix is not the server's CAs.
 _PROXY_TLS_PREFIX = "HTTPS proxy: "
 _PROXY_UNTRUSTED = (
-    "the proxy's certificate is not trusted: pass proxy_ca_bundle= a PEM file of the proxy's "
+    "the proxy's certificate is not trusted: if it was not issued for the proxy URL's host, "
+    "use the name it was issued for; else pass proxy_ca_bundle= a PEM file of the proxy's "
     "CAs (without it the proxy is verified like the server: ca_bundle=, SSL_CERT_FILE, the "
     "system's CAs)"
 )

@@ -208,6 +208,14 @@ class Retry:
 
 _DNS_FAILURES = (CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY)
 
+EARLIER_AMBIGUOUS = "an earlier attempt ended ambiguously and may have delivered it"
+
+
+def mark_maybe_delivered(error: SendError) -> None:
+    """``error`` ends a send an earlier attempt of which may have delivered it: say so."""
+    error.may_have_sent = True
+    error.args = (f"{error.args[0]}; {EARLIER_AMBIGUOUS}",)
+
 
 class RetryState:
     """The retry bookkeeping of one send, shared by Client, send_many and AsyncClient."""
@@ -250,10 +258,7 @@ class RetryState:
         ):
             # The draft is gone: most likely an earlier, ambiguous attempt sent it. (Another 404,
             # such as ErrorInvalidUser, says nothing about the earlier attempt.)
-            error.may_have_sent = True
-            error.args = (
-                f"{error.args[0]}; an earlier attempt ended ambiguously and may have delivered it",
-            )
+            mark_maybe_delivered(error)
             return None
         wait = self.policy.wait_before_retry(
             error, self.attempt, self.waited, idempotent=self.idempotent
@@ -267,11 +272,7 @@ class RetryState:
                 # The attempts ran out on a passing failure (429, 503, a refused connection):
                 # it proves nothing about an earlier attempt that may have delivered it. (A
                 # lasting one, such as a 404 ErrorInvalidUser, would have failed that one too.)
-                error.may_have_sent = True
-                error.args = (
-                    f"{error.args[0]}; an earlier attempt ended ambiguously and may have "
-                    "delivered it",
-                )
+                mark_maybe_delivered(error)
             return None
         self.ambiguous = self.ambiguous or (error.may_have_sent and not self.idempotent)
         self.waited += wait

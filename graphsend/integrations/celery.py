@@ -163,7 +163,8 @@ def send_task(
         state_url: The Redis (``redis://``, ``rediss://`` or ``unix://``) holding each run's
             lease and outcome (default: the broker's URL).
         lease: Seconds a dead run keeps a redelivery waiting (a live run renews its lease).
-        reconcile_wait: The ``wait`` passed to :meth:`graphsend.Client.reconcile`.
+        reconcile_wait: The ``wait`` passed to :meth:`graphsend.Client.reconcile` (one
+            message) or :meth:`graphsend.Client.reconcile_many` (a redelivered batch).
         max_retries: How many times Celery retries a send that proved nothing was sent and
             may pass later (429, 503, a refused connection, a LimiterError).
         retry_backoff_max: The most seconds between such retries when Graph gave no
