@@ -110,7 +110,7 @@ def test_an_async_call_gives_a_finished_mailboxs_slots_back_while_it_runs(
                     await asyncio.sleep(0.01)
                 freed = time.monotonic() - start
                 assert not task.done()
-                results = await asyncio.wait_for(task, 30)
+                results = await asyncio.wait_for(task, 30 * SCALE)
                 assert all(isinstance(r, graphsend.Receipt) for r in results), results
                 return freed
 
