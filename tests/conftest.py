@@ -8,8 +8,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from loopback import Reply, Server, free_port
+from redis_server import RedisServer, have_redis
 
 from graphsend.testing import FakeGraph
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real redis-server for the module's tests (skipped where none can be installed)."""
+    if not have_redis():
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -17,20 +17,11 @@ from pathlib import Path
 
 import pytest
 from loopback import Server
-from redis_server import RedisServer, have_redis
 
 import graphsend
 from graphsend.testing import FakeGraph
 
 SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if not have_redis():
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server.url
 
 
 @pytest.fixture(params=["local", "redis"])

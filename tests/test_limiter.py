@@ -28,14 +28,6 @@ SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
 needs_redis = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if not have_redis():
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server.url
-
-
 @pytest.fixture
 def limited_graph() -> Iterator[FakeGraph]:
     """Graph's MailboxConcurrency limit (4) enforced, 20 ms per send."""
