@@ -172,6 +172,29 @@ class Server:
                     conn.shutdown(socket.SHUT_RDWR)
 
 
+def accept_in_thread(
+    sock: socket.socket,
+    serve: Callable[[socket.socket], None],
+    conns: list[socket.socket] | None = None,
+    lock: threading.Lock | None = None,
+) -> None:
+    """Accept on ``sock`` until it is closed, in a thread; each connection is served by
+    ``serve(conn)`` in a thread of its own (and recorded in ``conns``, under ``lock``)."""
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            if conns is not None and lock is not None:
+                with lock:
+                    conns.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 class ConnectProxy:
     """An HTTP CONNECT proxy on loopback.
 
@@ -188,23 +211,13 @@ class ConnectProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_thread(self.sock, self._serve, self.conns, self.lock)
 
     def __enter__(self) -> ConnectProxy:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError), conn:

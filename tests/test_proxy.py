@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from loopback import ConnectProxy, Reply, Seen, Server, _relay
+from loopback import ConnectProxy, Reply, Seen, Server, _relay, accept_in_thread
 
 import graphsend
 from graphsend.testing import FakeGraph
@@ -38,15 +37,7 @@ class MappingProxy:
         self.tunnels: list[str] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        accept_in_thread(self.sock, self._serve)
 
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError), conn:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from loopback import Reply, Server
+from loopback import Reply, Server, accept_in_thread
 
 import graphsend
 
@@ -62,17 +62,7 @@ class TlsConnectProxy:
         self.conns: list[socket.socket] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        accept_in_thread(self.sock, self._serve, self.conns, self.lock)
 
     def _serve(self, raw: socket.socket) -> None:
         with contextlib.suppress(OSError), raw:
