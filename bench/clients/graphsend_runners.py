@@ -101,13 +101,13 @@ def send_many(target: Target, plan: BulkPlan) -> SendMany:
 
 def send_many_portable(target: Target, plan: BulkPlan) -> SendMany:
     """send_many on the portable wait (curl_multi_poll, as off Linux): the build that
-    `make test-portable` leaves in build/portable."""
+    `make -C bench portable` (part of `make bench`) leaves in build/portable."""
     import sys
     from pathlib import Path
 
     portable = Path(__file__).resolve().parents[2] / "build" / "portable"
     if not (portable / "graphsend").is_dir():
-        raise NotAvailable("no portable build (run make test-portable first)")
+        raise NotAvailable("no portable build (run make -C bench portable first)")
     sys.path.insert(0, str(portable))
     backend = _need(_graphsend()._native, "event_backend")
     if backend != "curl_multi_poll":
