@@ -150,3 +150,50 @@ def test_a_send_many_refused_before_it_starts_lets_go_of_its_journal(tmp_path: P
             results = client.send_many(drafts, journal=path)
         assert all(isinstance(r, graphsend.Receipt) for r in results), results
         assert sorted(graph.send_counts().values()) == [1, 1, 1]
+
+
+class _RaisingLookup:
+    """A progress callable (a proxy, say) whose attribute lookups fail with other than
+    AttributeError: send_many asks it for an optional `note` method."""
+
+    def __call__(self, done: int, total: int) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"lookup of {name} failed")
+
+
+def test_a_send_many_failing_while_it_sets_up_lets_go_of_its_journal(tmp_path: Path) -> None:
+    """The defect: a failure between the journal's attach and the send loop (here the progress
+    object's attribute lookup) left the journal open and locked, so the next call was refused."""
+    path = tmp_path / "run.journal"
+    with FakeGraph() as graph:
+        drafts = graph.create_drafts(3)
+        with graphsend.Client(graph.token, base_url=graph.base_url) as client:
+            with pytest.raises(RuntimeError, match="lookup of note") as caught:
+                client.send_many(drafts, journal=path, progress=_RaisingLookup())
+            assert graph.requests == []
+            assert [r.may_have_sent for r in caught.value.results] == [False] * 3  # type: ignore[attr-defined]
+            results = client.send_many(drafts, journal=path)
+        assert all(isinstance(r, graphsend.Receipt) for r in results), results
+        assert sorted(graph.send_counts().values()) == [1, 1, 1]
+
+
+def test_async_send_many_failing_while_it_sets_up_says_nothing_was_sent(tmp_path: Path) -> None:
+    """AsyncClient.send_many: the same failure raised without `.results`; the journal is let go."""
+    path = tmp_path / "run.journal"
+    with FakeGraph() as graph:
+        drafts = graph.create_drafts(3)
+
+        async def run() -> list[graphsend.Receipt | graphsend.SendError]:
+            async with graphsend.AsyncClient(graph.token, base_url=graph.base_url) as client:
+                with pytest.raises(RuntimeError, match="lookup of note") as caught:
+                    await client.send_many(drafts, journal=path, progress=_RaisingLookup())
+                assert graph.requests == []
+                results = caught.value.results  # type: ignore[attr-defined]
+                assert [r.may_have_sent for r in results] == [False] * 3
+                return await client.send_many(drafts, journal=path)
+
+        results = asyncio.run(run())
+        assert all(isinstance(r, graphsend.Receipt) for r in results), results
+        assert sorted(graph.send_counts().values()) == [1, 1, 1]

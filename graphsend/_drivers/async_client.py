@@ -1122,8 +1122,12 @@ class AsyncClient:
                 error = self._async_token.error()
                 assert error is not None
                 return self._unsent(call, error)
-        report = reporter(progress, total)
-        note = getattr(report, "note", None)
+        try:
+            report = reporter(progress, total)
+            note = getattr(report, "note", None)
+        except BaseException as exc:  # a bad progress: nothing was sent
+            exc.results = call.abandon()  # type: ignore[attr-defined]
+            raise
         call.progress = report is not None
         shown = 0
         notice = None

@@ -707,16 +707,16 @@ def send_many(
         draft_many(client, large, batch, max_per_mailbox, max_concurrency)
         engine = client._engine()
         report = reporter(progress, len(batch.jobs))
-    except BaseException as exc:  # Ctrl-C while composing, a bad progress: nothing was sent
+        note = getattr(report, "note", None)
+        scheduler = Scheduler(client, engine, max_per_mailbox)
+        scheduler.add(batch)
+    except BaseException as exc:  # Ctrl-C while setting up, a bad progress: nothing was sent
         exc.results = batch.abandon()  # type: ignore[attr-defined]
         if batch.journal is not None:  # (else its lock outlives the call: the next run is refused)
             with contextlib.suppress(Exception):
                 batch.journal.close()
         raise
-    scheduler = Scheduler(client, engine, max_per_mailbox)
-    scheduler.add(batch)
     total = len(batch.jobs)
-    note = getattr(report, "note", None)
     check_signals = threading.current_thread() is threading.main_thread()
     shown = 0  # items the progress report has been told about
     try:
