@@ -647,8 +647,10 @@ void gs_transfer_finish(gs_transfer *t, CURLcode code)
     else if (t->errbuf[0] == '\0')
         snprintf(t->errbuf, sizeof(t->errbuf), "%s", curl_easy_strerror(code));
     mark_proxy_certificate(t, code);
-    /* Frees the 2 MiB buffer, so a pooled handle keeps only the default (on a failure, which a
-     * libcurl that took the larger size has no reason for, the next finish tries again). */
+    /* Frees the 2 MiB buffer, so a pooled handle keeps only the default. Both callers get here
+     * once libcurl reported the transfer done, and libcurl wants this option set on no active
+     * transfer (on a failure, which a libcurl that took the larger size has no reason for, the
+     * next finish tries again). */
     if (t->big_upload_buffer &&
         curl_easy_setopt(t->easy, CURLOPT_UPLOAD_BUFFERSIZE, GS_UPLOAD_BUFFER_DEFAULT) == CURLE_OK)
         t->big_upload_buffer = 0;
