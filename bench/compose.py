@@ -287,6 +287,41 @@ def bench_upload(
     }
 
 
+def tls_floor(base: str, cafile: str, size: int) -> dict[str, Any]:
+    """The cipher this nginx and the system OpenSSL agree on (every client here uses that
+    OpenSSL), and what encrypting ``size`` bytes with it costs alone: ``openssl speed`` on
+    16 KiB records, one CPU, no I/O. The floor of a TLS upload's client CPU in user space."""
+    import socket
+    import ssl
+
+    host, port = base.removeprefix("https://").rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection((host, int(port))) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            cipher, protocol, _ = tls.cipher() or ("?", "?", 0)
+    out: dict[str, Any] = {"cipher": cipher, "protocol": protocol, "openssl": ssl.OPENSSL_VERSION}
+    evp = next(
+        (e for k, e in (("AES256-GCM", "aes-256-gcm"), ("AES_256_GCM", "aes-256-gcm"),
+                        ("AES128-GCM", "aes-128-gcm"), ("AES_128_GCM", "aes-128-gcm"),
+                        ("CHACHA20", "chacha20-poly1305")) if k in cipher),
+        None,
+    )  # fmt: skip
+    if evp is None or shutil.which("openssl") is None:
+        return out
+    speed = subprocess.run(
+        ["openssl", "speed", "-evp", evp, "-bytes", "16384", "-seconds", "1"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    try:
+        rate = float(speed.splitlines()[-1].split()[-1].removesuffix("k")) * 1000  # bytes/s
+    except (IndexError, ValueError):
+        return out
+    out["encrypt_ms"] = size / rate * 1000
+    out["encrypt_what"] = f"{evp}, openssl speed, 16 KiB records"
+    return out
+
+
 def bench_upload_fakegraph(path: Path) -> list[dict[str, Any]]:
     """One upload per client on FakeGraph over HTTPS; the stored bytes are compared."""
     import asyncio
@@ -483,7 +518,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
     up = r.get("upload", {})
     if up:
-        mb = f"upload {up['size_bytes'] / 1e6:.0f} MB"
+        mb = f"upload {up['size_bytes'] / 2**20:.0f} MiB"
         g, c = up["vs_curl"]["graphsend"], up["vs_curl"]["curl CLI"]
         v = _ratio(c["wall_ms"], g["wall_ms"])
         speeds = f"{_num(g['mb_per_s'], 0)} vs {_num(c['mb_per_s'], 0)} MB/s"
@@ -530,7 +565,7 @@ def reading(r: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"- Upload against msgraph-sdk: no upload can take less wall time than nginx's one "
-            f"worker needs to receive and decrypt its {up['size_bytes'] / 1e6:.0f} MB: "
+            f"worker needs to receive and decrypt its {up['size_bytes'] / 1e6:.1f} MB: "
             f"{_num(g['nginx_cpu_ms'], 0)} ms of nginx's CPU during graphsend's upload, "
             f"{_num(s['nginx_cpu_ms'], 0)} ms during msgraph-sdk's (wall "
             f"{_num(g['wall_ms'], 0)} and {_num(s['wall_ms'], 0)} ms: "
@@ -538,14 +573,34 @@ def reading(r: dict[str, Any]) -> list[str]:
             f"takes {_num(s['wall_ms'], 0)} ms, {verdict} ({_num(s['wall_ms'], 0)} / "
             f"{_num(g['nginx_cpu_ms'], 0)} ms)."
         )
+        busy = any(
+            x["wall_ms"] > 1.2 * max(x["client_cpu_ms"], x["nginx_cpu_ms"])
+            for pair in ("vs_curl", "vs_sdk")
+            for x in up[pair].values()
+        )
+        steady = (
+            ": BUT the wall times were well above both CPU times in this run, so the machine "
+            "was busy with something else; rerun it on a quiet machine"
+            if busy
+            else ", each about its wall time"
+        )
+        tls = up.get("tls", {})
+        floor = (
+            f" Encrypting the bytes alone ({tls['encrypt_what']}) takes "
+            f"{_num(tls['encrypt_ms'], 0)} ms of it, graphsend's user-space CPU is "
+            f"{_num(g['client_cpu_ms'] - g['client_sys_ms'], 0)} ms."
+            if "encrypt_ms" in tls
+            else ""
+        )
         lines.append(
             f"- What bounds each upload is its own client's CPU: graphsend "
             f"{_num(g['client_cpu_ms'], 0)} ms ({_num(g['client_sys_ms'], 0)} of it in the "
             f"kernel), msgraph-sdk {_num(s['client_cpu_ms'], 0)} ms "
-            f"({_num(s['client_sys_ms'], 0)} in the kernel), each about its wall time. Most of a "
+            f"({_num(s['client_sys_ms'], 0)} in the kernel){steady}. Most of a "
             "TLS upload's client CPU is per byte and the same for every client: encrypting each "
             "byte in OpenSSL and the kernel's TCP path (on loopback the kernel time includes "
-            "delivering to nginx's socket). What msgraph-sdk spends above graphsend "
+            f"delivering to nginx's socket; here {tls.get('protocol', '?')} "
+            f"{tls.get('cipher', '?')}).{floor} What msgraph-sdk spends above graphsend "
             f"({_num(s['client_cpu_ms'] - g['client_cpu_ms'], 0)} ms) is its own work per "
             "chunk; a 3x ratio would need graphsend's whole upload in "
             f"{_num(s['wall_ms'] / 3, 0)} ms."
@@ -590,9 +645,10 @@ def markdown(r: dict[str, Any]) -> str:
     up = r.get("upload")
     if up:
         md += [
-            f"## Upload of {up['size_bytes'] / 1e6:.0f} MB over loopback HTTPS/1.1 (nginx)",
+            f"## Upload of {up['size_bytes'] / 2**20:.0f} MiB over loopback HTTPS/1.1 (nginx)",
             "",
-            f"{up['chunks']} chunks of {up['chunk_bytes']:,} bytes. nginx on one CPU, the "
+            f"{up['size_bytes']:,} bytes in {up['chunks']} chunks of {up['chunk_bytes']:,} (MB/s: "
+            "10^6 bytes per second). nginx on one CPU, the "
             "clients on the other. Per upload: the median wall time, CPU times as means over "
             "the rounds.",
             "",
@@ -724,6 +780,7 @@ def main() -> None:
             if "upload" not in skip:
                 with placed("client"):
                     r["upload"] = bench_upload(base, cafile, proc.pid, path, args.rounds, Path(tmp))
+                    r["upload"]["tls"] = tls_floor(base, cafile, size)
             if "fakegraph" not in skip:
                 r["fakegraph"] = bench_upload_fakegraph(path)
         if "compose" not in skip:
