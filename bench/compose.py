@@ -18,13 +18,17 @@ figure, as in S3. Every client of one comparison talks to the same server.
    process, one connection: ``-T chunk -H Content-Range ... --next``), and against msgraph-sdk
    (createUploadSession by its request builders, then its LargeFileUploadTask reading the same
    file, with the two-override workaround of bench/compose_sdk.py, without which it cannot
-   finish an Outlook upload). Client RSS growth of the graphsend process is reported too.
+   finish an Outlook upload). nginx runs on one CPU, the clients on the other; around every
+   upload its CPU time (/proc/<pid>/stat) and the client's are read, which shows what bounds
+   each upload; so does the cost of encrypting the bytes alone with the negotiated cipher
+   (openssl speed). Client RSS growth of the graphsend process is reported too.
 2. The same upload end to end on FakeGraph over HTTPS (graphsend and msgraph-sdk, one round):
    the stored attachment's bytes are checked for both. FakeGraph is Python, so these times are
    bound by the server; they show correctness, the nginx figures show speed.
 3. create_draft + send of a small message: graphsend against httpx (one Client, HTTP/1.1) doing
    the same two requests (POST /messages with the same JSON, POST /messages/{id}/send), and
-   against msgraph-sdk's request builders (me.messages.post, then .send.post), per message.
+   against msgraph-sdk's request builders (me.messages.post, then .send.post), per message;
+   nginx on the client's CPU, as in S1.
 4. send_many of 2,000 small Messages over 100 mailboxes (at most 4 in flight each) against
    latencyd (20 ms): each goes out as one sendMail. Compared with the S3 ideal for one and for
    two requests per item (5 and 10 rounds of 20 ms), and with send_many of 2,000 draft ids
