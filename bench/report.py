@@ -283,27 +283,8 @@ def markdown(r: dict[str, Any], out: Path = RESULTS_DIR) -> str:
         "one run; ratios are computed within it. Medians over rounds; rounds of different "
         "clients are interleaved. Numbers from different runs are not comparable.",
         "",
-        "## Machine",
-        "",
     ]
-    load = ", ".join(f"{x:.2f}" for x in m.get("load_average_at_start", ()))
-    md += _table(
-        ["", ""],
-        [
-            ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
-            ["OS / kernel", f"{m['os']} / {m['kernel']}"],
-            ["Python", m["python"]],
-            ["libcurl (system; C programs)", m["libcurl (C programs, build)"]],
-            ["graphsend", m["graphsend"]],
-            ["graphsend tree measured", m.get("graphsend tree", "unknown")],
-            ["pycurl", m["pycurl"]],
-            ["nginx", m["nginx"]],
-            ["load average at start", load],
-            ["CPU pinning", m.get("pinning", "none")],
-            ["peers", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
-            ["what the peers run on", _transitive(m)],
-        ],
-    )
+    md += machine_section(m)
     tg = targets(r)
     if tg:
         md += ["## Targets", ""]
@@ -321,6 +302,29 @@ def markdown(r: dict[str, Any], out: Path = RESULTS_DIR) -> str:
         md += _s5(r["s5"])
     md += ["![charts](results.png)", ""]
     return "\n".join(md)
+
+
+def machine_section(m: dict[str, Any]) -> list[str]:
+    """The "## Machine" table of a results file, from machine.describe()."""
+    load = ", ".join(f"{x:.2f}" for x in m.get("load_average_at_start", ()))
+    rows = _table(
+        ["", ""],
+        [
+            ["CPU", f"{m['cpu']} ({m['cores']} cores)"],
+            ["OS / kernel", f"{m['os']} / {m['kernel']}"],
+            ["Python", m["python"]],
+            ["libcurl (system; C programs)", m["libcurl (C programs, build)"]],
+            ["graphsend", m["graphsend"]],
+            ["graphsend tree measured", m.get("graphsend tree", "unknown")],
+            ["pycurl", m["pycurl"]],
+            ["nginx", m["nginx"]],
+            ["load average at start", load],
+            ["CPU pinning", m.get("pinning", "none")],
+            ["peers", ", ".join(f"{k} {v}" for k, v in m["versions"].items())],
+            ["what the peers run on", _transitive(m)],
+        ],
+    )
+    return ["## Machine", "", *rows]
 
 
 def _s1(s1: dict[str, Any]) -> list[str]:

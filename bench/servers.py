@@ -68,6 +68,33 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time used so far by ``pid`` and its children: nginx's master and
+    worker. Clock-tick resolution (10 ms); read before and after a measurement."""
+    user = system = 0
+    for p in (pid, *_children(pid)):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def move_tree(pid: int, role: str) -> None:
+    """Re-pin a process and its children (nginx's master and workers) to the "server" or the
+    "client" CPUs."""
+    cpus = cpus_for(role)
+    if cpus is None:
+        return
+    for p in (pid, *_children(pid)):
+        try:
+            os.sched_setaffinity(p, cpus)
+        except OSError:
+            pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,14 +207,8 @@ class Nginx:
 
     def move_to(self, role: str) -> None:
         """Re-pin nginx (master and workers) to the "server" or the "client" CPUs."""
-        cpus = cpus_for(role)
-        if self.proc is None or cpus is None:
-            return
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
-            try:
-                os.sched_setaffinity(pid, cpus)
-            except OSError:
-                pass
+        if self.proc is not None:
+            move_tree(self.proc.pid, role)
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -163,6 +163,13 @@ static int status_of(const char *data, size_t len)
     return status;
 }
 
+/* libcurl's upload buffer for a file body (its default is 64 KiB, its maximum 2 MiB): one
+ * pread, one poll and one pass of the multi loop per buffer, so 1,600 passes for 100 MB become
+ * 50; measured 7% less time per upload over loopback HTTPS (bench/compose.py). Only while a
+ * file body is sent: gs_transfer_finish() puts the default back, which frees it. */
+#define GS_UPLOAD_BUFFER (2L * 1024L * 1024L)
+#define GS_UPLOAD_BUFFER_DEFAULT (64L * 1024L)
+
 /* A file body, read in C: no Python runs while the GIL is released. */
 static size_t on_read(char *buffer, size_t size, size_t nitems, void *userp)
 {
@@ -556,6 +563,8 @@ CURLcode gs_transfer_body(gs_transfer *t, const gs_body *b, const char **what)
         t->src_pos = 0;
         SETOPT(CURLOPT_POSTFIELDS, NULL); /* the read callback supplies the body */
         SETOPT(CURLOPT_POST, 1L);
+        SETOPT(CURLOPT_UPLOAD_BUFFERSIZE, GS_UPLOAD_BUFFER);
+        t->big_upload_buffer = 1;
     } else {
         SETOPT(CURLOPT_POSTFIELDS, b->mem != NULL ? b->mem : "");
     }
@@ -638,6 +647,13 @@ void gs_transfer_finish(gs_transfer *t, CURLcode code)
     else if (t->errbuf[0] == '\0')
         snprintf(t->errbuf, sizeof(t->errbuf), "%s", curl_easy_strerror(code));
     mark_proxy_certificate(t, code);
+    /* Frees the 2 MiB buffer, so a pooled handle keeps only the default. Both callers get here
+     * once libcurl reported the transfer done, and libcurl wants this option set on no active
+     * transfer (on a failure, which a libcurl that took the larger size has no reason for, the
+     * next finish tries again). */
+    if (t->big_upload_buffer &&
+        curl_easy_setopt(t->easy, CURLOPT_UPLOAD_BUFFERSIZE, GS_UPLOAD_BUFFER_DEFAULT) == CURLE_OK)
+        t->big_upload_buffer = 0;
 }
 
 void gs_transfer_fail(gs_transfer *t, CURLcode code, const char *what, const char *reason)

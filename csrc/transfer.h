@@ -132,6 +132,7 @@ typedef struct gs_transfer {
     /* Handle.request(): a file body (pread from src_fd) and the 2xx body cap. */
     int src_fd;
     long long src_off, src_len, src_pos;
+    int big_upload_buffer; /* GS_UPLOAD_BUFFER is set for this file body: put back at finish */
     int keep_ok_body; /* a 2xx body is kept up to GS_BODY_CAP_OK */
     int custom;       /* the easy handle's method options differ from the send's */
     int cur_status;   /* from the latest status line, for the body cap */
