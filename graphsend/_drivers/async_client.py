@@ -259,6 +259,7 @@ class _Driver:
         self.wake_at = math.inf
         self.beat: asyncio.TimerHandle | None = None  # see _HEARTBEAT
         self.kick_pending = False
+        self.added = 0  # items added since the last kick
         self.refreshing = False
         self.tasks: set[asyncio.Task[None]] = set()  # token refreshes
         self.calls: dict[_Call, None] = {}  # awaited now
@@ -278,7 +279,13 @@ class _Driver:
             if call.journal.doubtful:  # maybe sent before: ask the mailbox, before any kick
                 _journal.reconcile(self.scheduler, call.journal)
         if self.kick_pending or len(self.calls) > 1:
-            self._kick_soon()  # sends made in one go (a gather) start together
+            # Sends made in one go (a gather) start together, a slice at a time, and the first
+            # slice as soon as it is there: not after every task of a large gather has run.
+            self.added += len(call.jobs)
+            if self.added >= _START_SLICE:
+                self._kick(queued=self.kick_pending)
+            else:
+                self._kick_soon()
         else:
             self._kick()  # a lone send starts now, not one loop iteration later
         if self.beat is None:
@@ -315,8 +322,12 @@ class _Driver:
             self.kick_pending = True
             self.loop.call_soon(self._kick)
 
-    def _kick(self) -> None:
-        self.kick_pending = False
+    def _kick(self, queued: bool = False) -> None:
+        """Start what is ready (a slice of it). queued: called early, by add(), while the kick
+        that _kick_soon() queued is still to come (it starts the rest)."""
+        if not queued:
+            self.kick_pending = False
+        self.added = 0
         if self.closed:
             return
         scheduler = self.scheduler
