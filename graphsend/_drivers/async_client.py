@@ -759,7 +759,19 @@ class AsyncClient:
             except SendError as error:
                 error.client_request_id = crid
                 raise error from error.__cause__
-        await self._run(call)
+        # _run's steps, in this coroutine: a gather of thousands of sends saves a coroutine
+        # (and a frame to resume) per send.
+        driver = self._begin(call)
+        try:
+            while not call.ended:  # (one item, no progress: woken once, with its outcome)
+                await call.waiter
+                if not call.ended:
+                    call.waiter = driver.loop.create_future()
+        except BaseException:
+            _stopped_early(driver, call)
+            raise
+        finally:
+            _let_go(driver, call)
         got = call.settle({})[0]
         if isinstance(got, SendError):
             raise got
@@ -1196,31 +1208,27 @@ class AsyncClient:
         If the wait ends early (cancelled, or ``progress`` raised), nothing more of the call is
         started and its transfers are aborted there and then, so that every item's outcome is
         known: the results say which requests were written."""
-        loop = asyncio.get_running_loop()
-        driver = self._driver(loop)
-        call.waiter = loop.create_future()
-        driver.add(call)
+        driver = self._begin(call)
         try:
             while not call.ended:
                 await call.waiter
                 if not call.ended:
-                    call.waiter = loop.create_future()
+                    call.waiter = driver.loop.create_future()
                     if progress is not None:
                         progress(call.done)
         except BaseException:
-            driver.cancel(call)
-            if not call.ended:  # the driver has stopped: report what it knows
-                call.settle(
-                    driver.scheduler.in_flight,
-                    "cancelled while in flight; it may have been sent",
-                    keep_jobs=True,
-                )
+            _stopped_early(driver, call)
             raise
         finally:
-            driver.calls.pop(call, None)
-            if call.journal is not None:
-                driver.journals.pop(call.journal, None)
-            driver.let_go(call)
+            _let_go(driver, call)
+
+    def _begin(self, call: _Call) -> _Driver:
+        """Hand the call to this loop's driver, with a future to wake its coroutine."""
+        loop = asyncio.get_running_loop()
+        driver = self._driver(loop)
+        call.waiter = loop.create_future()
+        driver.add(call)
+        return driver
 
     def _driver(self, loop: asyncio.AbstractEventLoop) -> _Driver:
         driver = self._drivers.get(loop)  # the common case, without the lock
@@ -1237,6 +1245,25 @@ class AsyncClient:
                 self._drivers.pop(old).shutdown("its event loop was closed")
             driver = self._drivers[loop] = _Driver(self._client, self.max_per_mailbox, loop)
             return driver
+
+
+def _stopped_early(driver: _Driver, call: _Call) -> None:
+    """The wait for call ended early: start nothing more of it and abort its transfers now."""
+    driver.cancel(call)
+    if not call.ended:  # the driver has stopped: report what it knows
+        call.settle(
+            driver.scheduler.in_flight,
+            "cancelled while in flight; it may have been sent",
+            keep_jobs=True,
+        )
+
+
+def _let_go(driver: _Driver, call: _Call) -> None:
+    """The call is over, however it ended."""
+    driver.calls.pop(call, None)
+    if call.journal is not None:
+        driver.journals.pop(call.journal, None)
+    driver.let_go(call)
 
 
 def _raw(result: Result, crid: str) -> Result:
