@@ -53,6 +53,8 @@ typedef struct {
     /* Owned by whoever holds busy. */
     gs_list active; /* in the multi */
     gs_list done;   /* finished, not yet returned */
+    size_t nactive; /* transfers in active */
+    size_t peak;    /* the most ever in active at once (see keep_connections) */
     gs_transfer *idle;
     int out_of_memory;
 
@@ -110,6 +112,22 @@ static gs_transfer *take_transfer(EngineObject *self, gs_request *req)
     return t;
 }
 
+/*
+ * libcurl sizes its connection cache at 4 times the transfers in the multi now, so as a batch
+ * drains it closes idle connections (with 400 in flight, the last 100 to finish close theirs),
+ * which the next batch opens again: a TCP (and TLS) handshake each. Sized at 4 times the most
+ * ever in flight instead, what one batch opened is there for the next. Idle connections still go
+ * when the server closes them or libcurl finds them too old (CURLOPT_MAXAGE_CONN).
+ */
+static void keep_connections(EngineObject *self)
+{
+    if (self->nactive <= self->peak || self->nactive > LONG_MAX / 4)
+        return;
+    /* Fails only for a bad handle or option: libcurl's own sizing stays, which is only slower. */
+    if (curl_multi_setopt(self->multi, CURLMOPT_MAXCONNECTS, (long)self->nactive * 4) == CURLM_OK)
+        self->peak = self->nactive;
+}
+
 /* Puts requests we could not start back at the head of the queue. */
 static void requeue(EngineObject *self, gs_request *req)
 {
@@ -155,9 +173,11 @@ static void start_requests(EngineObject *self, gs_request *req)
         }
         else {
             list_push(&self->active, t);
+            self->nactive++;
         }
         req = next;
     }
+    keep_connections(self);
 }
 
 static void end_transfer(EngineObject *self, gs_transfer *t, CURLcode code, const char *why)
@@ -168,6 +188,7 @@ static void end_transfer(EngineObject *self, gs_transfer *t, CURLcode code, cons
     if (why != NULL)
         snprintf(t->errbuf, sizeof(t->errbuf), "%s", why);
     list_unlink(&self->active, t);
+    self->nactive--;
     list_push(&self->done, t);
 }
 
@@ -398,6 +419,7 @@ static void engine_release(EngineObject *self)
         while ((t = self->active.head) != NULL) {
             (void)curl_multi_remove_handle(self->multi, t->easy);
             list_unlink(&self->active, t);
+            self->nactive--;
             gs_transfer_free(t, 0);
         }
         while ((t = self->done.head) != NULL) {
