@@ -166,7 +166,8 @@ static int status_of(const char *data, size_t len)
 /* libcurl's upload buffer for a file body (its default is 64 KiB, its maximum 2 MiB): one
  * pread, one poll and one pass of the multi loop per buffer, so 1,600 passes for 100 MB become
  * 50; measured 7% less time per upload over loopback HTTPS (bench/compose.py). Only while a
- * file body is sent: gs_transfer_finish() puts the default back, which frees it. */
+ * file body is sent: gs_transfer_finish() puts the default back (libcurl 7.x frees the larger
+ * buffer then; a pooled handle must not keep 2 MiB for its sends). */
 #define GS_UPLOAD_BUFFER (2L * 1024L * 1024L)
 #define GS_UPLOAD_BUFFER_DEFAULT (64L * 1024L)
 

@@ -123,8 +123,8 @@ def install_and_send(
         cwd=tmp,
         timeout=60,
     )
-    if draft not in {m.id for m in graph.sent_items()}:
-        return pip, "the draft is not in Sent Items: " + out.stdout + out.stderr[-1000:]
+    if graph.send_count(draft) != 1:
+        return pip, "the draft was not sent exactly once: " + out.stdout + out.stderr[-1000:]
     return pip, out.stdout + out.stderr[-1000:]
 
 

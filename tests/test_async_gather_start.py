@@ -81,3 +81,54 @@ def test_a_gather_starts_a_bounded_number_of_slices_early_and_the_rest_between_o
     assert [r.status for r in receipts] == [202] * sends
     assert seen[0] == 1 + 2 * 8, seen  # the first send (started alone), then 2 early slices
     assert seen[0] < seen[-1] <= sends, seen  # the other slices came while `other` ran
+
+
+class _BrokenLimiter(graphsend.LocalLimiter):
+    """A user's limiter with a bug: from its `fail_from`th call on, acquire raises."""
+
+    def __init__(self, fail_from: int) -> None:
+        super().__init__(per_mailbox=4)
+        self.calls = 0
+        self.fail_from = fail_from
+
+    def acquire(
+        self, mailbox: str, count: int = 1, *, sends: bool = True
+    ) -> tuple[list[object], float]:
+        self.calls += 1
+        if self.calls >= self.fail_from:
+            raise RuntimeError("limiter bug")
+        return super().acquire(mailbox, count, sends=sends)
+
+
+def test_a_failure_while_a_gathers_sends_start_settles_every_send() -> None:
+    """The defect: a failure inside the early start (here a limiter's bug) reached only the task
+    whose send was being added, as a bare RuntimeError, and left the other sends waiting for
+    ever. Every send gets an outcome now: a Receipt, or a SendError that says truly whether it
+    may have been sent."""
+    with FakeGraph(latency=0.05) as graph:
+        users = [f"user{i}@contoso.com" for i in range(MAILBOXES)]
+        items = [
+            (users[i % MAILBOXES], graph.create_draft(users[i % MAILBOXES])) for i in range(SENDS)
+        ]
+        limiter = _BrokenLimiter(fail_from=40)
+
+        async def main() -> list[object]:
+            client = graphsend.AsyncClient(graph.token, base_url=graph.base_url, limiter=limiter)
+            async with client:
+                sends = asyncio.gather(
+                    *(client.send(m, user=u) for u, m in items), return_exceptions=True
+                )
+                return await asyncio.wait_for(sends, 30)
+
+        results = asyncio.run(main())
+    assert limiter.calls >= 40, "the limiter never failed: the test did not test that"
+    assert all(isinstance(r, (graphsend.Receipt, graphsend.SendError)) for r in results), {
+        type(r).__name__ for r in results
+    }
+    sent = graph.send_counts()
+    assert set(sent.values()) <= {1}
+    for (_, message_id), r in zip(items, results, strict=True):
+        if isinstance(r, graphsend.Receipt) or (
+            isinstance(r, graphsend.SendError) and not r.may_have_sent
+        ):
+            assert sent.get(message_id, 0) == (1 if isinstance(r, graphsend.Receipt) else 0)

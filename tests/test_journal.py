@@ -7,6 +7,7 @@ duplicate would show), and "was it requested" is what FakeGraph received.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -489,3 +490,53 @@ def test_ctrl_c_then_the_same_command_again_sends_each_draft_once(tmp_path: Path
         results = Child(graph, items, path, wait=1.0).results(timeout=60)
         assert [r[0] for r in results] == ["receipt"] * 200
         assert [graph.send_count(m) for _, m in items] == [1] * 200
+
+
+class _BadLookup:
+    """A progress callable whose attribute lookups fail: the rerun stops while it sets up."""
+
+    def __call__(self, done: int, total: int) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError("lookup failed")
+
+
+def test_a_rerun_that_stops_while_it_sets_up_says_its_doubtful_items_may_have_been_sent(
+    tmp_path: Path,
+) -> None:
+    """The defect: a rerun that failed before its send loop (here its progress object) reported
+    the items the journal had in flight as not sent (may_have_sent=False): a caller that resends
+    what was not sent could send them twice."""
+    path = tmp_path / "run.db"
+    with FakeGraph(latency=0.2) as graph:
+        graph.resend_window = 3600.0
+        items = drafts(graph, 100, mailboxes=5)
+        graph.stall_next(4, user=items[0][0])  # in flight at the kill
+        kill_mid_run(graph, items, path, after=20)
+        before = len(graph.requests)
+        for run in (0, 1):
+            with Client(graph.token, base_url=graph.base_url) as client:
+                if run == 0:
+                    with pytest.raises(RuntimeError, match="lookup failed") as caught:
+                        client.send_many(items, journal=path, progress=_BadLookup())
+                else:
+
+                    async def go() -> None:
+                        async with graphsend.AsyncClient(
+                            graph.token, base_url=graph.base_url
+                        ) as aclient:
+                            await aclient.send_many(items, journal=path, progress=_BadLookup())
+
+                    with pytest.raises(RuntimeError, match="lookup failed") as caught:
+                        asyncio.run(go())
+            assert len(graph.requests) == before, "a request went out"
+            results = caught.value.results  # type: ignore[attr-defined]
+            doubtful = [
+                r for r in results if isinstance(r, graphsend.SendError) and r.may_have_sent
+            ]
+            assert len(doubtful) >= 4, results  # the stalled ones at least
+            assert all("may have reached Graph" in str(r) for r in doubtful)
+            for r in results:
+                if isinstance(r, graphsend.SendError) and not r.may_have_sent:
+                    assert "the batch stopped before this item" in str(r)

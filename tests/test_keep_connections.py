@@ -8,6 +8,7 @@ counts the connections it accepted; the sync Engine and the event loop's LoopEng
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +19,7 @@ from graphsend.testing import FakeGraph
 MAILBOXES = 10
 CAP = 4
 WIDE = MAILBOXES * CAP  # every send of a batch in flight at once: one connection each
+SCALE = float(os.environ.get("GRAPHSEND_TIME_SCALE", "1"))
 
 
 def _items(graph: FakeGraph) -> list[tuple[str, str]]:
@@ -60,11 +62,13 @@ RUNNERS: dict[str, Callable[[FakeGraph, list[list[tuple[str, str]]]], list[objec
 
 @pytest.mark.parametrize("how", list(RUNNERS))
 def test_the_next_batch_reuses_every_connection_the_last_one_opened(how: str) -> None:
-    # The latency holds every send of a batch in flight together, so the first batch opens
-    # WIDE connections; the batches after it find them all idle.
-    with FakeGraph(latency=0.05) as graph:
+    # The latency holds a batch's sends in flight together, so the first batch opens about WIDE
+    # connections; the batches after it find them all idle: no more connections than were ever
+    # needed at once (before: 58 for 40).
+    with FakeGraph(latency=0.2 * SCALE) as graph:
         batches = [_items(graph) for _ in range(3)]
         results = RUNNERS[how](graph, batches)
         assert [getattr(r, "status", r) for r in results] == [202] * (3 * WIDE)
-        assert graph.peak_in_flight() == WIDE
-        assert graph.connections == WIDE, f"{graph.connections - WIDE} connections opened again"
+        peak = graph.peak_in_flight()
+        assert peak >= WIDE // 2, f"only {peak} in flight at once: the test did not test that"
+        assert graph.connections <= peak, f"{graph.connections - peak} connections opened again"

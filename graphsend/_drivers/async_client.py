@@ -285,17 +285,25 @@ class _Driver:
             self.journals[call.journal] = None
             if call.journal.doubtful:  # maybe sent before: ask the mailbox, before any kick
                 _journal.reconcile(self.scheduler, call.journal)
-        if self.kick_pending or len(self.calls) > 1:
-            # Sends made in one go (a gather) start together, a slice at a time, and the first
-            # slices as soon as they are there: not after every task of a large gather has run.
-            self.added += len(call.jobs)
-            if self.added >= _START_SLICE and self.early < _EARLY_SLICES:
-                self.early += 1
-                self._kick(queued=self.kick_pending)
+        try:
+            if self.kick_pending or len(self.calls) > 1:
+                # Sends made in one go (a gather) start together, a slice at a time, and the
+                # first slices as soon as they are there: not after every task of a large
+                # gather has run.
+                self.added += len(call.jobs)
+                if self.added >= _START_SLICE and self.early < _EARLY_SLICES:
+                    self.early += 1
+                    self._kick(queued=self.kick_pending)
+                else:
+                    self._kick_soon()
             else:
-                self._kick_soon()
-        else:
-            self._kick()  # a lone send starts now, not one loop iteration later
+                self._kick()  # a lone send starts now, not one loop iteration later
+        except Exception as exc:
+            # Starting failed (the engine, a limiter): every call gets its outcome from
+            # close(), this one too; the exception must not reach only the task that added.
+            if not self.closing:
+                self.close(f"the event loop driver failed ({exc!r})")
+            return
         if self.beat is None:
             self.beat = self.loop.call_later(_HEARTBEAT, self._heartbeat)
 

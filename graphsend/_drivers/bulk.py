@@ -208,8 +208,16 @@ class Batch:
             self.stopping = True
 
     def abandon(self) -> list[Outcome]:
-        """Every outcome when the call ends before its items were handed to a Scheduler."""
+        """Every outcome when the call ends before its items were handed to a Scheduler. An
+        item a journal says may have been sent says so (it was not reconciled)."""
         self.results = [self.known.get(job.index) for job in self.jobs]
+        if self.journal is not None and self.journal.doubtful:
+            from graphsend._drivers.journal import DOUBTFUL
+
+            for job in self.journal.doubtful:
+                self.results[job.index] = SendError(
+                    f"{DOUBTFUL}, nor reconciled", may_have_sent=True, client_request_id=job.crid
+                )
         return self.settle({})
 
     def finished(self) -> bool:
