@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from loopback import accept_in_thread
 
 from graphsend.__main__ import main
 
@@ -24,16 +25,7 @@ def silent() -> Iterator[str]:
     ls.bind(("127.0.0.1", 0))
     ls.listen()
     held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = ls.accept()
-            except OSError:
-                return
-            held.append(conn)
-
-    threading.Thread(target=accept, daemon=True).start()
+    accept_in_thread(ls, lambda conn: None, held, threading.Lock())
     yield f"http://127.0.0.1:{ls.getsockname()[1]}"
     ls.close()
     for conn in held:

@@ -648,6 +648,13 @@ class Scheduler:
             if job.batch is batch:  # its sends, and the reads reconciling them
                 self.engine.cancel(tag)
 
+    def cancel_and_collect(self, batch: Batch) -> None:
+        """A synchronous call failed: cancel the batch and collect the aborted transfers'
+        results (each says whether its request was written) from the thread's Engine."""
+        self.cancel(batch)
+        for tag, result in self.engine.perform(0.0):
+            self.finish(tag, result)  # (their limiter slots come back with them)
+
 
 def _was_ambiguous(job: Job) -> bool:
     """An attempt of this send (or mail-sending Operation) may have delivered it."""
@@ -754,13 +761,7 @@ def send_many(
         # Ctrl-C, a progress callback that raised, any failure: start nothing more, abort what
         # is in flight (the engine already has, after a signal), collect those results (each
         # says whether its request had been written) and keep the whole record.
-
-        def cleanup() -> None:
-            scheduler.cancel(batch)
-            for tag, result in engine.perform(0.0):
-                scheduler.finish(tag, result)
-
-        client._engine_cleanup(engine, cleanup)
+        client._engine_cleanup(engine, lambda: scheduler.cancel_and_collect(batch))
         exc.results = batch.settle(scheduler.in_flight)  # type: ignore[attr-defined]
         scheduler.abandon_in_flight()  # (no answer came back: none will be read)
         scheduler.release_quietly()

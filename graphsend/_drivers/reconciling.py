@@ -203,13 +203,7 @@ def reconcile_many(
             for tag, result in engine.perform(timeout, check_signals):
                 scheduler.finish(tag, result)
     except BaseException:
-
-        def cleanup() -> None:
-            scheduler.cancel(batch)
-            for tag, result in engine.perform(0.0):
-                scheduler.finish(tag, result)  # (their limiter slots come back with them)
-
-        client._engine_cleanup(engine, cleanup)
+        client._engine_cleanup(engine, lambda: scheduler.cancel_and_collect(batch))
         raise
     finally:
         # Client(limiter=...): the slots of the last answers (or of the aborted reads) go
